@@ -1,0 +1,59 @@
+# bpfusefs — see README.md. Caches (kernels, images, xfstests builds) live in
+# $(BPFUSEFS_CACHE), never in the repository.
+export BPFUSEFS_CACHE ?= $(HOME)/.cache/bpfusefs
+GO      ?= go
+BIN     := bin/bpfusefs
+VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+
+.PHONY: all build test test-host lint demo vmtest vmshell vmbench kernel bpf bench xfstests deps clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/bpfusefs
+
+deps:
+	scripts/deps.sh
+
+lint:
+	@bad=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$bad" ]; then echo "gofmt: $$bad"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) tool staticcheck ./...
+
+# Host suites first (unit + integration as root with /dev/fuse), then the VM
+# suite on the newest Debian 7.x kernel, then the xfstests smoke subset.
+test: deps build lint test-host vmtest xfstests-smoke
+
+test-host:
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+demo: build
+	scripts/demo.sh
+
+vmtest: build
+	kernel/vmtest.sh $(if $(KERNEL),--kernel $(KERNEL)) $(if $(TESTS),--tests '$(TESTS)')
+
+vmshell: build
+	kernel/vmtest.sh --shell $(if $(KERNEL),--kernel $(KERNEL))
+
+kernel:
+	kernel/build.sh
+
+bpf:
+	$(GO) generate ./bpf/...
+
+bench: build
+	$(BIN) bench $(BENCHFLAGS)
+
+vmbench: build
+	kernel/vmtest.sh --bench $(if $(KERNEL),--kernel $(KERNEL))
+
+xfstests: build
+	xfstests/run.sh $(if $(ACCEL),--accel $(ACCEL)) $(if $(GROUP),--group $(GROUP)) $(if $(TESTS),--tests '$(TESTS)')
+
+xfstests-smoke: build
+	xfstests/run.sh --smoke
+
+clean:
+	rm -rf bin
