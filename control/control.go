@@ -1,0 +1,266 @@
+// Package control is the control socket of a running bpfusefs daemon: the
+// way `bpfusefs stats` and `bpfusefs umount` talk to the daemon serving a
+// mount. The socket lives outside the mount (nothing visible inside it), in a
+// directory only its owner can enter, and the daemon also checks the peer's
+// credentials (SO_PEERCRED): only the user who mounted, or root, is served.
+//
+// The protocol is one JSON request and one JSON response per connection:
+//
+//	-> {"method":"stats"}
+//	<- {"result":{...}}   or   {"error":"..."}
+package control
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// MethodWait is answered when the daemon shuts down: a client that calls
+// it returns once the mount is gone and the daemon is exiting.
+const MethodWait = "wait"
+
+// Dir returns the directory that holds the control sockets of the calling
+// user: /run/bpfusefs for root, $XDG_RUNTIME_DIR/bpfusefs otherwise.
+func Dir() (string, error) {
+	if os.Geteuid() == 0 {
+		return "/run/bpfusefs", nil
+	}
+	runtime := os.Getenv("XDG_RUNTIME_DIR")
+	if runtime == "" {
+		return "", errors.New("control socket: XDG_RUNTIME_DIR is not set")
+	}
+	return filepath.Join(runtime, "bpfusefs"), nil
+}
+
+// SocketPath returns the control socket of the mount at mountpoint, which
+// must be absolute and clean. The name is a hash of the path: mount points
+// can be longer than a unix socket path may be.
+func SocketPath(mountpoint string) (string, error) {
+	dir, err := Dir()
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256([]byte(mountpoint))
+	return filepath.Join(dir, hex.EncodeToString(sum[:16])+".sock"), nil
+}
+
+// requestTimeout bounds how long a client may take to send its request.
+const requestTimeout = 5 * time.Second
+
+// Handler answers one request; the result is encoded as JSON.
+type Handler func(method string) (any, error)
+
+type request struct {
+	Method string `json:"method"`
+}
+
+type response struct {
+	Result json.RawMessage `json:"result,omitempty"`
+	Error  string          `json:"error,omitempty"`
+}
+
+// Server serves a control socket.
+type Server struct {
+	path   string
+	owner  int
+	handle Handler
+	ln     *net.UnixListener
+	done   chan struct{}
+	conns  sync.WaitGroup
+	close  sync.Once
+}
+
+// Listen creates the control socket at path, serving requests from uid
+// owner and from root. The socket's directory is created 0700 if missing;
+// a stale socket left by a dead daemon is replaced, a live one is an error.
+func Listen(path string, owner int, handle Handler) (*Server, error) {
+	if err := privateDir(filepath.Dir(path)); err != nil {
+		return nil, err
+	}
+	if err := removeStale(path); err != nil {
+		return nil, err
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	// The directory already keeps others out; the mode is the second lock.
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	s := &Server{path: path, owner: owner, handle: handle, ln: ln, done: make(chan struct{})}
+	go s.serve()
+	return s, nil
+}
+
+// privateDir makes dir, or checks that it is a directory of ours, and
+// leaves it mode 0700.
+func privateDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("control socket: %w", err)
+	}
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return fmt.Errorf("control socket: %w", err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !fi.IsDir() || !ok || int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("control socket: %s is not a directory owned by uid %d", dir, os.Geteuid())
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return fmt.Errorf("control socket: %w", err)
+	}
+	return nil
+}
+
+func removeStale(path string) error {
+	conn, err := net.Dial("unix", path)
+	switch {
+	case err == nil:
+		conn.Close()
+		return fmt.Errorf("control socket %s: another daemon is serving it", path)
+	case errors.Is(err, syscall.ECONNREFUSED):
+		if err := os.Remove(path); err != nil {
+			return fmt.Errorf("control socket: removing stale socket: %w", err)
+		}
+	}
+	return nil
+}
+
+func (s *Server) serve() {
+	for {
+		conn, err := s.ln.AcceptUnix()
+		if err != nil {
+			return // closed
+		}
+		s.conns.Add(1)
+		go func() {
+			defer s.conns.Done()
+			defer conn.Close()
+			s.serveConn(conn)
+		}()
+	}
+}
+
+func (s *Server) serveConn(conn *net.UnixConn) {
+	_ = json.NewEncoder(conn).Encode(s.answer(conn))
+}
+
+func (s *Server) answer(conn *net.UnixConn) response {
+	// Read the request before judging it, so that a refused client gets
+	// the refusal as an answer rather than a broken pipe.
+	var req request
+	_ = conn.SetReadDeadline(time.Now().Add(requestTimeout))
+	if err := json.NewDecoder(conn).Decode(&req); err != nil {
+		return response{Error: fmt.Sprintf("bad request: %v", err)}
+	}
+	if err := s.authorize(conn); err != nil {
+		return response{Error: err.Error()}
+	}
+	if req.Method == MethodWait {
+		<-s.done
+		return response{Result: json.RawMessage("null")}
+	}
+	result, err := s.handle(req.Method)
+	if err != nil {
+		return response{Error: err.Error()}
+	}
+	b, err := json.Marshal(result)
+	if err != nil {
+		return response{Error: fmt.Sprintf("encoding %s result: %v", req.Method, err)}
+	}
+	return response{Result: b}
+}
+
+// authorize admits the owner and root, by the peer credentials the kernel
+// recorded at connect(2).
+func (s *Server) authorize(conn *net.UnixConn) error {
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var cred *unix.Ucred
+	var credErr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return err
+	}
+	if credErr != nil {
+		return fmt.Errorf("SO_PEERCRED: %w", credErr)
+	}
+	if cred.Uid != 0 && int(cred.Uid) != s.owner {
+		return fmt.Errorf("permission denied: uid %d did not mount this filesystem (uid %d did)", cred.Uid, s.owner)
+	}
+	return nil
+}
+
+// Close stops serving, answers pending waits and removes the socket.
+func (s *Server) Close() error {
+	var err error
+	s.close.Do(func() {
+		close(s.done)
+		err = s.ln.Close() // also removes the socket file
+		s.conns.Wait()
+	})
+	return err
+}
+
+// Pending is a request sent and not yet answered.
+type Pending struct {
+	method string
+	conn   net.Conn
+}
+
+// Send sends one request to the control socket at path. The daemon
+// answers MethodWait only when it shuts down, so a caller can send it,
+// unmount, and then read the answer to wait for the daemon to finish.
+func Send(path, method string) (*Pending, error) {
+	conn, err := net.Dial("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	if err := json.NewEncoder(conn).Encode(request{Method: method}); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("control socket: sending %s: %w", method, err)
+	}
+	return &Pending{method: method, conn: conn}, nil
+}
+
+// Result reads the answer and decodes it into result (which may be nil).
+func (p *Pending) Result(result any) error {
+	defer p.conn.Close()
+	var resp response
+	if err := json.NewDecoder(p.conn).Decode(&resp); err != nil {
+		return fmt.Errorf("control socket: reading %s reply: %w", p.method, err)
+	}
+	if resp.Error != "" {
+		return fmt.Errorf("daemon: %s", resp.Error)
+	}
+	if result == nil {
+		return nil
+	}
+	return json.Unmarshal(resp.Result, result)
+}
+
+// Call sends one request to the control socket at path and decodes the
+// result into result (which may be nil).
+func Call(path, method string, result any) error {
+	p, err := Send(path, method)
+	if err != nil {
+		return err
+	}
+	return p.Result(result)
+}
