@@ -1,0 +1,401 @@
+#!/usr/bin/env bash
+# Runs bpfusefs test suites in a qemu guest on a chosen kernel. See
+# kernel/README.md for the full story; in short:
+#
+#   kernel/vmtest.sh [options]           build, boot, run the tests, exit with their status
+#   kernel/vmtest.sh --shell [options]   same guest, interactive shell on the console
+#   kernel/vmtest.sh --bench [options]   same guest, runs `bpfusefs bench`
+#
+# Exit status: 0 the guest's tests passed; 1 they failed (or did not build);
+# 2 usage error; 3 set-up error (no kernel, no qemu...); 4 the guest did not
+# finish (timeout, panic, never reached init, no result line).
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(dirname "$here")
+cache=${BPFUSEFS_CACHE:-$HOME/.cache/bpfusefs}
+
+readonly EXIT_FAIL=1 EXIT_USAGE=2 EXIT_SETUP=3 EXIT_GUEST=4
+readonly INIT_MARKER="vmtest: init reached" RESULT_PREFIX="VMTEST-RESULT "
+
+mode="test"
+kernel=${BPFUSEFS_VM_KERNEL:-debian}
+test_run=""
+packages=()
+full=0
+timeout=20m
+boot_timeout=180s
+test_timeout=10m
+mem=${BPFUSEFS_VM_MEM:-2G}
+smp=${BPFUSEFS_VM_SMP:-2}
+disk_size=""
+bpfusefs=$repo/bin/bpfusefs
+bench_args=${BENCHFLAGS:-}
+accel=${BPFUSEFS_VM_ACCEL:-}
+disk=""
+
+usage() {
+	cat <<-EOF
+		usage: $0 [--shell | --bench] [options]
+		  --kernel K         debian (default), patched, or a path to a bzImage
+		  --tests REGEXP     -test.run pattern passed to every test binary
+		  --packages 'P...'  go packages whose tests run (default: every package with
+		                     tests except the harness's own; e.g. './uring ./fs')
+		  --full             do not pass -test.short (the default under emulation)
+		  --timeout D        bound on the whole guest run (default $timeout)
+		  --boot-timeout D   bound on reaching /init; retried once (default $boot_timeout)
+		  --test-timeout D   -test.timeout for each test binary (default $test_timeout)
+		  --disk [SIZE]      attach an ext4 virtio-blk scratch disk (default 4G),
+		                     mounted at \$BPFUSEFS_VM_SCRATCH in the guest
+		  --bpfusefs PATH    binary to put in the guest, or 'none' (default bin/bpfusefs)
+		  --bench-args ARGS  arguments for bpfusefs bench (default \$BENCHFLAGS)
+		  --mem M, --smp N   guest memory (default $mem) and vCPUs (default $smp)
+		Durations: 90s, 20m, 1h or plain seconds.
+	EOF
+}
+
+log() { echo "vmtest: $*" >&2; }
+die() {
+	local code=$1
+	shift
+	log "$*"
+	exit "$code"
+}
+
+seconds() {
+	case $1 in
+	*[0-9]s) echo "${1%s}" ;;
+	*[0-9]m) echo $((${1%m} * 60)) ;;
+	*[0-9]h) echo $((${1%h} * 3600)) ;;
+	*[0-9]) echo "$1" ;;
+	*) die $EXIT_USAGE "bad duration: $1" ;;
+	esac
+}
+
+parse_args() {
+	while [ $# -gt 0 ]; do
+		case $1 in
+		--shell) mode=shell ;;
+		--bench) mode=bench ;;
+		--kernel) kernel=${2:?--kernel needs a value} && shift ;;
+		--tests) test_run=${2?--tests needs a value} && shift ;;
+		--packages) read -ra packages <<<"${2:?--packages needs a value}" && shift ;;
+		--full) full=1 ;;
+		--timeout) timeout=${2:?} && shift ;;
+		--boot-timeout) boot_timeout=${2:?} && shift ;;
+		--test-timeout) test_timeout=${2:?} && shift ;;
+		--disk)
+			disk_size=4G
+			if [[ ${2:-} =~ ^[0-9]+[KMGT]?$ ]]; then
+				disk_size=$2 && shift
+			fi
+			;;
+		--bpfusefs) bpfusefs=${2:?} && shift ;;
+		--bench-args) bench_args=${2?} && shift ;;
+		--mem) mem=${2:?} && shift ;;
+		--smp) smp=${2:?} && shift ;;
+		-h | --help) usage && exit 0 ;;
+		*) usage >&2 && exit $EXIT_USAGE ;;
+		esac
+		shift
+	done
+	timeout=$(seconds "$timeout")
+	boot_timeout=$(seconds "$boot_timeout")
+	seconds "$test_timeout" >/dev/null
+	if [ "$mode" = bench ] && [ -z "$disk_size" ]; then
+		disk_size=4G # benchmarks want a real block filesystem under them
+	fi
+}
+
+# need_tools installs what the harness runs on the host when it is missing
+# (as scripts/deps.sh does for the host suites).
+need_tools() {
+	command -v go >/dev/null || die $EXIT_SETUP "go is not on PATH"
+	local -A package_of=([qemu-system-x86_64]=qemu-system-x86 [cpio]=cpio [zstd]=zstd [mkfs.ext4]=e2fsprogs)
+	local missing=() tool
+	for tool in "${!package_of[@]}"; do
+		command -v "$tool" >/dev/null || missing+=("${package_of[$tool]}")
+	done
+	dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "ok installed" || missing+=(busybox-static)
+	[ ${#missing[@]} -eq 0 ] && return 0
+	[ "$(id -u)" -eq 0 ] || die $EXIT_SETUP "missing ${missing[*]}: install them (apt-get install ${missing[*]})"
+	log "installing ${missing[*]}"
+	{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null; } ||
+		die $EXIT_SETUP "apt-get install ${missing[*]} failed"
+}
+
+# resolve_kernel sets kernel_image, and kernel_config and kernel_modules when
+# they are known (a Debian kernel has both; a build tree has its .config).
+resolve_kernel() {
+	kernel_config="" kernel_modules=""
+	case $kernel in
+	debian)
+		local dir
+		dir=$("$here/debian-kernel.sh") || die $EXIT_SETUP "no Debian kernel (see above)"
+		kernel_image=$dir/vmlinuz kernel_config=$dir/config kernel_modules=$dir
+		;;
+	patched)
+		kernel_image=$cache/kernels/patched/bzImage
+		[ -e "$kernel_image" ] || die $EXIT_SETUP "no patched kernel at $kernel_image: run make kernel"
+		[ -e "$cache/kernels/patched/config" ] && kernel_config=$cache/kernels/patched/config
+		;;
+	*)
+		kernel_image=$(realpath -e "$kernel") || die $EXIT_SETUP "no kernel image at $kernel"
+		local tree=${kernel_image%/arch/x86/boot/bzImage}
+		if [ -e "$(dirname "$kernel_image")/config" ]; then
+			kernel_config=$(dirname "$kernel_image")/config
+		elif [ "$tree" != "$kernel_image" ] && [ -e "$tree/.config" ]; then
+			kernel_config=$tree/.config
+		fi
+		;;
+	esac
+	log "kernel $kernel_image${kernel_config:+ (config $kernel_config)}"
+}
+
+kernel_has() { [ -n "$kernel_config" ] && grep -q "^CONFIG_$1=y" "$kernel_config"; }
+
+# module_file prints the path of module $1 under the kernel's module tree.
+module_file() {
+	find "$kernel_modules/kernel" \( -name "$1.ko*" -o -name "${1//_/-}.ko*" \) -print -quit
+}
+
+# module_depends prints the modules $1 (a .ko, .ko.xz, .ko.zst or .ko.gz)
+# depends on, read from its .modinfo strings: the host may have no kmod.
+module_depends() {
+	local cat=cat
+	case $1 in
+	*.xz) cat="xz -dc" ;;
+	*.zst) cat="zstd -dcq" ;;
+	*.gz) cat="gzip -dc" ;;
+	esac
+	$cat "$1" | grep -a -o 'depends=[[:alnum:]_,-]*' | head -n 1 | sed 's/^depends=//; s/,/ /g'
+}
+
+# add_module unpacks module $1 and, first, its dependencies into the guest's
+# /lib/modules, appending each to guest_modules in load order. Built-in
+# drivers need nothing.
+add_module() {
+	local name=$1 file dep
+	[[ " $guest_modules " == *" $name "* ]] && return 0
+	file=$(module_file "$name")
+	if [ -z "$file" ]; then
+		grep -q "/${name//_/[-_]}\.ko" "$kernel_modules/modules.builtin" 2>/dev/null ||
+			log "module $name is neither built in nor shipped: skipped"
+		return 0
+	fi
+	for dep in $(module_depends "$file"); do
+		add_module "$dep"
+	done
+	case $file in
+	*.xz) xz -dc "$file" ;;
+	*.zst) zstd -dcq "$file" ;;
+	*.gz) gzip -dc "$file" ;;
+	*) cat "$file" ;;
+	esac >"$root/lib/modules/$name.ko"
+	guest_modules+=" $name"
+}
+
+# test_packages prints "importpath<TAB>dir" for each selected package that
+# has tests, leaving out the harness's own package (its tests boot VMs).
+test_packages() {
+	local pkgs=("${packages[@]}")
+	[ ${#pkgs[@]} -gt 0 ] || pkgs=(./...)
+	(cd "$repo" && go list -e -f '{{if or .TestGoFiles .XTestGoFiles}}{{.ImportPath}}{{"\t"}}{{.Dir}}{{end}}' "${pkgs[@]}") |
+		awk -F '\t' -v self="$here" 'NF == 2 && $2 != self'
+}
+
+# build_tests compiles each selected package's tests into a static binary
+# at /src/<package dir>/<name>.test, with the package's testdata beside it
+# (tests run from their package directory, as under go test).
+build_tests() {
+	local importpath dir rel n=0
+	: >"$root/etc/vmtest.tests"
+	while IFS=$'\t' read -r importpath dir; do
+		rel=${dir#"$repo"/}
+		mkdir -p "$root/src/$rel"
+		log "building tests of $rel"
+		(cd "$repo" && CGO_ENABLED=0 go test -c -o "$root/src/$rel/$(basename "$rel").test" "$importpath") ||
+			die $EXIT_FAIL "tests of $rel do not build"
+		[ -d "$dir/testdata" ] && cp -a "$dir/testdata" "$root/src/$rel/"
+		echo "$rel" >>"$root/etc/vmtest.tests"
+		n=$((n + 1))
+	done < <(test_packages)
+	[ $n -gt 0 ] || die $EXIT_USAGE "no packages with tests in: ${packages[*]:-./...}"
+}
+
+# build_payload assembles the guest's root file system in $root.
+build_payload() {
+	root=$work/root
+	mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,etc,src,lib/modules,proc,sys,dev,tmp,run,root,mnt}
+	cp "$(dpkg -L busybox-static | grep -m1 '/bin/busybox$')" "$root/bin/busybox"
+	cp "$here/guest/init" "$root/init"
+	cp "$here/guest/vmtest-run" "$root/bin/vmtest-run"
+	printf '%s\n' root:x:0:0:root:/root:/bin/sh nobody:x:65534:65534:nobody:/nonexistent:/bin/false >"$root/etc/passwd"
+	printf '%s\n' root:x:0: nogroup:x:65534: >"$root/etc/group"
+	if [ "$bpfusefs" != none ]; then
+		[ -x "$bpfusefs" ] || die $EXIT_SETUP "no bpfusefs binary at $bpfusefs: run make build (or pass --bpfusefs none)"
+		cp "$bpfusefs" "$root/bin/bpfusefs"
+	fi
+	if [ "$mode" = bench ]; then
+		"$bpfusefs" bench -h >/dev/null 2>&1 ||
+			die $EXIT_SETUP "$bpfusefs has no bench subcommand ('bpfusefs bench -h' fails): nothing to run"
+	else
+		build_tests
+	fi
+	guest_modules=""
+	if [ -n "$kernel_modules" ]; then
+		add_module virtio_blk # the scratch disk
+		add_module loop       # tests that build file systems on image files
+	fi
+	local flags="-test.timeout=$test_timeout"
+	[ "$full" = 1 ] || flags+=" -test.short"
+	{
+		printf 'VMTEST_%s=%q\n' MODE "$mode" TEST_RUN "$test_run" TEST_FLAGS "$flags" \
+			BENCH_ARGS "$bench_args" MODULES "${guest_modules# }"
+	} >"$root/etc/vmtest.conf"
+}
+
+# make_initramfs packs $root as a newc cpio, zstd-compressed when the kernel
+# is known to take it, else gzip (which every kernel we boot takes).
+make_initramfs() {
+	initramfs=$work/initramfs
+	local compress=(gzip -1)
+	kernel_has RD_ZSTD && compress=(zstd -q -T0 -3)
+	(cd "$root" && find . -print0 | cpio --null -o -H newc -R 0:0 --quiet) | "${compress[@]}" >"$initramfs"
+	log "initramfs $(du -h "$initramfs" | cut -f1) (${compress[0]})"
+}
+
+make_disk() {
+	[ -n "$disk_size" ] || return 0
+	disk=$work/scratch.img
+	truncate -s "$disk_size" "$disk"
+	mkfs.ext4 -q -F "$disk"
+	log "scratch disk $disk_size ext4"
+}
+
+# qemu_cmd prints nothing; it fills the array qemu with the command line for
+# accelerator $1 and extra kernel arguments $2.
+qemu_cmd() {
+	local cpu=max
+	[ "$1" = kvm ] && cpu=host
+	qemu=(qemu-system-x86_64 -accel "$1" -cpu "$cpu" -m "$mem" -smp "$smp" -no-reboot -nic none
+		-kernel "$kernel_image" -initrd "$initramfs"
+		-append "console=ttyS0 panic=-1 oops=panic loglevel=4 rdinit=/init $2")
+	[ -z "$disk" ] || qemu+=(-drive "file=$disk,if=virtio,format=raw")
+}
+
+# choose_accel uses KVM only when a short trial boot with it reaches init:
+# /dev/kvm can exist on a CPU without VMX, where KVM fails.
+choose_accel() {
+	if [ -n "$accel" ]; then
+		log "accel $accel (BPFUSEFS_VM_ACCEL)"
+		return
+	fi
+	accel=tcg
+	if [ ! -w /dev/kvm ]; then
+		log "accel tcg (no usable /dev/kvm)"
+		return
+	fi
+	qemu_cmd kvm vmtest.probe
+	local out
+	out=$(timeout 60 "${qemu[@]}" -display none -serial stdio -monitor none </dev/null 2>&1 || true)
+	if grep -q "$INIT_MARKER" <<<"$out"; then
+		accel=kvm
+		log "accel kvm (trial boot reached init)"
+	else
+		log "accel tcg (KVM trial boot failed: $(tail -n 1 <<<"$out" | tr -d '\r'))"
+	fi
+}
+
+# boot runs the guest once with its console streamed to stdout and copied
+# to $1, and sets outcome: exited, timeout or no-init.
+boot() {
+	local console=$1 qpid tpid start=$SECONDS reached=0
+	qemu_cmd "$accel" ""
+	"${qemu[@]}" -display none -serial stdio -monitor none </dev/null >"$console" 2>&1 &
+	qpid=$!
+	tail -n +1 -f --pid=$qpid "$console" &
+	tpid=$!
+	outcome=exited
+	while kill -0 $qpid 2>/dev/null; do
+		if [ $reached = 0 ] && grep -aq "$INIT_MARKER" "$console"; then
+			reached=1
+			log "guest reached init after $((SECONDS - start))s"
+		fi
+		if [ $reached = 0 ] && [ $((SECONDS - start)) -ge "$boot_timeout" ]; then
+			outcome=no-init
+		elif [ $((SECONDS - start)) -ge "$timeout" ]; then
+			outcome=timeout
+		fi
+		if [ $outcome != exited ]; then
+			kill $qpid
+			break
+		fi
+		sleep 1
+	done
+	wait $qpid || true
+	wait $tpid || true
+	if [ $outcome = exited ] && ! grep -aq "$INIT_MARKER" "$console"; then
+		outcome=no-init
+	fi
+}
+
+# report turns the console log $1 into the exit status, showing the console
+# tail when the guest did not finish.
+report() {
+	local console=$1 result
+	mkdir -p "$cache/vmtest"
+	cp "$console" "$cache/vmtest/last-console.log"
+	result=$({ grep -a "^$RESULT_PREFIX" "$console" || true; } | tail -n 1 | tr -d '\r')
+	echo
+	log "console log: $cache/vmtest/last-console.log; guest run took $((SECONDS - run_start))s ($accel)"
+	case $result in
+	*status=pass*)
+		log "PASS: ${result#"$RESULT_PREFIX"}"
+		exit 0
+		;;
+	*status=fail*)
+		log "FAIL: ${result#"$RESULT_PREFIX"}"
+		grep -a -E -- '^[[:space:]]*--- FAIL' "$console" | tr -d '\r' | sed 's/^/vmtest:   /' >&2 || true
+		exit $EXIT_FAIL
+		;;
+	esac
+	local why="the guest stopped without a result line"
+	case $outcome in
+	timeout) why="the guest did not finish within ${timeout}s (--timeout)" ;;
+	no-init) why="the guest never reached init (twice)" ;;
+	esac
+	grep -aq "Kernel panic" "$console" && why="the guest kernel panicked"
+	log "console tail:"
+	tail -n 40 "$console" | tr -d '\r' | sed 's/^/  | /' >&2
+	log "ERROR: $why"
+	exit $EXIT_GUEST
+}
+
+main() {
+	parse_args "$@"
+	need_tools
+	resolve_kernel
+	work=$(mktemp -d "${TMPDIR:-/tmp}/vmtest.XXXXXX")
+	trap 'rm -rf "$work"' EXIT
+	build_payload
+	make_initramfs
+	make_disk
+	if [ "$mode" = shell ]; then
+		choose_accel
+		qemu_cmd "$accel" ""
+		log "shell: Ctrl-A X quits qemu; 'exit' powers the guest off"
+		"${qemu[@]}" -nographic
+		return
+	fi
+	choose_accel
+	run_start=$SECONDS
+	boot "$work/console.log"
+	if [ $outcome = no-init ]; then
+		log "the guest never reached init (early crash, seen about once in 30 TCG boots): booting again"
+		boot "$work/console.log"
+	fi
+	report "$work/console.log"
+}
+
+main "$@"
