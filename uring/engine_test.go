@@ -1,0 +1,187 @@
+package uring
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"sync"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+func newEngine(t testing.TB, opts EngineOptions) *Engine {
+	t.Helper()
+	e, err := NewEngine(opts)
+	if errors.Is(err, ErrUnavailable) {
+		t.Skipf("io_uring unavailable: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := e.Close(); err != nil {
+			t.Errorf("Engine.Close: %v", err)
+		}
+	})
+	return e
+}
+
+func TestEnginePreadPwriteFsync(t *testing.T) {
+	e := newEngine(t, EngineOptions{Entries: 8})
+	content := bytes.Repeat([]byte("engine!!"), 2048)
+	f := tempFile(t, content)
+	fd := int(f.Fd())
+
+	buf := make([]byte, 4096)
+	n, err := e.Pread(fd, buf, 4000)
+	if err != nil || n != 4096 || !bytes.Equal(buf, content[4000:8096]) {
+		t.Fatalf("Pread = %d, %v; data equal %v", n, err, bytes.Equal(buf, content[4000:8096]))
+	}
+	n, err = e.Pread(fd, buf, int64(len(content))-10)
+	if err != nil || n != 10 {
+		t.Fatalf("short Pread at EOF = %d, %v; want 10", n, err)
+	}
+	if n, err = e.Pwrite(fd, []byte("patched"), 3); err != nil || n != 7 {
+		t.Fatalf("Pwrite = %d, %v", n, err)
+	}
+	if err := e.Fsync(fd, true); err != nil {
+		t.Fatalf("Fsync(datasync): %v", err)
+	}
+	if err := e.Fsync(fd, false); err != nil {
+		t.Fatalf("Fsync: %v", err)
+	}
+	got := make([]byte, 10)
+	if _, err := unix.Pread(fd, got, 0); err != nil || string(got) != "engpatched" {
+		t.Fatalf("pread after Pwrite = %q, %v", got, err)
+	}
+	if _, err := e.Pread(-1, buf, 0); !errors.Is(err, syscall.EBADF) {
+		t.Fatalf("Pread(-1) err = %v, want EBADF", err)
+	}
+	var errno syscall.Errno
+	if _, err := e.Pwrite(fd, buf, -2); !errors.As(err, &errno) || errno != syscall.EINVAL {
+		t.Fatalf("Pwrite at offset -2 err = %v, want EINVAL", err)
+	}
+}
+
+func TestEngineBatchFanOut(t *testing.T) {
+	e := newEngine(t, EngineOptions{Entries: 16})
+	const mirrors = 3
+	files := make([]int, mirrors)
+	for i := range files {
+		files[i] = int(tempFile(t, nil).Fd())
+	}
+	data := bytes.Repeat([]byte{0xa5}, 8192)
+	b := e.NewBatch()
+	for _, fd := range files {
+		b.Pwrite(fd, data, 4096)
+	}
+	b.Pwrite(-1, data, 0) // a dead mirror fails alone
+	if err := e.Run(b); err != nil {
+		t.Fatal(err)
+	}
+	res := b.Results()
+	if len(res) != mirrors+1 {
+		t.Fatalf("%d results, want %d", len(res), mirrors+1)
+	}
+	for i, fd := range files {
+		if res[i] != int32(len(data)) {
+			t.Errorf("mirror %d: res %d", i, res[i])
+		}
+		got := make([]byte, len(data))
+		if n, err := unix.Pread(fd, got, 4096); err != nil || n != len(data) || !bytes.Equal(got, data) {
+			t.Errorf("mirror %d: pread %d, %v", i, n, err)
+		}
+	}
+	if res[mirrors] != -int32(syscall.EBADF) {
+		t.Errorf("dead mirror res %d, want -EBADF", res[mirrors])
+	}
+
+	b.Reset()
+	for _, fd := range files {
+		b.Fsync(fd, true)
+	}
+	if err := e.Run(b); err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range b.Results() {
+		if r != 0 {
+			t.Errorf("fsync %d: res %d", i, r)
+		}
+	}
+}
+
+func TestEngineConcurrent(t *testing.T) {
+	e := newEngine(t, EngineOptions{Entries: 16, MaxInflight: 8})
+	const blocks, size = 64, 4096
+	content := make([]byte, blocks*size)
+	for i := range content {
+		content[i] = byte(i*7 + i/size)
+	}
+	f := tempFile(t, content)
+	out := tempFile(t, nil)
+	fd, outFd := int(f.Fd()), int(out.Fd())
+
+	var wg sync.WaitGroup
+	errs := make(chan error, 32)
+	for g := range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, size)
+			for i := range 200 {
+				blk := (g*31 + i*17) % blocks
+				n, err := e.Pread(fd, buf, int64(blk*size))
+				if err != nil || n != size || !bytes.Equal(buf, content[blk*size:(blk+1)*size]) {
+					errs <- fmt.Errorf("goroutine %d read block %d: n=%d err=%v", g, blk, n, err)
+					return
+				}
+				if i%10 == 0 {
+					b := e.NewBatch()
+					b.Pwrite(outFd, buf, int64(blk*size))
+					b.Pread(fd, buf[:0], 0)
+					b.Add(func(s *SQE) { s.PrepNop() })
+					if err := e.Run(b); err != nil || b.Results()[0] != size || b.Results()[2] != 0 {
+						errs <- fmt.Errorf("batch: %v %v", err, b.Results())
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	got := make([]byte, len(content))
+	n, _ := unix.Pread(outFd, got, 0)
+	for blk := range blocks {
+		if (blk+1)*size <= n && !bytes.Equal(got[blk*size:(blk+1)*size], content[blk*size:(blk+1)*size]) {
+			// every written block must be an exact copy of its source
+			if !bytes.Equal(got[blk*size:(blk+1)*size], make([]byte, size)) {
+				t.Errorf("block %d written with wrong data", blk)
+			}
+		}
+	}
+}
+
+func TestEngineClose(t *testing.T) {
+	e, err := NewEngine(EngineOptions{})
+	if errors.Is(err, ErrUnavailable) {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Pread(0, make([]byte, 1), 0); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Pread after Close: %v, want ErrClosed", err)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+}
