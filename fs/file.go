@@ -1,0 +1,256 @@
+package fs
+
+import (
+	"github.com/bpfusefs/bpfusefs/passthrough"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// openFlags are the open(2) flags applied to a backing file. O_NOFOLLOW and
+// the creation flags are the kernel's business (it resolved the name and
+// decided the file exists); kept, they would refuse the /proc/self/fd link
+// or recreate what exists.
+func openFlags(flags uint32) int {
+	return int(flags) &^ (unix.O_CREAT | unix.O_EXCL | unix.O_NOCTTY | unix.O_NOFOLLOW)
+}
+
+// finishOpen registers an open backing descriptor as a handle and decides
+// who serves its I/O.
+func (fs *fileSystem) finishOpen(n *inode, fd int, flags int, out *fuse.OpenOut) fuse.Status {
+	h := &handle{node: n, fds: []int{fd}, direct: flags&unix.O_DIRECT != 0}
+	if fs.passthrough && passthrough.Eligible(n.mode, len(n.replicas)) {
+		id, err := n.backing.Acquire(fs.server, fd)
+		if err != nil {
+			unix.Close(fd)
+			fs.log.Printf("open: %v", err)
+			return fuse.EIO
+		}
+		h.passthrough = true
+		out.OpenFlags |= fuse.FOPEN_PASSTHROUGH
+		out.BackingID = id
+		fs.stats.paths[pathPassthrough].Add(1)
+	} else if !h.direct {
+		// Every change goes through this mount, so the page cache
+		// survives close and reopen (auto_inval_data still drops it
+		// when the backing mtime moves).
+		out.OpenFlags |= fuse.FOPEN_KEEP_CACHE
+	}
+	out.Fh = fs.handles.add(h)
+	return fuse.OK
+}
+
+func (fs *fileSystem) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	fs.stats.op(in.Opcode)
+	n := fs.inodes.get(in.NodeId)
+	if n == nil {
+		return fuse.Status(unix.ESTALE)
+	}
+	flags := openFlags(in.Flags)
+	fd, err := fs.proc.reopen(n.fd(), flags)
+	if err != nil {
+		return status(err)
+	}
+	if in.Mode&fuse.OPEN_KILL_SUIDGID != 0 {
+		if err := fs.killPriv(n.fd()); err != nil {
+			unix.Close(fd)
+			return status(err)
+		}
+	}
+	return fs.finishOpen(n, fd, flags, out)
+}
+
+// newFile turns the descriptor of a just-created file into an inode and a
+// handle, answering CREATE and TMPFILE.
+func (fs *fileSystem) newFile(fd, flags int, out *fuse.CreateOut) fuse.Status {
+	pathFD, err := fs.proc.reopen(fd, unix.O_PATH)
+	if err != nil {
+		unix.Close(fd)
+		return status(err)
+	}
+	var st unix.Stat_t
+	if err := statFD(pathFD, &st); err != nil {
+		unix.Close(fd)
+		unix.Close(pathFD)
+		return status(err)
+	}
+	n := fs.inodes.add(pathFD, &st)
+	fs.fillEntry(n, &st, &out.EntryOut)
+	return fs.finishOpen(n, fd, flags, &out.OpenOut)
+}
+
+func (fs *fileSystem) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
+	fs.stats.op(in.Opcode)
+	parent := fs.inodes.get(in.NodeId)
+	if parent == nil {
+		return fuse.Status(unix.ESTALE)
+	}
+	if !validName(name) {
+		return fuse.EINVAL
+	}
+	flags := int(in.Flags) &^ (unix.O_NOCTTY | unix.O_NOFOLLOW)
+	var fd int
+	err := fs.asCaller(in.Caller, in.Umask, func() (err error) {
+		fd, err = openBeneath(parent.fd(), name, flags|unix.O_CREAT, in.Mode&07777)
+		return err
+	})
+	if err != nil {
+		return status(err)
+	}
+	return fs.newFile(fd, flags, out)
+}
+
+// Tmpfile makes an unnamed file (O_TMPFILE) in the backing directory; a
+// later LINK of its inode (linkat with AT_EMPTY_PATH) gives it a name.
+func (fs *fileSystem) Tmpfile(cancel <-chan struct{}, in *fuse.CreateIn, out *fuse.CreateOut) fuse.Status {
+	fs.stats.op(in.Opcode)
+	parent := fs.inodes.get(in.NodeId)
+	if parent == nil {
+		return fuse.Status(unix.ESTALE)
+	}
+	flags := int(in.Flags)&^(unix.O_CREAT|unix.O_NOCTTY|unix.O_NOFOLLOW) | unix.O_TMPFILE
+	var fd int
+	err := fs.asCaller(in.Caller, in.Umask, func() (err error) {
+		fd, err = unix.Openat(parent.fd(), ".", flags|unix.O_CLOEXEC, in.Mode&07777)
+		return err
+	})
+	if err != nil {
+		return status(err)
+	}
+	return fs.newFile(fd, flags, out)
+}
+
+func (fs *fileSystem) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
+	fs.stats.op(in.Opcode)
+	h := fs.handles.get(in.Fh)
+	if h == nil {
+		return nil, fuse.EBADF
+	}
+	p := buf[:min(int(in.Size), len(buf))]
+	dst, bounce := p, false
+	if h.direct {
+		dst, bounce = alignedBuffer(p)
+	}
+	n, err := fs.data.read(h, dst, int64(in.Offset))
+	if err != nil {
+		fs.stats.errors.Add(1)
+		return nil, status(err)
+	}
+	if bounce {
+		copy(p, dst[:n])
+	}
+	fs.stats.paths[fs.data.path()].Add(1)
+	fs.stats.bytesRead.Add(uint64(n))
+	return fuse.ReadResultData(p[:n]), fuse.OK
+}
+
+func (fs *fileSystem) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
+	fs.stats.op(in.Opcode)
+	h := fs.handles.get(in.Fh)
+	if h == nil {
+		return 0, fuse.EBADF
+	}
+	if in.WriteFlags&fuse.WRITE_KILL_SUIDGID != 0 {
+		if err := fs.killPriv(h.node.fd()); err != nil {
+			return 0, status(err)
+		}
+	}
+	src := data
+	if h.direct {
+		if buf, bounce := alignedBuffer(data); bounce {
+			copy(buf, data)
+			src = buf
+		}
+	}
+	n, err := fs.data.write(h, src, int64(in.Offset))
+	fs.stats.bytesWritten.Add(uint64(n))
+	if err != nil {
+		fs.stats.errors.Add(1)
+		return uint32(n), status(err)
+	}
+	fs.stats.paths[fs.data.path()].Add(1)
+	return uint32(n), fuse.OK
+}
+
+// Flush has nothing to do: locks are kept by the kernel, and the backing
+// descriptor stays open until RELEASE.
+func (fs *fileSystem) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Status {
+	fs.stats.op(in.Opcode)
+	return fuse.OK
+}
+
+func (fs *fileSystem) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
+	fs.stats.op(in.Opcode)
+	fs.release(in.Fh)
+}
+
+func (fs *fileSystem) release(fh uint64) {
+	h := fs.handles.remove(fh)
+	if h == nil {
+		return
+	}
+	if h.passthrough {
+		if err := h.node.backing.Release(fs.server); err != nil {
+			fs.log.Printf("release: %v", err)
+		}
+	}
+	h.close()
+}
+
+func (fs *fileSystem) Fsync(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
+	fs.stats.op(in.Opcode)
+	h := fs.handles.get(in.Fh)
+	if h == nil {
+		return fuse.EBADF
+	}
+	if err := fs.data.fsync(h, in.FsyncFlags&1 != 0); err != nil {
+		fs.stats.errors.Add(1)
+		return status(err)
+	}
+	return fuse.OK
+}
+
+func (fs *fileSystem) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
+	fs.stats.op(in.Opcode)
+	h := fs.handles.get(in.Fh)
+	if h == nil {
+		return fuse.EBADF
+	}
+	if err := unix.Fallocate(h.fd(), in.Mode, int64(in.Offset), int64(in.Length)); err != nil {
+		fs.stats.errors.Add(1)
+		return status(err)
+	}
+	return fuse.OK
+}
+
+func (fs *fileSystem) Lseek(cancel <-chan struct{}, in *fuse.LseekIn, out *fuse.LseekOut) fuse.Status {
+	fs.stats.op(in.Opcode)
+	h := fs.handles.get(in.Fh)
+	if h == nil {
+		return fuse.EBADF
+	}
+	off, err := unix.Seek(h.fd(), int64(in.Offset), int(in.Whence))
+	if err != nil {
+		return status(err)
+	}
+	out.Offset = uint64(off)
+	return fuse.OK
+}
+
+// maxCopyChunk bounds one COPY_FILE_RANGE reply, whose size field is 32 bits;
+// the caller's copy_file_range(2) loops for the rest.
+const maxCopyChunk = 1 << 30
+
+func (fs *fileSystem) CopyFileRange(cancel <-chan struct{}, in *fuse.CopyFileRangeIn) (uint32, fuse.Status) {
+	fs.stats.op(in.Opcode)
+	src, dst := fs.handles.get(in.FhIn), fs.handles.get(in.FhOut)
+	if src == nil || dst == nil {
+		return 0, fuse.EBADF
+	}
+	offIn, offOut := int64(in.OffIn), int64(in.OffOut)
+	n, err := unix.CopyFileRange(src.fd(), &offIn, dst.fd(), &offOut, int(min(in.Len, maxCopyChunk)), int(in.Flags))
+	if err != nil {
+		fs.stats.errors.Add(1)
+		return 0, status(err)
+	}
+	return uint32(n), fuse.OK
+}

@@ -1,0 +1,76 @@
+package fs
+
+import (
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// handle is an open file or directory (the kernel's fh).
+type handle struct {
+	node *inode
+	// fds holds one open descriptor per replica, primary first.
+	fds []int
+	// passthrough is set when the kernel serves this open's I/O through
+	// node.backing.
+	passthrough bool
+	// direct is set for O_DIRECT opens, whose backing I/O needs aligned
+	// buffers.
+	direct bool
+	// dir is the stream of a directory handle.
+	dir *dirStream
+}
+
+func (h *handle) fd() int { return h.fds[0] }
+
+func (h *handle) close() {
+	for _, fd := range h.fds {
+		unix.Close(fd)
+	}
+}
+
+type handleTable struct {
+	mu     sync.RWMutex
+	byID   map[uint64]*handle
+	nextID uint64
+}
+
+func newHandleTable() *handleTable {
+	return &handleTable{byID: make(map[uint64]*handle), nextID: 1}
+}
+
+func (t *handleTable) add(h *handle) uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	id := t.nextID
+	t.nextID++
+	t.byID[id] = h
+	return id
+}
+
+func (t *handleTable) get(id uint64) *handle {
+	t.mu.RLock()
+	h := t.byID[id]
+	t.mu.RUnlock()
+	return h
+}
+
+func (t *handleTable) remove(id uint64) *handle {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	h := t.byID[id]
+	delete(t.byID, id)
+	return h
+}
+
+// drain removes and returns every handle still open at unmount.
+func (t *handleTable) drain() []*handle {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var hs []*handle
+	for id, h := range t.byID {
+		hs = append(hs, h)
+		delete(t.byID, id)
+	}
+	return hs
+}

@@ -1,0 +1,133 @@
+package fs
+
+import (
+	"sync"
+
+	"github.com/bpfusefs/bpfusefs/passthrough"
+	"golang.org/x/sys/unix"
+)
+
+// inodeKey identifies a backing object. Keying inodes by it makes every hard
+// link of a file one FUSE inode, and lets st_ino be the backing st_ino.
+type inodeKey struct {
+	dev, ino uint64
+}
+
+// inode is one object the kernel knows by node id. It holds O_PATH
+// descriptors rather than paths, so renames in the backing tree never make it
+// point at the wrong object and nothing is resolved twice.
+type inode struct {
+	id   uint64
+	key  inodeKey
+	mode uint32 // S_IFMT bits; a backing object never changes type
+
+	// replicas holds one O_PATH descriptor per replica of the object; the
+	// first is the primary, whose identity is key. Mirrors (more than one
+	// replica) are not served yet, so today it always has one element.
+	replicas []int
+
+	// lookups counts the kernel's references (LOOKUP, CREATE, ...) minus
+	// its FORGETs; guarded by inodeTable.mu.
+	lookups uint64
+
+	// backing is the passthrough id shared by all opens of this inode.
+	backing passthrough.Slot
+}
+
+// fd returns the O_PATH descriptor of the primary replica.
+func (n *inode) fd() int { return n.replicas[0] }
+
+func (n *inode) isDir() bool     { return n.mode == unix.S_IFDIR }
+func (n *inode) isSymlink() bool { return n.mode == unix.S_IFLNK }
+
+// inodeTable maps the kernel's node ids to inodes. Node ids are never
+// reused during a mount, so a stale id from the kernel can never reach a
+// different object.
+type inodeTable struct {
+	mu     sync.RWMutex
+	byID   map[uint64]*inode
+	byKey  map[inodeKey]*inode
+	nextID uint64
+}
+
+const rootID = 1
+
+func newInodeTable(rootFD int, st *unix.Stat_t) *inodeTable {
+	root := &inode{
+		id:       rootID,
+		key:      inodeKey{st.Dev, st.Ino},
+		mode:     st.Mode & unix.S_IFMT,
+		replicas: []int{rootFD},
+		lookups:  1, // the kernel never forgets the root
+	}
+	return &inodeTable{
+		byID:   map[uint64]*inode{rootID: root},
+		byKey:  map[inodeKey]*inode{root.key: root},
+		nextID: rootID + 1,
+	}
+}
+
+func (t *inodeTable) get(id uint64) *inode {
+	t.mu.RLock()
+	n := t.byID[id]
+	t.mu.RUnlock()
+	return n
+}
+
+// add takes ownership of fd, an O_PATH descriptor for the object st
+// describes, and returns its inode with one more kernel reference. When the
+// object is already known (a hard link, a repeated lookup) fd is closed.
+func (t *inodeTable) add(fd int, st *unix.Stat_t) *inode {
+	key := inodeKey{st.Dev, st.Ino}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if n := t.byKey[key]; n != nil {
+		n.lookups++
+		unix.Close(fd)
+		return n
+	}
+	n := &inode{
+		id:       t.nextID,
+		key:      key,
+		mode:     st.Mode & unix.S_IFMT,
+		replicas: []int{fd},
+		lookups:  1,
+	}
+	t.nextID++
+	t.byID[n.id] = n
+	t.byKey[key] = n
+	return n
+}
+
+// forget drops n references from the inode and closes its descriptors with
+// the last one.
+func (t *inodeTable) forget(id, n uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	node := t.byID[id]
+	if node == nil || id == rootID {
+		return
+	}
+	if n < node.lookups {
+		node.lookups -= n
+		return
+	}
+	delete(t.byID, id)
+	delete(t.byKey, node.key)
+	for _, fd := range node.replicas {
+		unix.Close(fd)
+	}
+}
+
+// closeAll releases every descriptor at unmount.
+func (t *inodeTable) closeAll() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for id, node := range t.byID {
+		for _, fd := range node.replicas {
+			unix.Close(fd)
+		}
+		delete(t.byID, id)
+		delete(t.byKey, node.key)
+	}
+}

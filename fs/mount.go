@@ -1,0 +1,288 @@
+// Package fs serves a backing directory as a FUSE filesystem.
+//
+// It implements go-fuse's low-level fuse.RawFileSystem directly, in the
+// style of libfuse's passthrough_hp: inodes hold O_PATH descriptors of their
+// backing objects, keyed by (st_dev, st_ino), and every operation is a *at
+// syscall relative to them, resolved with openat2(RESOLVE_BENEATH) so nothing
+// escapes the backing root. File data takes one of three paths, chosen per
+// mount: pread/pwrite in the daemon, the io_uring Engine in the daemon, or
+// FUSE passthrough, where the kernel reads and writes the backing file itself.
+package fs
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+
+	"github.com/bpfusefs/bpfusefs/passthrough"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// Options configure a mount. Accel modes are resolved by the caller: each
+// one set here is required, and Mount fails when it is unavailable.
+type Options struct {
+	Backing string   // backing directory (absolute)
+	Mirrors []string // extra replicas (issue 5): not served yet, Mount refuses them
+
+	Engine      bool // daemon I/O through the io_uring Engine
+	Passthrough bool // regular files served by the kernel (FUSE passthrough)
+	Fusering    bool // FUSE-over-io_uring transport (issue 6): not served yet
+
+	ReadOnly           bool
+	AllowOther         bool
+	DefaultPermissions bool
+	Debug              bool
+
+	FSName string      // default: the backing directory
+	Logger *log.Logger // default: discard
+}
+
+// Mounted is a live bpfusefs mount, returned by Mount. (A Go package cannot
+// have both a func and a type named Mount.)
+type Mounted struct {
+	mountpoint string
+	server     *fuse.Server
+	fs         *fileSystem
+	accel      []string
+	backing    string
+	done       chan struct{}
+	unmountMu  sync.Mutex
+}
+
+// maxWrite is the largest READ/WRITE the kernel sends (and MaxPages allows).
+const maxWrite = 1 << 20
+
+// Mount mounts opts.Backing on mountpoint and returns once the mount is live.
+func Mount(mountpoint string, opts Options) (*Mounted, error) {
+	if err := checkOptions(mountpoint, &opts); err != nil {
+		return nil, err
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = log.New(io.Discard, "", 0)
+	}
+	fs, err := newFileSystem(opts, logger)
+	if err != nil {
+		return nil, err
+	}
+	server, err := fuse.NewServer(fs, mountpoint, fs.mountOptions(opts, logger))
+	if err != nil {
+		fs.close()
+		return nil, fmt.Errorf("mount %s on %s: %w", opts.Backing, mountpoint, err)
+	}
+	m := &Mounted{
+		mountpoint: mountpoint,
+		server:     server,
+		fs:         fs,
+		accel:      fs.accel(),
+		backing:    opts.Backing,
+		done:       make(chan struct{}),
+	}
+	if opts.Passthrough && !passthrough.Negotiated(server.KernelSettings()) {
+		// Nothing has been served yet; undo the mount before failing.
+		go server.Serve()
+		server.Unmount()
+		fs.close()
+		return nil, errors.New("passthrough: the kernel did not accept FUSE_PASSTHROUGH at INIT")
+	}
+	go func() {
+		server.Serve()
+		fs.close()
+		close(m.done)
+	}()
+	if err := server.WaitMount(); err != nil {
+		server.Unmount()
+		<-m.done
+		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+	}
+	return m, nil
+}
+
+func checkOptions(mountpoint string, opts *Options) error {
+	if len(opts.Mirrors) > 0 {
+		return errors.New("--mirror: mirrored replicas are not implemented yet")
+	}
+	if opts.Fusering {
+		return errors.New("fusering: the FUSE-over-io_uring transport is not implemented yet")
+	}
+	if !filepath.IsAbs(opts.Backing) {
+		return fmt.Errorf("backing directory %q: not an absolute path", opts.Backing)
+	}
+	if fi, err := os.Stat(opts.Backing); err != nil {
+		return fmt.Errorf("backing directory: %w", err)
+	} else if !fi.IsDir() {
+		return fmt.Errorf("backing directory %s: not a directory", opts.Backing)
+	}
+	var st, parent unix.Stat_t
+	if err := unix.Stat(mountpoint, &st); err != nil {
+		return fmt.Errorf("mountpoint %s: %w", mountpoint, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return fmt.Errorf("mountpoint %s: not a directory", mountpoint)
+	}
+	if err := unix.Stat(filepath.Join(mountpoint, ".."), &parent); err != nil {
+		return fmt.Errorf("mountpoint %s: %w", mountpoint, err)
+	}
+	if st.Dev != parent.Dev && mountpoint != "/" {
+		return fmt.Errorf("mountpoint %s: busy (already a mount point)", mountpoint)
+	}
+	if os.Geteuid() == 0 && opts.AllowOther && !opts.DefaultPermissions {
+		return errors.New("allow_other without default_permissions would let every user act with the daemon's root rights")
+	}
+	if opts.Passthrough {
+		if err := passthrough.Probe(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func newFileSystem(opts Options, logger *log.Logger) (*fileSystem, error) {
+	rootFD, err := unix.Open(opts.Backing, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open backing directory %s: %w", opts.Backing, err)
+	}
+	var st unix.Stat_t
+	if err := statFD(rootFD, &st); err != nil {
+		unix.Close(rootFD)
+		return nil, fmt.Errorf("stat backing directory %s: %w", opts.Backing, err)
+	}
+	procDir, err := unix.Open("/proc/self/fd", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		unix.Close(rootFD)
+		return nil, fmt.Errorf("open /proc/self/fd: %w", err)
+	}
+	rootPath, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(rootFD))
+	if err != nil {
+		unix.Close(rootFD)
+		unix.Close(procDir)
+		return nil, fmt.Errorf("resolve backing directory %s: %w", opts.Backing, err)
+	}
+	fs := &fileSystem{
+		RawFileSystem: fuse.NewDefaultRawFileSystem(),
+		rootPath:      rootPath,
+		proc:          procFD(procDir),
+		inodes:        newInodeTable(rootFD, &st),
+		handles:       newHandleTable(),
+		data:          syscallPath{},
+		passthrough:   opts.Passthrough,
+		log:           logger,
+	}
+	if os.Geteuid() == 0 {
+		if fs.creds, err = startCredWorkers(); err != nil {
+			fs.close()
+			return nil, fmt.Errorf("credential workers: %w", err)
+		}
+	}
+	if opts.Engine {
+		if fs.data, err = newEnginePath(); err != nil {
+			fs.close()
+			return nil, err
+		}
+	}
+	return fs, nil
+}
+
+func (fs *fileSystem) mountOptions(opts Options, logger *log.Logger) *fuse.MountOptions {
+	name := opts.FSName
+	if name == "" {
+		name = opts.Backing
+	}
+	mo := &fuse.MountOptions{
+		FsName:            name,
+		Name:              "bpfusefs",
+		AllowOther:        opts.AllowOther,
+		DirectMountStrict: true,
+		MaxWrite:          maxWrite,
+		MaxReadAhead:      128 << 10,
+		MaxBackground:     64,
+		Debug:             opts.Debug,
+		Logger:            logger,
+		// POSIX ACLs make the kernel check permissions itself, which
+		// needs default_permissions.
+		EnableAcl: opts.DefaultPermissions,
+		// FUSE_HANDLE_KILLPRIV_V2: the daemon drops set-ID bits on
+		// write and truncate (killPriv), so the kernel does not ask for
+		// security.capability before every write and passthrough writes
+		// stay daemon-free.
+		ExtraCapabilities: fuse.CAP_HANDLE_KILLPRIV_V2,
+		DirectMountFlags:  unix.MS_NOSUID | unix.MS_NODEV,
+	}
+	if fs.creds != nil {
+		// The umask reaches the backing filesystem on the creating
+		// thread, where default ACLs can override it as they do locally.
+		mo.ExtraCapabilities |= fuse.CAP_DONT_MASK
+	}
+	if opts.DefaultPermissions {
+		mo.Options = append(mo.Options, "default_permissions")
+	}
+	if opts.ReadOnly {
+		mo.DirectMountFlags |= unix.MS_RDONLY
+	}
+	return mo
+}
+
+func (fs *fileSystem) accel() []string {
+	accel := []string{pathNames[fs.data.path()]}
+	if fs.passthrough {
+		accel = append(accel, pathNames[pathPassthrough])
+	}
+	return accel
+}
+
+// close releases everything the filesystem holds; the kernel has let go.
+func (fs *fileSystem) close() {
+	for _, h := range fs.handles.drain() {
+		h.close()
+	}
+	fs.inodes.closeAll()
+	if fs.creds != nil {
+		fs.creds.stop()
+	}
+	if err := fs.data.close(); err != nil {
+		fs.log.Printf("close data path: %v", err)
+	}
+	unix.Close(int(fs.proc))
+}
+
+// Unmount detaches the mount. Without lazy it fails (EBUSY) while files are
+// open; with lazy the mount disappears from the namespace at once and is
+// torn down when the last open file is closed.
+func (m *Mounted) Unmount(lazy bool) error {
+	m.unmountMu.Lock()
+	defer m.unmountMu.Unlock()
+	select {
+	case <-m.done:
+		return nil
+	default:
+	}
+	if lazy {
+		if err := unix.Unmount(m.mountpoint, unix.MNT_DETACH); err != nil {
+			return fmt.Errorf("unmount -l %s: %w", m.mountpoint, err)
+		}
+		return nil
+	}
+	if err := m.server.Unmount(); err != nil {
+		return fmt.Errorf("unmount %s: %w", m.mountpoint, err)
+	}
+	<-m.done
+	return nil
+}
+
+// Wait blocks until the mount is gone, whoever unmounted it, and every
+// resource it held is released.
+func (m *Mounted) Wait() { <-m.done }
+
+// Stats returns a snapshot of the mount's counters.
+func (m *Mounted) Stats() Stats {
+	s := m.fs.stats.snapshot()
+	s.Accel = m.accel
+	s.Replicas = []ReplicaStats{{Path: m.backing, State: "ok", Errors: s.Errors}}
+	return s
+}

@@ -1,0 +1,114 @@
+package fs
+
+import (
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// Extended attributes of most objects are reached through their
+// /proc/self/fd link, which getxattr(2) and friends follow to the object
+// itself. A symlink cannot be reached that way (following the link lands on
+// its target) and the *xattrat syscalls refuse O_PATH descriptors, so a
+// symlink is named by its parent directory and name: the path the kernel
+// reports for its descriptor, re-resolved beneath the backing root and
+// checked to still be the same object.
+
+// xattrOp runs the path-based form of an xattr call for a non-symlink, or
+// the *at form for a symlink.
+func (fs *fileSystem) xattrOp(n *inode, byPath func(path string) error, at func(dir int, name string) error) error {
+	if !n.isSymlink() {
+		return byPath(fs.proc.path(n.fd()))
+	}
+	dir, name, err := fs.symlinkParent(n)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(dir)
+	err = at(dir, name)
+	if err == unix.ENOSYS {
+		return unix.EOPNOTSUPP // kernel older than 6.13
+	}
+	return err
+}
+
+// symlinkParent opens the directory holding symlink n and returns its name
+// there.
+func (fs *fileSystem) symlinkParent(n *inode) (int, string, error) {
+	buf := make([]byte, unix.PathMax)
+	sz, err := unix.Readlinkat(int(fs.proc), strconv.Itoa(n.fd()), buf)
+	if err != nil {
+		return -1, "", err
+	}
+	path := string(buf[:sz])
+	rel, ok := strings.CutPrefix(path, fs.rootPath+"/")
+	if !ok {
+		return -1, "", unix.ENOENT // unlinked ("... (deleted)") or moved away
+	}
+	dirPath, name := filepath.Split(rel)
+	if dirPath == "" {
+		dirPath = "."
+	}
+	dir, err := openBeneath(fs.inodes.get(rootID).fd(), dirPath, unix.O_PATH|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return -1, "", err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstatat(dir, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil || (inodeKey{st.Dev, st.Ino}) != n.key {
+		unix.Close(dir)
+		return -1, "", unix.ENOENT
+	}
+	return dir, name, nil
+}
+
+func (fs *fileSystem) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string, dest []byte) (uint32, fuse.Status) {
+	fs.stats.op(h.Opcode)
+	n := fs.inodes.get(h.NodeId)
+	if n == nil {
+		return 0, fuse.Status(unix.ESTALE)
+	}
+	var sz int
+	err := fs.xattrOp(n,
+		func(path string) (err error) { sz, err = unix.Getxattr(path, attr, dest); return err },
+		func(dir int, name string) (err error) { sz, err = getxattrat(dir, name, attr, dest); return err })
+	return uint32(sz), status(err)
+}
+
+func (fs *fileSystem) ListXAttr(cancel <-chan struct{}, h *fuse.InHeader, dest []byte) (uint32, fuse.Status) {
+	fs.stats.op(h.Opcode)
+	n := fs.inodes.get(h.NodeId)
+	if n == nil {
+		return 0, fuse.Status(unix.ESTALE)
+	}
+	var sz int
+	err := fs.xattrOp(n,
+		func(path string) (err error) { sz, err = unix.Listxattr(path, dest); return err },
+		func(dir int, name string) (err error) { sz, err = listxattrat(dir, name, dest); return err })
+	return uint32(sz), status(err)
+}
+
+func (fs *fileSystem) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, attr string, data []byte) fuse.Status {
+	fs.stats.op(in.Opcode)
+	n := fs.inodes.get(in.NodeId)
+	if n == nil {
+		return fuse.Status(unix.ESTALE)
+	}
+	flags := int(in.Flags)
+	return status(fs.xattrOp(n,
+		func(path string) error { return unix.Setxattr(path, attr, data, flags) },
+		func(dir int, name string) error { return setxattrat(dir, name, attr, data, flags) }))
+}
+
+func (fs *fileSystem) RemoveXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string) fuse.Status {
+	fs.stats.op(h.Opcode)
+	n := fs.inodes.get(h.NodeId)
+	if n == nil {
+		return fuse.Status(unix.ESTALE)
+	}
+	return status(fs.xattrOp(n,
+		func(path string) error { return unix.Removexattr(path, attr) },
+		func(dir int, name string) error { return removexattrat(dir, name, attr) }))
+}
