@@ -1,0 +1,128 @@
+package fs
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/bpfusefs/bpfusefs/passthrough"
+	"github.com/bpfusefs/bpfusefs/uring"
+)
+
+// testMount is one live mount of a fresh backing directory.
+type testMount struct {
+	mode    string
+	backing string
+	mnt     string
+	m       *Mounted
+}
+
+func (tm *testMount) b(rel string) string { return filepath.Join(tm.backing, rel) }
+func (tm *testMount) p(rel string) string { return filepath.Join(tm.mnt, rel) }
+
+// requireFUSE skips tests that cannot mount on this machine.
+func requireFUSE(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("mounting FUSE needs root (no fusermount here)")
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skip("no /dev/fuse")
+	}
+}
+
+// modes lists the accel modes this host supports, each as the Options
+// fields that select it. A mode the host lacks is reported, not failed.
+func modes(t *testing.T) map[string]Options {
+	t.Helper()
+	ms := map[string]Options{"none": {}}
+	if e, err := uring.NewEngine(uring.EngineOptions{Entries: 8}); err != nil {
+		t.Logf("engine mode skipped: %v", err)
+	} else {
+		e.Close()
+		ms["engine"] = Options{Engine: true}
+	}
+	if err := passthrough.Probe(); err != nil {
+		t.Logf("passthrough mode skipped: %v", err)
+	} else {
+		ms["passthrough"] = Options{Passthrough: true}
+	}
+	return ms
+}
+
+// mountFS mounts a fresh backing directory with opts and unmounts it when
+// the test ends.
+func mountFS(t *testing.T, mode string, opts Options) *testMount {
+	t.Helper()
+	dir := t.TempDir()
+	// Other users must reach the tree for the credential tests.
+	if err := os.Chmod(dir, 0755); err != nil {
+		t.Fatal(err)
+	}
+	tm := &testMount{mode: mode, backing: filepath.Join(dir, "backing"), mnt: filepath.Join(dir, "mnt")}
+	for _, d := range []string{tm.backing, tm.mnt} {
+		if err := os.Mkdir(d, 0755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	opts.Backing = tm.backing
+	opts.AllowOther = true
+	opts.DefaultPermissions = true
+	m, err := Mount(tm.mnt, opts)
+	if err != nil {
+		t.Fatalf("Mount(%s): %v", mode, err)
+	}
+	tm.m = m
+	t.Cleanup(func() {
+		if err := m.Unmount(false); err != nil {
+			t.Errorf("Unmount: %v", err)
+			m.Unmount(true)
+		}
+		m.Wait()
+	})
+	return tm
+}
+
+// eachMode runs fn in a subtest per accel mode, each on its own mount.
+func eachMode(t *testing.T, fn func(t *testing.T, tm *testMount)) {
+	requireFUSE(t)
+	for name, opts := range modes(t) {
+		t.Run(name, func(t *testing.T) {
+			fn(t, mountFS(t, name, opts))
+		})
+	}
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// openFDs lists this process's descriptors that point below dir.
+func openFDs(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range ents {
+		target, err := os.Readlink("/proc/self/fd/" + e.Name())
+		if err == nil && strings.HasPrefix(target, dir) {
+			out = append(out, target)
+		}
+	}
+	return out
+}
