@@ -19,7 +19,7 @@ func TestProbe(t *testing.T) {
 			t.Errorf("kernel lacks %v, which every kernel since 5.19 has", op)
 		}
 	}
-	if !f.HasSetup(SetupSQE128|SetupCQE32|SetupSingleIssuer|SetupDeferTaskrun) {
+	if !f.HasSetup(SetupSQE128 | SetupCQE32 | SetupSingleIssuer | SetupDeferTaskrun) {
 		t.Errorf("setup flags %#x lack SQE128/CQE32/SINGLE_ISSUER/DEFER_TASKRUN", f.SetupFlags)
 	}
 	if !f.HasRegister(RegisterRingFds) || f.HasRegister(255) {

@@ -74,6 +74,15 @@ func enter(fd int, toSubmit, minComplete, flags uint32, arg unsafe.Pointer, argS
 	return int(n), errno
 }
 
+// enterRegWait calls io_uring_enter with EnterExtArgReg: instead of a
+// pointer, the argument is the byte offset of a RegWait in the ring's
+// registered wait region.
+func enterRegWait(fd int, toSubmit, minComplete, flags uint32, offset uintptr) (int, syscall.Errno) {
+	n, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(fd), uintptr(toSubmit),
+		uintptr(minComplete), uintptr(flags|EnterExtArg|EnterExtArgReg), offset, unsafe.Sizeof(RegWait{}))
+	return int(n), errno
+}
+
 // register calls io_uring_register(2) and names the opcode in its error.
 func register(fd int, op RegisterOp, arg unsafe.Pointer, nrArgs uint32) (int, error) {
 	n, _, errno := unix.Syscall6(unix.SYS_IO_URING_REGISTER, uintptr(fd), uintptr(op),
