@@ -239,6 +239,12 @@ func Send(path, method string) (*Pending, error) {
 	return &Pending{method: method, conn: conn}, nil
 }
 
+// SetDeadline bounds the wait for the answer.
+func (p *Pending) SetDeadline(t time.Time) error { return p.conn.SetDeadline(t) }
+
+// Close abandons the request.
+func (p *Pending) Close() error { return p.conn.Close() }
+
 // Result reads the answer and decodes it into result (which may be nil).
 func (p *Pending) Result(result any) error {
 	defer p.conn.Close()

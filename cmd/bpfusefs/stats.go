@@ -1,0 +1,95 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/bpfusefs/bpfusefs/control"
+	"github.com/bpfusefs/bpfusefs/fs"
+)
+
+func runStats(args []string) error {
+	asJSON, operands, err := wantJSON("stats", args)
+	if err != nil {
+		return err
+	}
+	if len(operands) != 1 {
+		return usagef("stats: want one MOUNTPOINT, got %d", len(operands))
+	}
+	st, err := fetchStats(operands[0])
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(st)
+	}
+	printStats(os.Stdout, st)
+	return nil
+}
+
+func fetchStats(path string) (fs.Stats, error) {
+	var st fs.Stats
+	mnt, err := canonicalMountpoint(path)
+	if err != nil {
+		return st, fmt.Errorf("stats: %w", err)
+	}
+	sock, err := control.SocketPath(mnt)
+	if err != nil {
+		return st, fmt.Errorf("stats: %w", err)
+	}
+	if _, err := os.Stat(sock); errors.Is(err, os.ErrNotExist) {
+		return st, fmt.Errorf("stats: no bpfusefs daemon of this user serves %s", mnt)
+	}
+	if err := control.Call(sock, "stats", &st); err != nil {
+		return st, fmt.Errorf("stats %s: %w", mnt, err)
+	}
+	return st, nil
+}
+
+func printStats(w io.Writer, st fs.Stats) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	accel := strings.Join(st.Accel, ",")
+	if accel == "" {
+		accel = "none"
+	}
+	fmt.Fprintf(tw, "accel\t%s\n", accel)
+	fmt.Fprintf(tw, "bytes read\t%d\n", st.BytesRead)
+	fmt.Fprintf(tw, "bytes written\t%d\n", st.BytesWritten)
+	fmt.Fprintf(tw, "errors\t%d\n", st.Errors)
+	fmt.Fprintf(tw, "\nserved by\trequests\n")
+	printCounts(tw, st.Paths)
+	fmt.Fprintf(tw, "\nopcode\trequests\n")
+	printCounts(tw, st.Ops)
+	if len(st.Replicas) > 0 {
+		fmt.Fprintf(tw, "\nreplica\tstate\terrors\n")
+		for _, r := range st.Replicas {
+			fmt.Fprintf(tw, "%s\t%s\t%d\n", r.Path, r.State, r.Errors)
+		}
+	}
+	tw.Flush()
+}
+
+// printCounts prints counters, largest first.
+func printCounts(w io.Writer, counts map[string]uint64) {
+	names := make([]string, 0, len(counts))
+	for n := range counts {
+		names = append(names, n)
+	}
+	sort.Slice(names, func(i, j int) bool {
+		if counts[names[i]] != counts[names[j]] {
+			return counts[names[i]] > counts[names[j]]
+		}
+		return names[i] < names[j]
+	})
+	for _, n := range names {
+		fmt.Fprintf(w, "%s\t%d\n", n, counts[n])
+	}
+}
