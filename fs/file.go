@@ -18,18 +18,21 @@ func openFlags(flags uint32) int {
 // who serves its I/O.
 func (fs *fileSystem) finishOpen(n *inode, fd int, flags int, out *fuse.OpenOut) fuse.Status {
 	h := &handle{node: n, fds: []int{fd}, direct: flags&unix.O_DIRECT != 0}
-	if fs.passthrough && passthrough.Eligible(n.mode, len(n.replicas)) {
-		id, err := n.backing.Acquire(fs.server, fd)
+	if fs.passthrough {
+		id, ok, err := n.backing.Open(fs.server, fd, fs.passthroughEligible(n, fd))
 		if err != nil {
 			unix.Close(fd)
 			fs.log.Printf("open: %v", err)
 			return fuse.EIO
 		}
-		h.passthrough = true
-		out.OpenFlags |= fuse.FOPEN_PASSTHROUGH
-		out.BackingID = id
-		fs.stats.paths[pathPassthrough].Add(1)
-	} else if !h.direct {
+		if ok {
+			h.passthrough = true
+			out.OpenFlags |= fuse.FOPEN_PASSTHROUGH
+			out.BackingID = id
+			fs.stats.paths[pathPassthrough].Add(1)
+		}
+	}
+	if !h.passthrough && !h.direct {
 		// Every change goes through this mount, so the page cache
 		// survives close and reopen (auto_inval_data still drops it
 		// when the backing mtime moves).
@@ -37,6 +40,20 @@ func (fs *fileSystem) finishOpen(n *inode, fd int, flags int, out *fuse.OpenOut)
 	}
 	out.Fh = fs.handles.add(h)
 	return fuse.OK
+}
+
+// passthroughEligible asks the passthrough policy about the open file fd.
+func (fs *fileSystem) passthroughEligible(n *inode, fd int) bool {
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil {
+		return false
+	}
+	f := passthrough.File{Mode: st.Mode, Replicas: len(n.replicas)}
+	if st.Mode&unix.S_IFMT == unix.S_IFREG {
+		_, err := unix.Fgetxattr(fd, "security.capability", nil)
+		f.Capabilities = err == nil || err == unix.ERANGE
+	}
+	return passthrough.Eligible(f)
 }
 
 func (fs *fileSystem) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
@@ -188,8 +205,8 @@ func (fs *fileSystem) release(fh uint64) {
 	if h == nil {
 		return
 	}
-	if h.passthrough {
-		if err := h.node.backing.Release(fs.server); err != nil {
+	if fs.passthrough && h.dir == nil {
+		if err := h.node.backing.Close(fs.server, h.passthrough); err != nil {
 			fs.log.Printf("release: %v", err)
 		}
 	}

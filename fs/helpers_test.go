@@ -57,8 +57,10 @@ func mountFS(t *testing.T, mode string, opts Options) *testMount {
 	t.Helper()
 	dir := t.TempDir()
 	// Other users must reach the tree for the credential tests.
-	if err := os.Chmod(dir, 0755); err != nil {
-		t.Fatal(err)
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		if err := os.Chmod(d, 0755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	tm := &testMount{mode: mode, backing: filepath.Join(dir, "backing"), mnt: filepath.Join(dir, "mnt")}
 	for _, d := range []string{tm.backing, tm.mnt} {

@@ -48,12 +48,28 @@ func Negotiated(init *fuse.InitIn) bool {
 	return init.Flags64()&fuse.CAP_PASSTHROUGH != 0
 }
 
-// Eligible is the policy: the kernel can serve an open directly only for a
-// regular file that lives in exactly one backing file. A mirrored file has
-// several replicas and every write must reach all of them, which the kernel
-// (one backing file per inode) cannot do.
-func Eligible(mode uint32, replicas int) bool {
-	return mode&syscall.S_IFMT == syscall.S_IFREG && replicas == 1
+// File describes a file about to be opened, for Eligible.
+type File struct {
+	Mode     uint32 // st_mode
+	Replicas int    // backing files that must all see every write
+	// Capabilities reports a security.capability xattr on the file.
+	Capabilities bool
+}
+
+// Eligible is the policy: may the kernel serve this file's I/O directly?
+//
+//   - Only regular files have data the kernel could pass through.
+//   - A mirrored file has several replicas and every write must reach all
+//     of them; the kernel takes one backing file per inode.
+//   - A write by an unprivileged caller must drop set-user-ID, executable
+//     set-group-ID and file capabilities. With FUSE_HANDLE_KILLPRIV_V2 the
+//     kernel leaves that to the daemon's WRITE handler, which passthrough
+//     writes never reach, so such files stay with the daemon.
+func Eligible(f File) bool {
+	if f.Mode&syscall.S_IFMT != syscall.S_IFREG || f.Replicas != 1 || f.Capabilities {
+		return false
+	}
+	return f.Mode&syscall.S_ISUID == 0 && f.Mode&(syscall.S_ISGID|syscall.S_IXGRP) != syscall.S_ISGID|syscall.S_IXGRP
 }
 
 // Registrar registers backing files with a FUSE connection;
@@ -63,41 +79,54 @@ type Registrar interface {
 	UnregisterBackingFd(int32) syscall.Errno
 }
 
-// Slot holds the backing id of one inode. The kernel allows a single
-// backing file per inode, so every concurrent open shares the id
-// registered by the first one, and the id is released with the last.
+// Slot tracks how the kernel does one inode's I/O. The kernel serves an
+// inode either through a single backing file shared by all its opens or
+// through the daemon, never both at once (a mixed open fails with
+// ETXTBSY), so the first open decides for as long as any open remains.
 // The zero value is ready to use.
 type Slot struct {
-	mu   sync.Mutex
-	id   int32
-	refs int
+	mu     sync.Mutex
+	id     int32
+	direct int // opens served through the backing file
+	daemon int // opens served by the daemon
 }
 
-// Acquire returns the inode's backing id, registering fd when no open of
-// the inode holds one yet. Each successful Acquire needs one Release.
-func (s *Slot) Acquire(r Registrar, fd int) (int32, error) {
+// Open decides how an open of the inode is served: through the inode's
+// backing file (registering fd as that file if this is the first such
+// open), or by the daemon. eligible is the policy's answer for the file;
+// it is overruled while other opens of the inode hold the other mode.
+// Every Open needs a Close with the same passthrough answer.
+func (s *Slot) Open(r Registrar, fd int, eligible bool) (id int32, passthrough bool, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.refs == 0 {
-		id, errno := r.RegisterBackingFd(&fuse.BackingMap{Fd: int32(fd)})
-		if errno != 0 {
-			return 0, fmt.Errorf("passthrough: FUSE_DEV_IOC_BACKING_OPEN: %w", errno)
-		}
-		s.id = id
+	switch {
+	case s.direct > 0:
+		s.direct++
+		return s.id, true, nil
+	case s.daemon > 0 || !eligible:
+		s.daemon++
+		return 0, false, nil
 	}
-	s.refs++
-	return s.id, nil
+	id, errno := r.RegisterBackingFd(&fuse.BackingMap{Fd: int32(fd)})
+	if errno != 0 {
+		return 0, false, fmt.Errorf("passthrough: FUSE_DEV_IOC_BACKING_OPEN: %w", errno)
+	}
+	s.id = id
+	s.direct = 1
+	return id, true, nil
 }
 
-// Release drops one reference and unregisters the id with the last one.
-func (s *Slot) Release(r Registrar) error {
+// Close ends an open and unregisters the backing file with the last
+// passthrough open.
+func (s *Slot) Close(r Registrar, passthrough bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.refs == 0 {
-		return errors.New("passthrough: release of an unused backing slot")
+	if !passthrough {
+		s.daemon--
+		return nil
 	}
-	s.refs--
-	if s.refs > 0 {
+	s.direct--
+	if s.direct > 0 {
 		return nil
 	}
 	if errno := r.UnregisterBackingFd(s.id); errno != 0 {

@@ -1,0 +1,456 @@
+package fs
+
+import (
+	"bytes"
+	"errors"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"unsafe"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+func stat(t *testing.T, path string) unix.Stat_t {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Lstat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// dropCaches makes the kernel forget every unused inode, so the next
+// access is a fresh LOOKUP.
+func dropCaches(t *testing.T) {
+	t.Helper()
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0); err != nil {
+		t.Fatalf("drop caches: %v", err)
+	}
+}
+
+func TestHardLinks(t *testing.T) {
+	eachMode(t, func(t *testing.T, tm *testMount) {
+		writeFile(t, tm.p("a"), "shared")
+		if err := os.Mkdir(tm.p("d"), 0755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Link(tm.p("a"), tm.p("d/b")); err != nil {
+			t.Fatal(err)
+		}
+		a, b, backing := stat(t, tm.p("a")), stat(t, tm.p("d/b")), stat(t, tm.b("a"))
+		if a.Ino != b.Ino || a.Ino != backing.Ino {
+			t.Errorf("st_ino: a=%d b=%d backing=%d, want all equal", a.Ino, b.Ino, backing.Ino)
+		}
+		if a.Nlink != 2 || b.Nlink != 2 {
+			t.Errorf("nlink: a=%d b=%d, want 2", a.Nlink, b.Nlink)
+		}
+		dropCaches(t)
+		if again := stat(t, tm.p("d/b")); again.Ino != backing.Ino {
+			t.Errorf("st_ino after the kernel forgot the inode: %d, want %d", again.Ino, backing.Ino)
+		}
+		if err := os.Remove(tm.p("a")); err != nil {
+			t.Fatal(err)
+		}
+		if st := stat(t, tm.p("d/b")); st.Nlink != 1 {
+			t.Errorf("nlink after unlink: %d, want 1", st.Nlink)
+		}
+		if got := readFile(t, tm.p("d/b")); got != "shared" {
+			t.Errorf("content through the remaining link: %q", got)
+		}
+	})
+}
+
+func TestUnlinkedOpenFile(t *testing.T) {
+	eachMode(t, func(t *testing.T, tm *testMount) {
+		f, err := os.OpenFile(tm.p("f"), os.O_CREATE|os.O_RDWR, 0644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if err := os.Remove(tm.p("f")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.WriteAt([]byte("still here"), 0); err != nil {
+			t.Fatalf("write after unlink: %v", err)
+		}
+		buf := make([]byte, 10)
+		if _, err := f.ReadAt(buf, 0); err != nil || string(buf) != "still here" {
+			t.Fatalf("read after unlink: %q, %v", buf, err)
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(int(f.Fd()), &st); err != nil || st.Nlink != 0 {
+			t.Errorf("fstat after unlink: nlink=%d err=%v, want 0", st.Nlink, err)
+		}
+		if _, err := os.Stat(tm.b("f")); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("backing file after unlink: %v", err)
+		}
+	})
+}
+
+func TestRenameOverOpenFile(t *testing.T) {
+	eachMode(t, func(t *testing.T, tm *testMount) {
+		writeFile(t, tm.p("old"), "old content")
+		writeFile(t, tm.p("new"), "new content")
+		f, err := os.Open(tm.p("old"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if err := os.Rename(tm.p("new"), tm.p("old")); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 11)
+		if _, err := f.ReadAt(buf, 0); err != nil || string(buf) != "old content" {
+			t.Errorf("open file after being renamed over: %q, %v", buf, err)
+		}
+		if got := readFile(t, tm.p("old")); got != "new content" {
+			t.Errorf("renamed file: %q", got)
+		}
+	})
+}
+
+func TestRenameFlags(t *testing.T) {
+	eachMode(t, func(t *testing.T, tm *testMount) {
+		writeFile(t, tm.p("a"), "A")
+		writeFile(t, tm.p("b"), "B")
+		err := unix.Renameat2(unix.AT_FDCWD, tm.p("a"), unix.AT_FDCWD, tm.p("b"), unix.RENAME_NOREPLACE)
+		if err != unix.EEXIST {
+			t.Errorf("RENAME_NOREPLACE over an existing file: %v, want EEXIST", err)
+		}
+		if err := unix.Renameat2(unix.AT_FDCWD, tm.p("a"), unix.AT_FDCWD, tm.p("b"), unix.RENAME_EXCHANGE); err != nil {
+			t.Fatalf("RENAME_EXCHANGE: %v", err)
+		}
+		if a, b := readFile(t, tm.p("a")), readFile(t, tm.b("b")); a != "B" || b != "A" {
+			t.Errorf("after exchange a=%q b(backing)=%q, want B and A", a, b)
+		}
+		if err := unix.Renameat2(unix.AT_FDCWD, tm.p("a"), unix.AT_FDCWD, tm.p("c"), unix.RENAME_WHITEOUT); err != nil {
+			t.Fatalf("RENAME_WHITEOUT: %v", err)
+		}
+		if st := stat(t, tm.p("a")); st.Mode&unix.S_IFMT != unix.S_IFCHR || st.Rdev != 0 {
+			t.Errorf("whiteout left mode %o rdev %d, want a 0/0 character device", st.Mode, st.Rdev)
+		}
+		if got := readFile(t, tm.p("c")); got != "B" {
+			t.Errorf("renamed file: %q", got)
+		}
+	})
+}
+
+func TestXattrs(t *testing.T) {
+	eachMode(t, func(t *testing.T, tm *testMount) {
+		writeFile(t, tm.p("f"), "x")
+		if err := unix.Setxattr(tm.p("f"), "user.k", []byte("v1"), 0); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 64)
+		n, err := unix.Getxattr(tm.b("f"), "user.k", buf)
+		if err != nil || string(buf[:n]) != "v1" {
+			t.Errorf("backing xattr: %q, %v", buf[:n], err)
+		}
+		n, err = unix.Listxattr(tm.p("f"), buf)
+		if err != nil || !strings.Contains(string(buf[:n]), "user.k\x00") {
+			t.Errorf("listxattr: %q, %v", buf[:n], err)
+		}
+		if err := unix.Removexattr(tm.p("f"), "user.k"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := unix.Getxattr(tm.p("f"), "user.k", buf); err != unix.ENODATA {
+			t.Errorf("getxattr after remove: %v, want ENODATA", err)
+		}
+
+		// Symlinks carry trusted.* attributes of their own.
+		if err := os.Symlink("f", tm.p("l")); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Lsetxattr(tm.p("l"), "trusted.k", []byte("link"), 0); err != nil {
+			t.Fatalf("lsetxattr on a symlink: %v", err)
+		}
+		n, err = unix.Lgetxattr(tm.b("l"), "trusted.k", buf)
+		if err != nil || string(buf[:n]) != "link" {
+			t.Errorf("backing symlink xattr: %q, %v", buf[:n], err)
+		}
+		if _, err := unix.Getxattr(tm.b("f"), "trusted.k", buf); err != unix.ENODATA {
+			t.Errorf("symlink xattr leaked to its target: %v", err)
+		}
+
+		// A default ACL overrides the creator's umask, as on a local fs.
+		if err := os.Mkdir(tm.p("acl"), 0755); err != nil {
+			t.Fatal(err)
+		}
+		run(t, 0, "setfacl -d -m u::rwx,g::rwx,o::rwx "+tm.p("acl"))
+		run(t, 0, "umask 077 && touch "+tm.p("acl/f"))
+		if st := stat(t, tm.b("acl/f")); st.Mode&0777 != 0666 {
+			t.Errorf("file under a default ACL: mode %o, want 666", st.Mode&0777)
+		}
+	})
+}
+
+// run runs a shell command as uid (and gid) and fails the test on error.
+func run(t *testing.T, uid uint32, script string) {
+	t.Helper()
+	if out, err := runAs(uid, script); err != nil {
+		t.Fatalf("%s: %v\n%s", script, err, out)
+	}
+}
+
+func runAs(uid uint32, script string) ([]byte, error) {
+	cmd := exec.Command("/bin/sh", "-c", script)
+	if uid != 0 {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}
+	}
+	return cmd.CombinedOutput()
+}
+
+const nobody = 65534
+
+func TestCredentials(t *testing.T) {
+	eachMode(t, func(t *testing.T, tm *testMount) {
+		if err := os.Chmod(tm.mnt, 0777); err != nil {
+			t.Fatal(err)
+		}
+		run(t, nobody, "umask 027 && echo x > "+tm.p("f")+" && mkdir "+tm.p("d")+" && ln -s f "+tm.p("l"))
+		for name, mode := range map[string]uint32{"f": 0640, "d": 0750} {
+			st := stat(t, tm.b(name))
+			if st.Uid != nobody || st.Gid != nobody || st.Mode&07777 != mode {
+				t.Errorf("%s: %d:%d mode %o, want %d:%d mode %o", name, st.Uid, st.Gid, st.Mode&07777, nobody, nobody, mode)
+			}
+		}
+		if st := stat(t, tm.b("l")); st.Uid != nobody {
+			t.Errorf("symlink owner %d, want %d", st.Uid, nobody)
+		}
+
+		// The caller cannot gain the daemon's rights.
+		writeFile(t, tm.p("secret"), "root only")
+		if err := os.Chmod(tm.p("secret"), 0600); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := runAs(nobody, "cat "+tm.p("secret")); err == nil {
+			t.Errorf("nobody read a 0600 root file: %s", out)
+		}
+
+		// setgid directory: new entries take its group; a non-member
+		// cannot create a setgid file in it.
+		if err := os.Mkdir(tm.p("sg"), 0777); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(tm.p("sg"), 0, 1234); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Chmod(tm.p("sg"), 02777); err != nil {
+			t.Fatal(err)
+		}
+		run(t, nobody, "mkdir "+tm.p("sg/sub")+" && touch "+tm.p("sg/f")+" && chmod 2755 "+tm.p("sg/f")+" || true")
+		if st := stat(t, tm.b("sg/sub")); st.Gid != 1234 || st.Mode&unix.S_ISGID == 0 {
+			t.Errorf("subdirectory of a setgid dir: gid %d mode %o, want gid 1234 and setgid", st.Gid, st.Mode)
+		}
+		if st := stat(t, tm.b("sg/f")); st.Gid != 1234 || st.Mode&unix.S_ISGID != 0 {
+			t.Errorf("file of a non-member in a setgid dir: gid %d mode %o, want gid 1234 without setgid", st.Gid, st.Mode)
+		}
+
+		// Writing drops set-user-ID (killpriv), as locally.
+		writeFile(t, tm.p("suid"), "")
+		if err := os.Chown(tm.p("suid"), nobody, nobody); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Chmod(tm.p("suid"), 06775); err != nil {
+			t.Fatal(err)
+		}
+		if st := stat(t, tm.b("suid")); st.Mode&07777 != 06775 {
+			t.Fatalf("chmod 6775: backing mode %o", st.Mode&07777)
+		}
+		run(t, nobody, "echo data >> "+tm.p("suid"))
+		if st := stat(t, tm.b("suid")); st.Mode&(unix.S_ISUID|unix.S_ISGID) != 0 {
+			t.Errorf("after an unprivileged write: mode %o, want set-ID bits cleared", st.Mode&07777)
+		}
+	})
+}
+
+func TestPunchHoleAndSeek(t *testing.T) {
+	eachMode(t, func(t *testing.T, tm *testMount) {
+		const size = 1 << 20
+		data := bytes.Repeat([]byte{0xab}, size)
+		f, err := os.OpenFile(tm.p("sparse"), os.O_CREATE|os.O_RDWR, 0644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.Write(data); err != nil {
+			t.Fatal(err)
+		}
+		fd := int(f.Fd())
+		if err := unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, 256<<10, 256<<10); err != nil {
+			t.Fatalf("punch hole: %v", err)
+		}
+		clear(data[256<<10 : 512<<10])
+		if off, err := unix.Seek(fd, 0, unix.SEEK_HOLE); err != nil || off != 256<<10 {
+			t.Errorf("SEEK_HOLE from 0: %d, %v; want %d", off, err, 256<<10)
+		}
+		if off, err := unix.Seek(fd, 256<<10, unix.SEEK_DATA); err != nil || off != 512<<10 {
+			t.Errorf("SEEK_DATA from the hole: %d, %v; want %d", off, err, 512<<10)
+		}
+		if _, err := unix.Seek(fd, size, unix.SEEK_DATA); err != unix.ENXIO {
+			t.Errorf("SEEK_DATA at EOF: %v, want ENXIO", err)
+		}
+		for _, path := range []string{tm.p("sparse"), tm.b("sparse")} {
+			if got, _ := os.ReadFile(path); !bytes.Equal(got, data) {
+				t.Errorf("%s: content differs after punching a hole", path)
+			}
+		}
+	})
+}
+
+func TestCopyFileRange(t *testing.T) {
+	eachMode(t, func(t *testing.T, tm *testMount) {
+		src := make([]byte, 3<<20+123)
+		rng := rand.New(rand.NewPCG(1, 2))
+		for i := range src {
+			src[i] = byte(rng.Uint32())
+		}
+		if err := os.WriteFile(tm.p("src"), src, 0644); err != nil {
+			t.Fatal(err)
+		}
+		in, err := os.Open(tm.p("src"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer in.Close()
+		out, err := os.Create(tm.p("dst"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer out.Close()
+		offIn, offOut := int64(100), int64(4096)
+		remaining := len(src) - 100
+		for remaining > 0 {
+			n, err := unix.CopyFileRange(int(in.Fd()), &offIn, int(out.Fd()), &offOut, remaining, 0)
+			if err != nil || n == 0 {
+				t.Fatalf("copy_file_range: %d, %v", n, err)
+			}
+			remaining -= n
+		}
+		want := append(make([]byte, 4096), src[100:]...)
+		for _, path := range []string{tm.p("dst"), tm.b("dst")} {
+			if got, _ := os.ReadFile(path); !bytes.Equal(got, want) {
+				t.Errorf("%s: copied content differs (len %d, want %d)", path, len(got), len(want))
+			}
+		}
+	})
+}
+
+func TestLocks(t *testing.T) {
+	eachMode(t, func(t *testing.T, tm *testMount) {
+		writeFile(t, tm.p("lock"), "")
+		f1, err := os.OpenFile(tm.p("lock"), os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f1.Close()
+		f2, err := os.OpenFile(tm.p("lock"), os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f2.Close()
+
+		if err := unix.Flock(int(f1.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Flock(int(f2.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != unix.EWOULDBLOCK {
+			t.Errorf("second flock: %v, want EWOULDBLOCK", err)
+		}
+		if err := unix.Flock(int(f1.Fd()), unix.LOCK_UN); err != nil {
+			t.Fatal(err)
+		}
+
+		// Open file description locks conflict between descriptions.
+		lk := unix.Flock_t{Type: unix.F_WRLCK, Start: 0, Len: 10}
+		if err := unix.FcntlFlock(f1.Fd(), unix.F_OFD_SETLK, &lk); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.FcntlFlock(f2.Fd(), unix.F_OFD_SETLK, &lk); err != unix.EAGAIN {
+			t.Errorf("conflicting OFD lock: %v, want EAGAIN", err)
+		}
+		probe := unix.Flock_t{Type: unix.F_RDLCK, Start: 5, Len: 1}
+		if err := unix.FcntlFlock(f2.Fd(), unix.F_OFD_GETLK, &probe); err != nil || probe.Type != unix.F_WRLCK {
+			t.Errorf("F_OFD_GETLK: type %d, %v; want the write lock", probe.Type, err)
+		}
+
+		// POSIX locks conflict between processes.
+		plk := unix.Flock_t{Type: unix.F_WRLCK, Start: 100, Len: 1}
+		if err := unix.FcntlFlock(f1.Fd(), unix.F_SETLK, &plk); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command("flock", "--nonblock", "--conflict-exit-code", "7", tm.p("lock"), "true").CombinedOutput()
+		if err != nil {
+			t.Logf("flock(1) on a file with only POSIX locks: %v %s", err, out)
+		}
+	})
+}
+
+// TestNoEscape drives the daemon directly with names the kernel would never
+// send and with symlinks in the backing tree pointing out of it.
+func TestNoEscape(t *testing.T) {
+	requireFUSE(t)
+	tm := mountFS(t, "none", Options{})
+	if err := os.Symlink("/etc", tm.b("etc")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("../../../..", tm.b("up")); err != nil {
+		t.Fatal(err)
+	}
+	fs := tm.m.fs
+	root := fs.inodes.get(rootID)
+	for _, name := range []string{"..", ".", "etc/passwd", "up/etc", "../backing"} {
+		var out fuse.EntryOut
+		if st := fs.lookup(root, name, &out); st.Ok() {
+			t.Errorf("lookup(%q) succeeded", name)
+		}
+	}
+	var out fuse.EntryOut
+	if st := fs.lookup(root, "etc", &out); !st.Ok() || out.Mode&unix.S_IFMT != unix.S_IFLNK {
+		t.Fatalf("lookup(etc): %v mode %o, want the symlink itself", st, out.Mode)
+	}
+	link := fs.inodes.get(out.NodeId)
+	if st := fs.lookup(link, "passwd", &out); st.Ok() {
+		t.Errorf("lookup below a symlink to /etc succeeded")
+	}
+	if target, err := os.Readlink(tm.p("etc")); err != nil || target != "/etc" {
+		t.Errorf("readlink through the mount: %q, %v", target, err)
+	}
+}
+
+const fsIocShutdown = 0x8004587d // FS_IOC_SHUTDOWN = XFS_IOC_GOINGDOWN = EXT4_IOC_SHUTDOWN
+
+func TestIoctlAllowList(t *testing.T) {
+	eachMode(t, func(t *testing.T, tm *testMount) {
+		writeFile(t, tm.p("f"), "data")
+		f, err := os.Open(tm.p("f"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		flags := uint32(0) // FSOP_GOING_FLAGS_DEFAULT
+		_, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), fsIocShutdown, uintptr(unsafe.Pointer(&flags)))
+		if errno != unix.ENOTTY {
+			t.Errorf("FS_IOC_SHUTDOWN through the mount: %v, want ENOTTY", errno)
+		}
+		writeFile(t, tm.b("after"), "backing still writable")
+		if got := readFile(t, tm.p("after")); got != "backing still writable" {
+			t.Errorf("backing after the refused shutdown: %q", got)
+		}
+
+		// chattr/lsattr go through the allow-list.
+		run(t, 0, "chattr +A "+tm.p("f"))
+		out, err := exec.Command("lsattr", tm.b("f")).CombinedOutput()
+		if err != nil || !strings.Contains(strings.Fields(string(out))[0], "A") {
+			t.Errorf("lsattr of the backing file after chattr +A: %s %v", out, err)
+		}
+		out, err = exec.Command("lsattr", tm.p("f")).CombinedOutput()
+		if err != nil || !strings.Contains(strings.Fields(string(out))[0], "A") {
+			t.Errorf("lsattr through the mount: %s %v", out, err)
+		}
+	})
+}
