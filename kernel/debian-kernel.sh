@@ -164,6 +164,10 @@ unpack() {
 
 main() {
 	mkdir -p "$cache"
+	# Concurrent runs (make vmtest next to the harness's own tests) share
+	# the apt state and the unpacked kernels.
+	exec 9>"$cache/.lock"
+	flock 9
 	local abi ver found
 	if [ "${BPFUSEFS_OFFLINE:-0}" != 1 ]; then
 		setup_apt

@@ -21,7 +21,7 @@ readonly INIT_MARKER="vmtest: init reached" RESULT_PREFIX="VMTEST-RESULT "
 mode="test"
 kernel=${BPFUSEFS_VM_KERNEL:-debian}
 test_run=""
-packages=()
+read -ra packages <<<"${BPFUSEFS_VM_PACKAGES:-}"
 full=0
 timeout=20m
 boot_timeout=180s
@@ -102,8 +102,11 @@ parse_args() {
 	timeout=$(seconds "$timeout")
 	boot_timeout=$(seconds "$boot_timeout")
 	seconds "$test_timeout" >/dev/null
-	if [ "$mode" = bench ] && [ -z "$disk_size" ]; then
-		disk_size=4G # benchmarks want a real block filesystem under them
+	if [ "$mode" = bench ]; then
+		[ "$bpfusefs" != none ] || die $EXIT_USAGE "--bench needs a bpfusefs binary"
+		"$bpfusefs" bench -h >/dev/null 2>&1 ||
+			die $EXIT_SETUP "$bpfusefs has no bench subcommand ('bpfusefs bench -h' fails): nothing to run"
+		[ -n "$disk_size" ] || disk_size=4G # benchmarks want a real block file system under them
 	fi
 }
 
@@ -206,7 +209,9 @@ test_packages() {
 
 # build_tests compiles each selected package's tests into a static binary
 # at /src/<package dir>/<name>.test, with the package's testdata beside it
-# (tests run from their package directory, as under go test).
+# (tests run from their package directory, as under go test). Symbol tables
+# are stripped: a smaller initramfs boots faster under emulation, and
+# tracebacks only need the pclntab, which stays.
 build_tests() {
 	local importpath dir rel n=0
 	: >"$root/etc/vmtest.tests"
@@ -214,7 +219,7 @@ build_tests() {
 		rel=${dir#"$repo"/}
 		mkdir -p "$root/src/$rel"
 		log "building tests of $rel"
-		(cd "$repo" && CGO_ENABLED=0 go test -c -o "$root/src/$rel/$(basename "$rel").test" "$importpath") ||
+		(cd "$repo" && CGO_ENABLED=0 go test -c -ldflags='-s -w' -o "$root/src/$rel/$(basename "$rel").test" "$importpath") ||
 			die $EXIT_FAIL "tests of $rel do not build"
 		[ -d "$dir/testdata" ] && cp -a "$dir/testdata" "$root/src/$rel/"
 		echo "$rel" >>"$root/etc/vmtest.tests"
@@ -236,12 +241,7 @@ build_payload() {
 		[ -x "$bpfusefs" ] || die $EXIT_SETUP "no bpfusefs binary at $bpfusefs: run make build (or pass --bpfusefs none)"
 		cp "$bpfusefs" "$root/bin/bpfusefs"
 	fi
-	if [ "$mode" = bench ]; then
-		"$bpfusefs" bench -h >/dev/null 2>&1 ||
-			die $EXIT_SETUP "$bpfusefs has no bench subcommand ('bpfusefs bench -h' fails): nothing to run"
-	else
-		build_tests
-	fi
+	[ "$mode" = bench ] || build_tests
 	guest_modules=""
 	if [ -n "$kernel_modules" ]; then
 		add_module virtio_blk # the scratch disk
