@@ -3,7 +3,6 @@ package fs
 import (
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/bpfusefs/bpfusefs/passthrough"
@@ -112,19 +111,3 @@ func readFile(t *testing.T, path string) string {
 	return string(b)
 }
 
-// openFDs lists this process's descriptors that point below dir.
-func openFDs(t *testing.T, dir string) []string {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, e := range ents {
-		target, err := os.Readlink("/proc/self/fd/" + e.Name())
-		if err == nil && strings.HasPrefix(target, dir) {
-			out = append(out, target)
-		}
-	}
-	return out
-}

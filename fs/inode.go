@@ -37,7 +37,6 @@ type inode struct {
 // fd returns the O_PATH descriptor of the primary replica.
 func (n *inode) fd() int { return n.replicas[0] }
 
-func (n *inode) isDir() bool     { return n.mode == unix.S_IFDIR }
 func (n *inode) isSymlink() bool { return n.mode == unix.S_IFLNK }
 
 // inodeTable maps the kernel's node ids to inodes. Node ids are never

@@ -1,0 +1,212 @@
+package fs
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestStatsCounters(t *testing.T) {
+	eachMode(t, func(t *testing.T, tm *testMount) {
+		data := strings.Repeat("0123456789", 10000)
+		writeFile(t, tm.p("f"), data)
+		if got := readFile(t, tm.p("f")); got != data {
+			t.Fatal("read back differs")
+		}
+		s := tm.m.Stats()
+		if s.Ops["LOOKUP"] == 0 || s.Ops["CREATE"] == 0 {
+			t.Errorf("ops: %v, want LOOKUP and CREATE counted", s.Ops)
+		}
+		switch tm.mode {
+		case "passthrough":
+			if s.Paths["passthrough"] == 0 {
+				t.Errorf("paths: %v, want passthrough opens", s.Paths)
+			}
+			if s.Ops["WRITE"] != 0 || s.BytesWritten != 0 {
+				t.Errorf("passthrough writes reached the daemon: %d requests, %d bytes", s.Ops["WRITE"], s.BytesWritten)
+			}
+		case "engine":
+			if s.Paths["engine"] == 0 || s.Paths["syscall"] != 0 {
+				t.Errorf("paths: %v, want engine only", s.Paths)
+			}
+		case "none":
+			if s.Paths["syscall"] == 0 || s.BytesWritten != uint64(len(data)) {
+				t.Errorf("paths %v, bytes written %d; want syscall and %d", s.Paths, s.BytesWritten, len(data))
+			}
+		}
+		if len(s.Replicas) != 1 || s.Replicas[0].Path != tm.backing || s.Replicas[0].State != "ok" {
+			t.Errorf("replicas: %+v", s.Replicas)
+		}
+		b, err := json.Marshal(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, key := range []string{`"accel":`, `"ops":`, `"paths":`, `"bytes_read":`, `"bytes_written":`, `"errors":`, `"replicas":`, `"state":"ok"`} {
+			if !strings.Contains(string(b), key) {
+				t.Errorf("stats JSON lacks %s: %s", key, b)
+			}
+		}
+	})
+}
+
+func TestMountErrors(t *testing.T) {
+	requireFUSE(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	writeFile(t, file, "")
+	mnt := filepath.Join(dir, "mnt")
+	if err := os.Mkdir(mnt, 0755); err != nil {
+		t.Fatal(err)
+	}
+	for name, tc := range map[string]struct {
+		mnt  string
+		opts Options
+		want string
+	}{
+		"missing backing":      {mnt, Options{Backing: filepath.Join(dir, "nope")}, "no such file"},
+		"relative backing":     {mnt, Options{Backing: "rel"}, "absolute"},
+		"backing not a dir":    {mnt, Options{Backing: file}, "not a directory"},
+		"mountpoint not a dir": {file, Options{Backing: dir}, "not a directory"},
+		"missing mountpoint":   {filepath.Join(dir, "nope"), Options{Backing: dir}, "no such file"},
+		"mirrors":              {mnt, Options{Backing: dir, Mirrors: []string{dir}}, "mirror"},
+		"fusering":             {mnt, Options{Backing: dir, Fusering: true}, "fusering"},
+		"unsafe allow_other":   {mnt, Options{Backing: dir, AllowOther: true}, "default_permissions"},
+	} {
+		if m, err := Mount(tc.mnt, tc.opts); err == nil {
+			m.Unmount(true)
+			t.Errorf("%s: Mount succeeded", name)
+		} else if !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %q does not mention %q", name, err, tc.want)
+		}
+	}
+
+	tm := mountFS(t, "none", Options{})
+	if m, err := Mount(tm.mnt, Options{Backing: dir}); err == nil {
+		m.Unmount(true)
+		t.Error("second mount on a busy mountpoint succeeded")
+	} else if !strings.Contains(err.Error(), "busy") {
+		t.Errorf("busy mountpoint: %v", err)
+	}
+}
+
+func TestUnmountWithOpenFile(t *testing.T) {
+	requireFUSE(t)
+	tm := mountFS(t, "none", Options{})
+	writeFile(t, tm.p("f"), "x")
+	f, err := os.Open(tm.p("f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tm.m.Unmount(false); err == nil {
+		t.Fatal("Unmount succeeded while a file was open")
+	}
+	f.Close()
+	if err := tm.m.Unmount(false); err != nil {
+		t.Fatalf("Unmount after close: %v", err)
+	}
+	tm.m.Wait()
+}
+
+func TestLazyUnmount(t *testing.T) {
+	requireFUSE(t)
+	tm := mountFS(t, "none", Options{})
+	writeFile(t, tm.p("f"), "x")
+	f, err := os.Open(tm.p("f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tm.m.Unmount(true); err != nil {
+		t.Fatalf("lazy Unmount: %v", err)
+	}
+	buf := make([]byte, 1)
+	if _, err := f.Read(buf); err != nil || buf[0] != 'x' {
+		t.Errorf("read from a lazily unmounted file: %q %v", buf, err)
+	}
+	f.Close()
+	done := make(chan struct{})
+	go func() { tm.m.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Wait did not return after the last file of a lazy unmount closed")
+	}
+}
+
+// TestNoLeaks mounts, works and unmounts, then checks that no goroutine
+// and no descriptor outlives the mount.
+func TestNoLeaks(t *testing.T) {
+	requireFUSE(t)
+	for name, opts := range modes(t) {
+		t.Run(name, func(t *testing.T) {
+			fdsBefore := countFDs(t)
+			goroutinesBefore := runtime.NumGoroutine()
+			dir := t.TempDir()
+			backing, mnt := filepath.Join(dir, "b"), filepath.Join(dir, "m")
+			for _, d := range []string{backing, mnt} {
+				if err := os.Mkdir(d, 0755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			opts.Backing = backing
+			m, err := Mount(mnt, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			writeFile(t, filepath.Join(mnt, "f"), "data")
+			f, err := os.Open(filepath.Join(mnt, "f"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			readFile(t, filepath.Join(mnt, "f"))
+			os.ReadDir(mnt)
+			f.Close()
+			if err := m.Unmount(false); err != nil {
+				t.Fatal(err)
+			}
+			m.Wait()
+			// Goroutines of the server may still be returning.
+			for i := 0; i < 100 && runtime.NumGoroutine() > goroutinesBefore; i++ {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if n := runtime.NumGoroutine(); n > goroutinesBefore {
+				buf := make([]byte, 1<<20)
+				t.Errorf("%d goroutines after unmount, %d before:\n%s", n, goroutinesBefore, buf[:runtime.Stack(buf, true)])
+			}
+			if n := countFDs(t); n != fdsBefore {
+				t.Errorf("%d descriptors after unmount, %d before", n, fdsBefore)
+			}
+		})
+	}
+}
+
+func countFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+func TestReadOnly(t *testing.T) {
+	requireFUSE(t)
+	tm := mountFS(t, "none", Options{ReadOnly: true})
+	writeFile(t, tm.b("f"), "backing")
+	if got := readFile(t, tm.p("f")); got != "backing" {
+		t.Errorf("read through a read-only mount: %q", got)
+	}
+	if err := os.WriteFile(tm.p("g"), nil, 0644); !os.IsPermission(err) && !isErrno(err, unix.EROFS) {
+		t.Errorf("create on a read-only mount: %v, want EROFS", err)
+	}
+}
+
+func isErrno(err error, errno unix.Errno) bool {
+	pe, ok := err.(*os.PathError)
+	return ok && pe.Err == errno
+}
