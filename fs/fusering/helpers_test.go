@@ -1,0 +1,103 @@
+package fusering
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// setEnableURing sets the fuse module's enable_uring parameter for the
+// test and restores it afterwards, or skips the test when it cannot.
+func setEnableURing(t testing.TB, value string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount and to set enable_uring")
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skipf("no /dev/fuse: %v", err)
+	}
+	old, err := os.ReadFile(enableURingParam)
+	if err != nil {
+		t.Skipf("kernel has no FUSE-over-io_uring: %v", err)
+	}
+	if err := os.WriteFile(enableURingParam, []byte(value), 0); err != nil {
+		t.Skipf("cannot set enable_uring: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := os.WriteFile(enableURingParam, []byte(strings.TrimSpace(string(old))), 0); err != nil {
+			t.Errorf("restoring enable_uring: %v", err)
+		}
+	})
+}
+
+// requireRing prepares a test that mounts over the ring.
+func requireRing(t testing.TB) {
+	t.Helper()
+	setEnableURing(t, "Y")
+	if err := Available(); err != nil {
+		t.Skip(err)
+	}
+}
+
+// loopbackFS is go-fuse's loopback file system over dir, with the caching
+// go-fuse's own posix tests use.
+func loopbackFS(t testing.TB, dir string) fuse.RawFileSystem {
+	t.Helper()
+	root, err := gofs.NewLoopbackRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec := time.Second
+	return gofs.NewNodeFS(root, &gofs.Options{EntryTimeout: &sec, AttrTimeout: &sec})
+}
+
+// testMount is a mounted loopback file system.
+type testMount struct {
+	srv      *Server
+	backing  string // the loopback's directory
+	mnt      string // where it is mounted
+	unmounts bool   // cleanup still has to unmount
+}
+
+// mountLoopback mounts go-fuse's loopback over a fresh directory through
+// the ring and unmounts it at the end of the test.
+func mountLoopback(t testing.TB, opts Options) *testMount {
+	t.Helper()
+	dir := t.TempDir()
+	m := &testMount{backing: filepath.Join(dir, "backing"), mnt: filepath.Join(dir, "mnt"), unmounts: true}
+	for _, d := range []string{m.backing, m.mnt} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return mountOver(t, m, loopbackFS(t, m.backing), opts)
+}
+
+func mountOver(t testing.TB, m *testMount, fs fuse.RawFileSystem, opts Options) *testMount {
+	t.Helper()
+	// Without FUSE passthrough, which go-fuse's loopback uses as root, so
+	// that READ and WRITE reach the daemon.
+	mo := &fuse.MountOptions{EnableLocks: true, DisabledCapabilities: fuse.CAP_PASSTHROUGH}
+	srv, err := Mount(m.mnt, fs, mo, opts)
+	if err != nil {
+		t.Fatalf("Mount: %v", err)
+	}
+	m.srv = srv
+	t.Cleanup(func() {
+		if !m.unmounts {
+			return
+		}
+		if err := srv.Unmount(); err != nil {
+			t.Errorf("Unmount: %v", err)
+			unix.Unmount(m.mnt, unix.MNT_DETACH)
+			srv.Wait()
+		}
+	})
+	return m
+}
