@@ -110,4 +110,3 @@ func readFile(t *testing.T, path string) string {
 	}
 	return string(b)
 }
-

@@ -14,13 +14,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// treeModel is what the random workload expects each file to hold.
-type treeModel map[string][]byte
-
 // randomWorkload runs a seeded sequence of writes at random offsets,
 // truncates, renames and hard links on root (a mount) and applies the same
-// operations to model. Hard links are modelled by aliasing one slice header
-// through a shared pointer.
+// operations to the returned model: the content each name must hold. Hard
+// links share one content pointer, as they share one inode.
 func randomWorkload(t *testing.T, root string, seed uint64) map[string]*[]byte {
 	t.Helper()
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
