@@ -143,8 +143,10 @@ unpack() {
 	[ -e "$dest/vmlinuz" ] && return 0
 	local pkgs=(linux-binary-"$abi" linux-modules-"$abi" linux-base-"$abi")
 	log "downloading ${pkgs[*]} ($ver)"
-	(cd "$aptdir/archives" && apt_private apt-get -q download "${pkgs[@]/%/=$ver}" >&2) ||
-		die "apt-get download ${pkgs[*]} failed"
+	if ! (cd "$aptdir/archives" && apt_private apt-get -q download "${pkgs[@]/%/=$ver}" >&2); then
+		log "apt-get download ${pkgs[*]} failed"
+		return 1
+	fi
 	local tmp deb
 	tmp=$(mktemp -d "$cache/.unpack.XXXXXX")
 	for deb in "${pkgs[@]}"; do
@@ -174,9 +176,10 @@ main() {
 		if update_lists && found=$(newest_available); then
 			read -r abi ver <<<"$found"
 			log "newest cloud kernel >= $min_version: $abi ($ver)"
-			unpack "$abi" "$ver"
-			echo "$cache/$abi"
-			return 0
+			if unpack "$abi" "$ver"; then
+				echo "$cache/$abi"
+				return 0
+			fi
 		fi
 		log "could not list Debian kernels >= $min_version; looking in the cache"
 	fi

@@ -10,7 +10,9 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // vmtest.sh exit statuses (see its header).
@@ -55,6 +57,9 @@ func vmtest(t *testing.T, args ...string) (string, int) {
 	t.Helper()
 	cmd := exec.CommandContext(t.Context(), "kernel/vmtest.sh", append([]string{"--bpfusefs", "none"}, args...)...)
 	cmd.Dir = ".."
+	// SIGTERM (not the default SIGKILL) lets vmtest.sh stop its qemu.
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = time.Minute
 	out, err := cmd.CombinedOutput()
 	var exit *exec.ExitError
 	switch {

@@ -280,7 +280,7 @@ qemu_cmd() {
 	[ "$1" = kvm ] && cpu=host
 	qemu=(qemu-system-x86_64 -accel "$1" -cpu "$cpu" -m "$mem" -smp "$smp" -no-reboot -nic none
 		-kernel "$kernel_image" -initrd "$initramfs"
-		-append "console=ttyS0 panic=-1 oops=panic loglevel=4 rdinit=/init $2")
+		-append "console=ttyS0 panic=-1 oops=panic loglevel=5 rdinit=/init $2")
 	[ -z "$disk" ] || qemu+=(-drive "file=$disk,if=virtio,format=raw")
 }
 
@@ -310,7 +310,7 @@ choose_accel() {
 # boot runs the guest once with its console streamed to stdout and copied
 # to $1, and sets outcome: exited, timeout or no-init.
 boot() {
-	local console=$1 qpid tpid start=$SECONDS reached=0
+	local console=$1 tpid start=$SECONDS reached=0
 	qemu_cmd "$accel" ""
 	"${qemu[@]}" -display none -serial stdio -monitor none </dev/null >"$console" 2>&1 &
 	qpid=$!
@@ -334,6 +334,7 @@ boot() {
 		sleep 1
 	done
 	wait $qpid || true
+	qpid=""
 	wait $tpid || true
 	if [ $outcome = exited ] && ! grep -aq "$INIT_MARKER" "$console"; then
 		outcome=no-init
@@ -349,6 +350,9 @@ report() {
 	result=$({ grep -a "^$RESULT_PREFIX" "$console" || true; } | tail -n 1 | tr -d '\r')
 	echo
 	log "console log: $cache/vmtest/last-console.log; guest run took $((SECONDS - run_start))s ($accel)"
+	local splats
+	splats=$(grep -a -c -E '^\[ *[0-9.]+\] (WARNING|BUG):' "$console" || true)
+	[ "$splats" = 0 ] || log "the guest kernel logged $splats WARNING/BUG splat(s): see the console log"
 	case $result in
 	*status=pass*)
 		log "PASS: ${result#"$RESULT_PREFIX"}"
@@ -372,12 +376,21 @@ report() {
 	exit $EXIT_GUEST
 }
 
+cleanup() {
+	[ -z "${qpid:-}" ] || kill "$qpid" 2>/dev/null || true
+	rm -rf "$work"
+}
+
 main() {
 	parse_args "$@"
 	need_tools
 	resolve_kernel
 	work=$(mktemp -d "${TMPDIR:-/tmp}/vmtest.XXXXXX")
-	trap 'rm -rf "$work"' EXIT
+	# qemu runs in the background, where a script's children ignore SIGINT:
+	# stop it ourselves however we end.
+	trap 'cleanup' EXIT
+	trap 'exit 130' INT
+	trap 'exit 143' TERM
 	build_payload
 	make_initramfs
 	make_disk
