@@ -26,8 +26,11 @@ type fileSystem struct {
 	proc procFD
 	// rootPath is the backing directory as /proc/self/fd names it.
 	rootPath string
-	inodes   *inodeTable
-	handles  *handleTable
+	// mountFD is the backing root opened for open_by_handle_at, which
+	// refuses O_PATH descriptors.
+	mountFD int
+	inodes  *inodeTable
+	handles *handleTable
 	// creds creates objects with the caller's identity; nil when the
 	// daemon is not root, in which case objects belong to the daemon.
 	creds *credWorkers
@@ -81,11 +84,51 @@ func (fs *fileSystem) asCaller(caller fuse.Caller, umask uint32, fn func() error
 
 func (fs *fileSystem) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
 	fs.stats.op(h.Opcode)
+	switch name {
+	case ".":
+		// Export support: the kernel resolves a file handle whose
+		// inode it has forgotten.
+		n, st := fs.inodes.revive(h.NodeId, fs.mountFD)
+		if n == nil {
+			return fuse.Status(unix.ESTALE)
+		}
+		fs.fillEntry(n, st, out)
+		return fuse.OK
+	case "..":
+		return fs.lookupParent(h.NodeId, out)
+	}
 	parent := fs.inodes.get(h.NodeId)
 	if parent == nil {
 		return fuse.Status(unix.ESTALE)
 	}
 	return fs.lookup(parent, name, out)
+}
+
+// lookupParent answers LOOKUP(dir, ".."), which export support sends to
+// connect a directory from a file handle to the tree.
+func (fs *fileSystem) lookupParent(id uint64, out *fuse.EntryOut) fuse.Status {
+	n := fs.inodes.get(id)
+	if n == nil || n.mode != unix.S_IFDIR {
+		return fuse.Status(unix.ESTALE)
+	}
+	if id == rootID {
+		// The root's parent is outside the mount; the kernel never
+		// asks, and must not get it.
+		return fuse.ENOENT
+	}
+	// Not beneath n by definition, but a directory other than the root
+	// has its parent inside the backing tree.
+	fd, err := unix.Openat(n.fd(), "..", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return status(err)
+	}
+	var st unix.Stat_t
+	if err := statFD(fd, &st); err != nil {
+		unix.Close(fd)
+		return status(err)
+	}
+	fs.fillEntry(fs.inodes.add(fd, &st), &st, out)
+	return fuse.OK
 }
 
 func (fs *fileSystem) Forget(nodeid, nlookup uint64) {

@@ -40,13 +40,27 @@ func (n *inode) fd() int { return n.replicas[0] }
 func (n *inode) isSymlink() bool { return n.mode == unix.S_IFLNK }
 
 // inodeTable maps the kernel's node ids to inodes. Node ids are never
-// reused during a mount, so a stale id from the kernel can never reach a
-// different object.
+// reused for another object during a mount, so a stale id from the kernel
+// can never reach a different object.
 type inodeTable struct {
 	mu     sync.RWMutex
 	byID   map[uint64]*inode
 	byKey  map[inodeKey]*inode
 	nextID uint64
+
+	// ghosts remember forgotten inodes by node id, with a backing file
+	// handle. FUSE export support (open_by_handle_at through the mount)
+	// hands the kernel handles that outlive its inodes: when one comes
+	// back as LOOKUP(id, "."), the ghost revives the object under the
+	// same id. A ghost costs a few dozen bytes per forgotten object.
+	ghosts     map[uint64]ghost
+	ghostByKey map[inodeKey]uint64
+}
+
+type ghost struct {
+	key    inodeKey
+	mode   uint32
+	handle unix.FileHandle
 }
 
 const rootID = 1
@@ -60,9 +74,11 @@ func newInodeTable(rootFD int, st *unix.Stat_t) *inodeTable {
 		lookups:  1, // the kernel never forgets the root
 	}
 	return &inodeTable{
-		byID:   map[uint64]*inode{rootID: root},
-		byKey:  map[inodeKey]*inode{root.key: root},
-		nextID: rootID + 1,
+		byID:       map[uint64]*inode{rootID: root},
+		byKey:      map[inodeKey]*inode{root.key: root},
+		nextID:     rootID + 1,
+		ghosts:     make(map[uint64]ghost),
+		ghostByKey: make(map[inodeKey]uint64),
 	}
 }
 
@@ -85,17 +101,67 @@ func (t *inodeTable) add(fd int, st *unix.Stat_t) *inode {
 		unix.Close(fd)
 		return n
 	}
+	id := t.nextID
+	if gid, ok := t.ghostByKey[key]; ok {
+		// Same (dev, ino): the same object again, unless the number
+		// was reused after a delete, which the handle tells apart.
+		if h, _, err := unix.NameToHandleAt(fd, "", unix.AT_EMPTY_PATH); err == nil && sameHandle(h, t.ghosts[gid].handle) {
+			id = gid
+		}
+		delete(t.ghosts, gid)
+		delete(t.ghostByKey, key)
+	}
+	if id == t.nextID {
+		t.nextID++
+	}
 	n := &inode{
-		id:       t.nextID,
+		id:       id,
 		key:      key,
 		mode:     st.Mode & unix.S_IFMT,
 		replicas: []int{fd},
 		lookups:  1,
 	}
-	t.nextID++
 	t.byID[n.id] = n
 	t.byKey[key] = n
 	return n
+}
+
+func sameHandle(a, b unix.FileHandle) bool {
+	return a.Type() == b.Type() && string(a.Bytes()) == string(b.Bytes())
+}
+
+// revive returns the inode with node id id, bringing a forgotten one back
+// from its ghost by opening its file handle on mountFD, with one more
+// kernel reference. It returns nil when the object is gone.
+func (t *inodeTable) revive(id uint64, mountFD int) (*inode, *unix.Stat_t) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var st unix.Stat_t
+	if n := t.byID[id]; n != nil {
+		if statFD(n.fd(), &st) != nil {
+			return nil, nil
+		}
+		n.lookups++
+		return n, &st
+	}
+	g, ok := t.ghosts[id]
+	if !ok {
+		return nil, nil
+	}
+	fd, err := unix.OpenByHandleAt(mountFD, g.handle, unix.O_PATH|unix.O_CLOEXEC)
+	if err != nil {
+		return nil, nil
+	}
+	if statFD(fd, &st) != nil || (inodeKey{st.Dev, st.Ino}) != g.key || t.byKey[g.key] != nil {
+		unix.Close(fd)
+		return nil, nil
+	}
+	delete(t.ghosts, id)
+	delete(t.ghostByKey, g.key)
+	n := &inode{id: id, key: g.key, mode: g.mode, replicas: []int{fd}, lookups: 1}
+	t.byID[id] = n
+	t.byKey[g.key] = n
+	return n, &st
 }
 
 // forget drops n references from the inode and closes its descriptors with
@@ -113,6 +179,10 @@ func (t *inodeTable) forget(id, n uint64) {
 	}
 	delete(t.byID, id)
 	delete(t.byKey, node.key)
+	if h, _, err := unix.NameToHandleAt(node.fd(), "", unix.AT_EMPTY_PATH); err == nil {
+		t.ghosts[id] = ghost{key: node.key, mode: node.mode, handle: h}
+		t.ghostByKey[node.key] = id
+	}
 	for _, fd := range node.replicas {
 		unix.Close(fd)
 	}
@@ -129,4 +199,6 @@ func (t *inodeTable) closeAll() {
 		delete(t.byID, id)
 		delete(t.byKey, node.key)
 	}
+	clear(t.ghosts)
+	clear(t.ghostByKey)
 }

@@ -164,9 +164,16 @@ func newFileSystem(opts Options, logger *log.Logger) (*fileSystem, error) {
 		unix.Close(procDir)
 		return nil, fmt.Errorf("resolve backing directory %s: %w", opts.Backing, err)
 	}
+	mountFD, err := unix.Open(opts.Backing, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		unix.Close(rootFD)
+		unix.Close(procDir)
+		return nil, fmt.Errorf("open backing directory %s: %w", opts.Backing, err)
+	}
 	fs := &fileSystem{
 		RawFileSystem: fuse.NewDefaultRawFileSystem(),
 		rootPath:      rootPath,
+		mountFD:       mountFD,
 		proc:          procFD(procDir),
 		inodes:        newInodeTable(rootFD, &st),
 		handles:       newHandleTable(),
@@ -211,8 +218,11 @@ func (fs *fileSystem) mountOptions(opts Options, logger *log.Logger) *fuse.Mount
 		// write and truncate (killPriv), so the kernel does not ask for
 		// security.capability before every write and passthrough writes
 		// stay daemon-free.
-		ExtraCapabilities: fuse.CAP_HANDLE_KILLPRIV_V2,
-		DirectMountFlags:  unix.MS_NOSUID | unix.MS_NODEV,
+		ExtraCapabilities: fuse.CAP_HANDLE_KILLPRIV_V2 |
+			// File handles (name_to_handle_at, NFS export) survive the
+			// kernel forgetting inodes: see inodeTable.ghosts.
+			fuse.CAP_EXPORT_SUPPORT,
+		DirectMountFlags: unix.MS_NOSUID | unix.MS_NODEV,
 	}
 	if fs.creds != nil {
 		// The umask reaches the backing filesystem on the creating
@@ -249,6 +259,7 @@ func (fs *fileSystem) close() {
 		fs.log.Printf("close data path: %v", err)
 	}
 	unix.Close(int(fs.proc))
+	unix.Close(fs.mountFD)
 }
 
 // Unmount detaches the mount. Without lazy it fails (EBUSY) while files are

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -454,3 +455,56 @@ func TestIoctlAllowList(t *testing.T) {
 		}
 	})
 }
+
+// TestFileHandles opens files by handle after the kernel forgot their
+// inodes (xfstests' open_by_handle tests do the same).
+func TestFileHandles(t *testing.T) {
+	eachMode(t, func(t *testing.T, tm *testMount) {
+		if err := os.MkdirAll(tm.p("d/e"), 0755); err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, tm.p("d/e/f"), "by handle")
+		writeFile(t, tm.p("gone"), "")
+		handle := func(path string) unix.FileHandle {
+			h, _, err := unix.NameToHandleAt(unix.AT_FDCWD, path, 0)
+			if err != nil {
+				t.Fatalf("name_to_handle_at(%s): %v", path, err)
+			}
+			return h
+		}
+		fh, dh, gh := handle(tm.p("d/e/f")), handle(tm.p("d/e")), handle(tm.p("gone"))
+		if err := os.Remove(tm.p("gone")); err != nil {
+			t.Fatal(err)
+		}
+		mnt, err := os.Open(tm.mnt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer mnt.Close()
+		dropCaches(t)
+
+		fd, err := unix.OpenByHandleAt(int(mnt.Fd()), fh, unix.O_RDONLY)
+		if err != nil {
+			t.Fatalf("open_by_handle_at after the inode was forgotten: %v", err)
+		}
+		f := os.NewFile(uintptr(fd), "f")
+		defer f.Close()
+		buf := make([]byte, 32)
+		if n, err := f.Read(buf); err != nil || string(buf[:n]) != "by handle" {
+			t.Errorf("read by handle: %q, %v", buf[:n], err)
+		}
+		dfd, err := unix.OpenByHandleAt(int(mnt.Fd()), dh, unix.O_RDONLY|unix.O_DIRECTORY)
+		if err != nil {
+			t.Fatalf("open_by_handle_at(directory): %v", err)
+		}
+		defer unix.Close(dfd)
+		if target, err := os.Readlink("/proc/self/fd/" + itoa(dfd)); err != nil || target != tm.p("d/e") {
+			t.Errorf("directory opened by handle is %q (%v), want %q", target, err, tm.p("d/e"))
+		}
+		if _, err := unix.OpenByHandleAt(int(mnt.Fd()), gh, unix.O_RDONLY); err != unix.ESTALE {
+			t.Errorf("open_by_handle_at of a deleted file: %v, want ESTALE", err)
+		}
+	})
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
