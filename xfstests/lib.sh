@@ -1,0 +1,211 @@
+# shellcheck shell=bash
+# Shared by xfstests/run.sh and xfstests/soak.sh (sourced, not run): the pinned
+# suite's build, the machine set-up both need, and the mount helpers.
+# Callers set `reference` (non-empty: go-fuse's loopback instead of bpfusefs)
+# and `accel` before calling modes_to_run or install_helpers.
+
+readonly VERSION=v2026.01.27
+readonly TARBALL_SHA256=2a1b62f0cb9a90cc81d0b887ca9adf36b6c82a23acc00fd0f0981f6092476a1f
+# Bump PATCH_LEVEL whenever patch_suite changes: it names the cached build.
+readonly PATCH_LEVEL=1
+readonly MODES=(none engine passthrough fusering bpf)
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+HERE=$REPO/xfstests
+CACHE=${BPFUSEFS_CACHE:-$HOME/.cache/bpfusefs}
+TARBALL=${XFSTESTS_TARBALL:-$(cd "$REPO/.." && pwd)/shared/thirdparty/xfstests-$VERSION.tar.gz}
+SUITE=$CACHE/xfstests-$VERSION-p$PATCH_LEVEL
+KERNEL=$(uname -r)
+BPFUSEFS=$REPO/bin/bpfusefs
+WATCHDOG=$CACHE/xfstests-watchdog
+LOOPBACK=$CACHE/go-fuse-loopback
+
+die() { echo "xfstests: $*" >&2; exit 2; }
+log() { echo "xfstests: $*" >&2; }
+
+# ---- building the suite --------------------------------------------------
+
+ensure_build_deps() {
+	local pkgs=(xfslibs-dev libacl1-dev libattr1-dev libaio-dev liburing-dev uuid-dev
+		libtool autoconf make gcc pkg-config e2fsprogs attr acl bc psmisc jq)
+	local missing=() p
+	for p in "${pkgs[@]}"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+	done
+	[ ${#missing[@]} -eq 0 ] && return
+	log "installing ${missing[*]}"
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+# patch_suite adapts the built copy to a FUSE filesystem whose mount source is
+# a directory. Each change is documented in xfstests/README.md ("Patches").
+patch_suite() {
+	local rc=$1/common/rc
+	# 1. Unmount the mount point: `umount $TEST_DEV` with a directory source
+	#    finds no mount (or, were the backing dir a mount root, the wrong one).
+	sed -i -e 's|^\t\t_unmount \$TEST_DEV$|\t\t_unmount $([ "$FSTYP" = fuse ] \&\& echo $TEST_DIR \|\| echo $TEST_DEV)|' \
+		-e 's|^\t\t_unmount \$SCRATCH_DEV$|\t\t_unmount $([ "$FSTYP" = fuse ] \&\& echo $SCRATCH_MNT \|\| echo $SCRATCH_DEV)|' "$rc"
+	# 2. _fs_type: the kernel reports fuse.<subtype>; the suite compares with $FSTYP.
+	sed -i -e "s|-e 's/fuse.ceph-fuse/ceph-fuse/'\$|-e 's/fuse.ceph-fuse/ceph-fuse/' -e 's/^fuse\\\\..*/fuse/'|" "$rc"
+	grep -q 'echo $TEST_DIR ||' "$rc" && grep -q 'echo $SCRATCH_MNT ||' "$rc" &&
+		grep -q "s/^fuse\\\\..\\*/fuse/" "$rc" || die "patching $rc failed (upstream changed?)"
+}
+
+ensure_suite() {
+	[ -f "$SUITE/.built" ] && return
+	[ -f "$TARBALL" ] || die "missing $TARBALL"
+	echo "$TARBALL_SHA256  $TARBALL" | sha256sum -c --quiet - || die "checksum mismatch: $TARBALL"
+	ensure_build_deps
+	log "building xfstests $VERSION in $SUITE"
+	rm -rf "$SUITE"
+	mkdir -p "$SUITE"
+	tar -xzf "$TARBALL" -C "$SUITE" --strip-components=1
+	make -C "$SUITE" -j"$(nproc)" >"$CACHE/xfstests-build.log" 2>&1 ||
+		die "build failed, see $CACHE/xfstests-build.log"
+	patch_suite "$SUITE"
+	touch "$SUITE/.built"
+}
+
+# ensure_tools builds the watchdog (and the reference filesystem when asked).
+ensure_tools() {
+	mkdir -p "$CACHE"
+	(cd "$REPO" && CGO_ENABLED=0 go build -o "$WATCHDOG" ./xfstests/watchdog) ||
+		die "building the watchdog failed"
+	if [ -n "$reference" ]; then
+		(cd "$REPO" && CGO_ENABLED=0 go build -o "$LOOPBACK" github.com/hanwen/go-fuse/v2/example/loopback) ||
+			die "building go-fuse's loopback example failed"
+	fi
+}
+
+# isolate re-executes the calling script in a private mount namespace under the
+# watchdog as subreaper. PID 1 on these machines does not reap orphans
+# (daemonized FUSE servers, tests' background workers), so the run reaps them
+# itself. The namespace keeps the run's loop and FUSE mounts out of everyone
+# else's view and theirs out of ours: the suite runs df, which stats every
+# mount, and a FUSE mount whose daemon another test killed on purpose hangs it.
+isolate() {
+	[ -n "${BPFUSEFS_XFSTESTS_ISOLATED:-}" ] && return
+	ensure_tools
+	export BPFUSEFS_XFSTESTS_ISOLATED=1
+	exec unshare --mount --propagation private -- "$WATCHDOG" -linger 10s -- "$0" "$@"
+}
+
+# detach_foreign_mounts drops, from this private namespace only, the FUSE
+# mounts that were there before it was made (other users' mounts, possibly
+# with dead daemons). Nothing changes outside the namespace.
+detach_foreign_mounts() {
+	local m
+	findmnt -ln -o TARGET,FSTYPE | awk '$2 ~ /^fuse/ { print $1 }' |
+		while read -r m; do
+			umount -l "$m" 2>/dev/null || true
+		done
+}
+
+# ---- the machine: users, reachability, mount helpers ---------------------
+
+ensure_users() {
+	getent group fsgqa >/dev/null || groupadd fsgqa
+	local u
+	for u in fsgqa fsgqa2 123456-fsgqa; do
+		getent passwd "$u" >/dev/null || useradd -m -g fsgqa "$u" ||
+			die "cannot create user $u"
+	done
+}
+
+# ensure_reachable lets the test users walk down to dir: tests run helpers from
+# the suite and touch files under the mounts as fsgqa. Only search permission
+# is granted, through an ACL for those users where the filesystem allows it.
+ensure_reachable() {
+	local dir=$1 d= part
+	local -a parts
+	IFS=/ read -ra parts <<<"${dir#/}"
+	for part in "${parts[@]}"; do
+		d=$d/$part
+		su -s /bin/sh fsgqa -c "test -x '$d'" 2>/dev/null && continue
+		log "granting the fsgqa users search permission on $d"
+		setfacl -m u:fsgqa:x,u:fsgqa2:x,u:123456-fsgqa:x "$d" 2>/dev/null || chmod o+x "$d"
+	done
+	su -s /bin/sh fsgqa -c "test -x '$dir'" || die "$dir is not reachable by fsgqa"
+}
+
+mounted() { findmnt -n --mountpoint "$1" >/dev/null 2>&1; }
+
+unmount_all() {
+	local m
+	for m in "$@"; do
+		while mounted "$m"; do umount "$m" 2>/dev/null || umount -l "$m"; done
+	done
+}
+
+# make_ext4 creates a fresh ext4 loop image, mounts it on mnt and creates the
+# backing dir beneath it: results do not depend on the host's filesystem or on
+# earlier runs, and the suite is never handed the root of a mount.
+make_ext4() {
+	local img=$1 mnt=$2
+	rm -f "$img"
+	truncate -s "${XFSTESTS_IMAGE_SIZE:-8G}" "$img"
+	mkfs.ext4 -F -q -E nodiscard "$img"
+	mkdir -p "$mnt"
+	mount -o loop "$img" "$mnt"
+	mkdir -m 0755 "$mnt/backing"
+}
+
+# fuse_type is the filesystem type the mounts have: fuse.bpfusefs, or
+# fuse.loopback for the reference.
+fuse_type() { if [ -n "$reference" ]; then echo fuse.loopback; else echo fuse.bpfusefs; fi; }
+
+# mount_options are the options every mount of mode gets.
+mount_options() {
+	if [ -n "$reference" ]; then
+		echo allow_other,default_permissions
+	else
+		echo "allow_other,default_permissions,accel=$1"
+	fi
+}
+
+# install_helpers makes `mount -t fuse.bpfusefs` (or fuse.loopback for the
+# reference) find its helper by absolute path.
+install_helpers() {
+	if [ -n "$reference" ]; then
+		local helper=$CACHE/mount.fuse.loopback
+		cat >"$helper" <<-EOF
+			#!/bin/bash
+			# mount(8) helper for go-fuse's loopback example, written by xfstests/run.sh.
+			exec $HERE/loopback-helper.sh $LOOPBACK "\$@"
+		EOF
+		chmod 0755 "$helper"
+		ln -sfn "$helper" /sbin/mount.fuse.loopback
+	else
+		[ -x "$BPFUSEFS" ] || die "$BPFUSEFS missing: run make build"
+		ln -sfn "$BPFUSEFS" /sbin/mount.fuse.bpfusefs
+	fi
+}
+
+# modes_to_run expands --accel: `all` is every mode `bpfusefs doctor --json`
+# reports available, or only none when doctor cannot say.
+modes_to_run() {
+	local m chosen=()
+	if [ -n "$reference" ]; then
+		chosen=(none)
+	elif [ "$accel" != all ]; then
+		IFS=, read -ra chosen <<<"$accel"
+	else
+		local doctor
+		if doctor=$("$BPFUSEFS" doctor --json 2>/dev/null) &&
+			jq -e '.accel | type == "object"' >/dev/null 2>&1 <<<"$doctor"; then
+			for m in "${MODES[@]}"; do
+				jq -e --arg m "$m" '.accel[$m] | if type == "object" then (.available // .supported // false) else . == true end' \
+					>/dev/null 2>&1 <<<"$doctor" && chosen+=("$m")
+			done
+		fi
+		if [ ${#chosen[@]} -eq 0 ]; then
+			log "bpfusefs doctor --json reported no available mode; running mode none only"
+			chosen=(none)
+		fi
+	fi
+	for m in "${chosen[@]}"; do
+		[[ " ${MODES[*]} " == *" $m "* ]] || die "unknown accel mode $m (want one of ${MODES[*]} or all)"
+	done
+	echo "${chosen[@]}"
+}

@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Soaks bpfusefs with fsx and fsstress from the pinned xfstests build, for a
+# bounded time each, in every requested accel mode; then compares what the
+# mount shows with the backing dir. Any tool error or divergence fails the run.
+#
+#   xfstests/soak.sh [--accel none|engine|passthrough|fusering|bpf|all|LIST]
+#                    [--minutes N] [--reference]
+#
+# --minutes is per tool and mode (default 10). --reference soaks go-fuse
+# v2.12.1's loopback example instead, for comparison. Logs and the final
+# comparison land in $BPFUSEFS_CACHE/xfstests-soak/<mode>/.
+set -euo pipefail
+
+accel=none minutes=10 reference=
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+WORK=$CACHE/xfstests-soak
+
+usage() {
+	sed -n '2,11s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+	exit "${1:-0}"
+}
+
+parse_args() {
+	while [ $# -gt 0 ]; do
+		case $1 in
+		--accel) accel=${2:?--accel needs a value}; shift 2 ;;
+		--minutes) minutes=${2:?--minutes needs a number}; shift 2 ;;
+		--reference) reference=1; shift ;;
+		-h|--help) usage 0 ;;
+		*) echo "soak: unknown argument $1" >&2; usage 2 ;;
+		esac
+	done
+	[[ $minutes =~ ^[1-9][0-9]*$ ]] || die "--minutes must be a positive number"
+}
+
+mnt=$WORK/mnt
+ext4=$WORK/ext4
+backing=$ext4/backing
+
+mount_fs() {
+	mount -t "$(fuse_type)" -o "$(mount_options "$1")" "$backing" "$mnt" ||
+		die "mount -t $(fuse_type) $backing $mnt failed"
+}
+
+# tree lists everything under a root with the attributes both sides must agree
+# on: type, size, mode, link count, owner, symlink target, then the xattrs.
+# Times are left out: atime moves on every read, and the mount may still hold
+# a kernel-cached mtime within its attribute timeout.
+tree() {
+	(cd "$1" && find . -path ./lost+found -prune -o -printf '%P\t%y\t%s\t%m\t%n\t%U:%G\t%l\n' | LC_ALL=C sort &&
+		getfattr -R -h -d -m - --absolute-names . 2>/dev/null | grep -v '^$' || true)
+}
+
+# compare checks that the mount and the backing dir show the same tree and the
+# same bytes in every regular file. It prints what differs.
+compare() {
+	local out=$1 f diverged=0
+	sync
+	tree "$mnt" >"$out/tree.mount"
+	tree "$backing" >"$out/tree.backing"
+	if ! diff -u "$out/tree.backing" "$out/tree.mount" >"$out/tree.diff"; then
+		echo "soak: metadata differs between $backing and $mnt:" >&2
+		head -n 40 "$out/tree.diff" >&2
+		diverged=1
+	fi
+	while IFS= read -r -d '' f; do
+		cmp -s "$backing/$f" "$mnt/$f" && continue
+		echo "soak: contents differ: $f" >&2
+		diverged=1
+	done < <(cd "$backing" && find . -type f -print0)
+	return $diverged
+}
+
+# soak_mode runs fsx then fsstress in one mode, each under the watchdog with
+# a bound well past its own --duration, and compares afterwards.
+soak_mode() {
+	local mode=$1 label=$1 out secs=$((minutes * 60)) failed=0
+	[ -n "$reference" ] && label=go-fuse-loopback
+	out=$WORK/$label
+	rm -rf "$out"
+	mkdir -p "$out"
+	unmount_all "$mnt" "$ext4"
+	make_ext4 "$WORK/soak.img" "$ext4"
+	mkdir -p "$mnt"
+	mount_fs "$mode"
+
+	local bound=$((secs + 300))s
+	log "$label: fsx for $minutes min"
+	if ! "$WATCHDOG" -timeout "$bound" -abort-fuse "$mnt" -- \
+		"$SUITE/ltp/fsx" -q -S 0 -l 4194304 -P "$out" --duration="$secs" "$mnt/fsx.file" \
+		</dev/null >"$out/fsx.log" 2>&1; then
+		echo "soak: $label: fsx failed:" >&2
+		tail -n 30 "$out/fsx.log" >&2
+		failed=1
+	fi
+	log "$label: fsstress for $minutes min"
+	mkdir -p "$mnt/fsstress"
+	if ! "$WATCHDOG" -timeout "$bound" -abort-fuse "$mnt" -- \
+		"$SUITE/ltp/fsstress" -d "$mnt/fsstress" -p 4 -n 100000000 --duration="$secs" \
+		</dev/null >"$out/fsstress.log" 2>&1; then
+		echo "soak: $label: fsstress failed:" >&2
+		tail -n 30 "$out/fsstress.log" >&2
+		failed=1
+	fi
+	if compare "$out" 2>"$out/compare.log"; then
+		log "$label: mount and backing dir agree ($(wc -l <"$out/tree.mount") entries and xattr lines)"
+	else
+		cat "$out/compare.log" >&2
+		failed=1
+	fi
+	unmount_all "$mnt" "$ext4"
+	return $failed
+}
+
+main() {
+	parse_args "$@"
+	[ "$(id -u)" -eq 0 ] || die "must run as root (mounts, loop devices)"
+	isolate "$@"
+	detach_foreign_mounts
+	local m modes bad=()
+	modes=$(modes_to_run)
+	ensure_suite
+	mkdir -p "$WORK"
+	install_helpers
+	trap 'unmount_all "$mnt" "$ext4"' EXIT
+	for m in $modes; do
+		soak_mode "$m" || bad+=("$m")
+	done
+	if [ ${#bad[@]} -gt 0 ]; then
+		echo "soak: failed in: ${bad[*]} (logs in $WORK)" >&2
+		exit 1
+	fi
+	log "soak: no error and no divergence in: $modes"
+}
+
+main "$@"
