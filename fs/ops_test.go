@@ -112,6 +112,10 @@ func TestRenameOverOpenFile(t *testing.T) {
 		if got := readFile(t, tm.p("old")); got != "new content" {
 			t.Errorf("renamed file: %q", got)
 		}
+		var st unix.Stat_t
+		if err := unix.Fstat(int(f.Fd()), &st); err != nil || st.Nlink != 0 {
+			t.Errorf("fstat of the file renamed over: nlink %d, %v; want 0", st.Nlink, err)
+		}
 	})
 }
 
@@ -508,3 +512,64 @@ func TestFileHandles(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// TestTmpfileLink makes an unnamed file and gives it a name later
+// (xfstests generic/004).
+func TestTmpfileLink(t *testing.T) {
+	eachMode(t, func(t *testing.T, tm *testMount) {
+		fd, err := unix.Open(tm.mnt, unix.O_TMPFILE|unix.O_RDWR, 0640)
+		if err != nil {
+			t.Fatalf("O_TMPFILE: %v", err)
+		}
+		defer unix.Close(fd)
+		if _, err := unix.Pwrite(fd, []byte("anonymous"), 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Linkat(fd, "", unix.AT_FDCWD, tm.p("named"), unix.AT_EMPTY_PATH); err != nil {
+			t.Fatalf("linkat(AT_EMPTY_PATH): %v", err)
+		}
+		if got := readFile(t, tm.b("named")); got != "anonymous" {
+			t.Errorf("linked tmpfile on the backing dir: %q", got)
+		}
+		if st := stat(t, tm.b("named")); st.Mode&07777 != 0640 || st.Nlink != 1 {
+			t.Errorf("linked tmpfile: mode %o nlink %d, want 640 and 1", st.Mode&07777, st.Nlink)
+		}
+
+		excl, err := unix.Open(tm.mnt, unix.O_TMPFILE|unix.O_EXCL|unix.O_RDWR, 0600)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(excl)
+		if err := unix.Linkat(excl, "", unix.AT_FDCWD, tm.p("never"), unix.AT_EMPTY_PATH); err == nil {
+			t.Error("linked an O_EXCL tmpfile")
+		}
+	})
+}
+
+// TestAppendOnly checks chattr +a semantics through the mount (xfstests
+// generic/079): only O_APPEND opens may write.
+func TestAppendOnly(t *testing.T) {
+	eachMode(t, func(t *testing.T, tm *testMount) {
+		writeFile(t, tm.p("log"), "1\n")
+		run(t, 0, "chattr +a "+tm.p("log"))
+		t.Cleanup(func() { runAs(0, "chattr -a "+tm.b("log")) })
+		if f, err := os.OpenFile(tm.p("log"), os.O_WRONLY, 0); err == nil {
+			f.Close()
+			t.Error("opened an append-only file for writing without O_APPEND")
+		}
+		f, err := os.OpenFile(tm.p("log"), os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			t.Fatalf("O_APPEND open of an append-only file: %v", err)
+		}
+		if _, err := f.WriteString("2\n"); err != nil {
+			t.Errorf("append: %v", err)
+		}
+		f.Close()
+		if err := os.Truncate(tm.p("log"), 0); err == nil {
+			t.Error("truncated an append-only file")
+		}
+		if got := readFile(t, tm.b("log")); got != "1\n2\n" {
+			t.Errorf("append-only file holds %q", got)
+		}
+	})
+}
