@@ -164,9 +164,14 @@ func Command(args []string) error {
 func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	cfg := &Config{
 		Runs: 3, FileSize: 512 << 20, CopySize: 1 << 30, Runtime: 4,
-		Files: 20000, SourceFiles: 500,
+		Files: 20000, SourceFiles: 300,
 		Dir: os.TempDir(), Cache: os.Getenv("BPFUSEFS_CACHE"),
 		command: "bpfusefs bench " + strings.Join(args, " "),
+	}
+	// In the VM harness (make vmbench), /tmp is in memory; the scratch
+	// disk is the block file system to measure.
+	if scratch := os.Getenv("BPFUSEFS_VM_SCRATCH"); scratch != "" {
+		cfg.Dir = scratch
 	}
 	if cfg.Cache == "" {
 		home, _ := os.UserHomeDir()
@@ -278,7 +283,11 @@ func Run(ctx context.Context, cfg *Config, progress io.Writer) (*Report, error) 
 			return nil, err
 		}
 	}
-	for _, sys := range probeSystems(ctx, cfg) {
+	systems := probeSystems(ctx, cfg)
+	if slices.ContainsFunc(systems, func(s *system) bool { return strings.HasPrefix(s.name, bpfusefsName) }) {
+		rep.Bpfusefs = binaryVersion(ctx, cfg.Bpfusefs)
+	}
+	for _, sys := range systems {
 		rep.Systems = append(rep.Systems, SystemStatus{Name: sys.name, Skipped: sys.skip})
 		for _, replicas := range []int{1, 2} {
 			var ws []workload
@@ -342,7 +351,8 @@ func runSystem(ctx context.Context, e *env, sys *system, ws []workload, progress
 			break
 		}
 	}
-	if err := inst.stop(ctx); err != nil {
+	// Unmount even when interrupted.
+	if err := inst.stop(context.WithoutCancel(ctx)); err != nil {
 		return results, fmt.Errorf("stop %s: %w", sys.name, err)
 	}
 	return results, errors.Join(ctx.Err(), os.RemoveAll(base))

@@ -25,6 +25,12 @@ type fioJob struct {
 	runtimeSec int
 }
 
+// sized returns the job with the file size and runtime of cfg.
+func (j fioJob) sized(cfg *Config) fioJob {
+	j.fileSize, j.runtimeSec = cfg.FileSize, cfg.Runtime
+	return j
+}
+
 // args returns fio's command line for the job run in dirs, writing its JSON
 // report to out. Options before the first --name are global.
 func (j fioJob) args(dirs []string, out string) []string {

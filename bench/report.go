@@ -13,8 +13,10 @@ import (
 
 // Report is the outcome of one bench run.
 type Report struct {
-	Machine   Machine        `json:"machine"`
-	Command   string         `json:"command"`
+	Machine Machine `json:"machine"`
+	Command string  `json:"command"`
+	// Bpfusefs is what the measured binary says of its version.
+	Bpfusefs  string         `json:"bpfusefs,omitempty"`
 	Settings  Settings       `json:"settings"`
 	Workloads []WorkloadInfo `json:"workloads"`
 	Systems   []SystemStatus `json:"systems"`
@@ -181,6 +183,9 @@ func (rep *Report) writeMarkdown(w io.Writer) error {
 	m, s := rep.Machine, rep.Settings
 	fmt.Fprintf(&b, "## bpfusefs bench\n\n")
 	fmt.Fprintf(&b, "- Command: `%s`\n", rep.Command)
+	if rep.Bpfusefs != "" {
+		fmt.Fprintf(&b, "- Measured: %s\n", rep.Bpfusefs)
+	}
 	fmt.Fprintf(&b, "- Machine: kernel %s, %s (%d CPUs), commit %s\n", m.Kernel, m.CPU, m.CPUs, m.Commit)
 	fmt.Fprintf(&b, "- Load average (1/5/15 min): %s at the start, %s at the end\n", m.LoadStart, m.LoadEnd)
 	fmt.Fprintf(&b, "- Median of %d runs; fio file %d MiB, %d s per timed pass; %d metadata files; copy-4k file %d MiB; %d C files in the project\n",

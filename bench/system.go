@@ -224,6 +224,16 @@ func parseDoctor(data []byte) (map[string]accelStatus, error) {
 	return report.Accel, nil
 }
 
+// binaryVersion is the first line of `bin --version`, with the binary's path.
+func binaryVersion(ctx context.Context, bin string) string {
+	out, err := exec.CommandContext(ctx, bin, "--version").Output()
+	if err != nil {
+		return fmt.Sprintf("%s (--version: %v)", bin, err)
+	}
+	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+	return fmt.Sprintf("%s (%s)", line, bin)
+}
+
 func bpfusefsSystem(bin, mode string, doctor map[string]accelStatus, doctorErr error) *system {
 	s := &system{
 		name: bpfusefsName + mode,

@@ -128,8 +128,7 @@ func fioRead(name, about string, job fioJob, cold bool, replicas int) workload {
 			return nil
 		},
 		measure: func(ctx context.Context, e *env) (float64, error) {
-			job.fileSize, job.runtimeSec = e.cfg.FileSize, e.cfg.Runtime
-			return job.run(ctx, e.scratch, []string{e.inst.dir})
+			return job.sized(e.cfg).run(ctx, e.scratch, []string{e.inst.dir})
 		},
 	}
 }
@@ -158,8 +157,7 @@ func fioWrite(name, about string, job fioJob, replicas int) workload {
 			return nil
 		},
 		measure: func(ctx context.Context, e *env) (float64, error) {
-			job.fileSize, job.runtimeSec = e.cfg.FileSize, e.cfg.Runtime
-			return job.run(ctx, e.scratch, e.inst.writeDirs)
+			return job.sized(e.cfg).run(ctx, e.scratch, e.inst.writeDirs)
 		},
 	}
 }
