@@ -40,7 +40,7 @@ type Options struct {
 	Debug              bool
 
 	FSName string      // default: the backing directory
-	Logger *log.Logger // default: discard
+	Logger *log.Logger // default: discard, or the standard logger with Debug
 }
 
 // Mounted is a live bpfusefs mount, returned by Mount. (A Go package cannot
@@ -64,7 +64,11 @@ func Mount(mountpoint string, opts Options) (*Mounted, error) {
 		return nil, err
 	}
 	logger := opts.Logger
-	if logger == nil {
+	switch {
+	case logger != nil:
+	case opts.Debug:
+		logger = log.Default()
+	default:
 		logger = log.New(io.Discard, "", 0)
 	}
 	fs, err := newFileSystem(opts, logger)
