@@ -155,6 +155,24 @@ func (fs *fileSystem) attr(n *inode, out *fuse.AttrOut) fuse.Status {
 	return fuse.OK
 }
 
+// Statx answers statx(2) with the backing object's own statx, so birth
+// time and file attributes (append-only, immutable...) reach the caller.
+func (fs *fileSystem) Statx(cancel <-chan struct{}, in *fuse.StatxIn, out *fuse.StatxOut) fuse.Status {
+	fs.stats.op(in.Opcode)
+	n := fs.inodes.get(in.NodeId)
+	if n == nil {
+		return fuse.Status(unix.ESTALE)
+	}
+	var stx unix.Statx_t
+	flags := unix.AT_EMPTY_PATH | unix.AT_SYMLINK_NOFOLLOW | int(in.SxFlags&(unix.AT_STATX_FORCE_SYNC|unix.AT_STATX_DONT_SYNC))
+	if err := unix.Statx(n.fd(), "", flags, int(in.SxMask), &stx); err != nil {
+		return status(err)
+	}
+	out.SetTimeout(cacheTimeout)
+	out.Statx.FromStatx(&stx)
+	return fuse.OK
+}
+
 func (fs *fileSystem) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
 	fs.stats.op(in.Opcode)
 	n := fs.inodes.get(in.NodeId)
