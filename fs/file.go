@@ -232,6 +232,9 @@ func (fs *fileSystem) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) fu
 	if h == nil {
 		return fuse.EBADF
 	}
+	if err := fs.killPrivOfCaller(in.Caller, h.node); err != nil {
+		return status(err)
+	}
 	if err := unix.Fallocate(h.fd(), in.Mode, int64(in.Offset), int64(in.Length)); err != nil {
 		fs.stats.errors.Add(1)
 		return status(err)
@@ -253,6 +256,19 @@ func (fs *fileSystem) Lseek(cancel <-chan struct{}, in *fuse.LseekIn, out *fuse.
 	return fuse.OK
 }
 
+// killPrivOfCaller drops set-ID bits before a modification the kernel
+// sends without a kill flag (FALLOCATE, COPY_FILE_RANGE): a local
+// filesystem drops them for an unprivileged caller, while the daemon acts
+// as root, for whom the backing filesystem keeps them. Root callers keep
+// them; other callers are taken to lack CAP_FSETID, which the daemon cannot
+// see.
+func (fs *fileSystem) killPrivOfCaller(caller fuse.Caller, n *inode) error {
+	if caller.Uid == 0 {
+		return nil
+	}
+	return fs.killPriv(n.fd())
+}
+
 // maxCopyChunk bounds one COPY_FILE_RANGE reply, whose size field is 32 bits;
 // the caller's copy_file_range(2) loops for the rest.
 const maxCopyChunk = 1 << 30
@@ -262,6 +278,9 @@ func (fs *fileSystem) CopyFileRange(cancel <-chan struct{}, in *fuse.CopyFileRan
 	src, dst := fs.handles.get(in.FhIn), fs.handles.get(in.FhOut)
 	if src == nil || dst == nil {
 		return 0, fuse.EBADF
+	}
+	if err := fs.killPrivOfCaller(in.Caller, dst.node); err != nil {
+		return 0, status(err)
 	}
 	offIn, offOut := int64(in.OffIn), int64(in.OffOut)
 	n, err := unix.CopyFileRange(src.fd(), &offIn, dst.fd(), &offOut, int(min(in.Len, maxCopyChunk)), int(in.Flags))
