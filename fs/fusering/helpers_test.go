@@ -47,14 +47,22 @@ func requireRing(t testing.TB) {
 
 // loopbackFS is go-fuse's loopback file system over dir, with the caching
 // go-fuse's own posix tests use.
-func loopbackFS(t testing.TB, dir string) fuse.RawFileSystem {
-	t.Helper()
+func loopbackFS(dir string) (fuse.RawFileSystem, error) {
 	root, err := gofs.NewLoopbackRoot(dir)
+	if err != nil {
+		return nil, err
+	}
+	sec := time.Second
+	return gofs.NewNodeFS(root, &gofs.Options{EntryTimeout: &sec, AttrTimeout: &sec}), nil
+}
+
+func mustLoopbackFS(t testing.TB, dir string) fuse.RawFileSystem {
+	t.Helper()
+	fs, err := loopbackFS(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sec := time.Second
-	return gofs.NewNodeFS(root, &gofs.Options{EntryTimeout: &sec, AttrTimeout: &sec})
+	return fs
 }
 
 // testMount is a mounted loopback file system.
@@ -76,7 +84,7 @@ func mountLoopback(t testing.TB, opts Options) *testMount {
 			t.Fatal(err)
 		}
 	}
-	return mountOver(t, m, loopbackFS(t, m.backing), opts)
+	return mountOver(t, m, mustLoopbackFS(t, m.backing), opts)
 }
 
 func mountOver(t testing.TB, m *testMount, fs fuse.RawFileSystem, opts Options) *testMount {
