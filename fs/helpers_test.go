@@ -33,7 +33,7 @@ func requireFUSE(t *testing.T) {
 
 // modes lists the accel modes this host supports, each as the Options
 // fields that select it. A mode the host lacks is reported, not failed.
-func modes(t *testing.T) map[string]Options {
+func modes(t testing.TB) map[string]Options {
 	t.Helper()
 	ms := map[string]Options{"none": {}}
 	if e, err := uring.NewEngine(uring.EngineOptions{Entries: 8}); err != nil {
