@@ -1,0 +1,461 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/bpfusefs/bpfusefs/control"
+	"github.com/bpfusefs/bpfusefs/features"
+)
+
+// waitFor polls cond until it holds; the bound only keeps a broken build
+// from hanging the suite, it asserts nothing about speed.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("gave up waiting for %s", what)
+}
+
+// waitLive waits until a foreground daemon finished mounting: its control
+// socket answers only after fs.Mount returned. Killing a daemon earlier,
+// while go-fuse's own first request to the mount is in flight, leaves a
+// process stuck in the kernel waiting for a reply it would give itself.
+func waitLive(t *testing.T, mnt string) {
+	t.Helper()
+	waitFor(t, "the foreground mount", func() bool {
+		_, err := fetchStats(mnt)
+		return err == nil
+	})
+}
+
+func mounted(mnt string) bool {
+	e, ok, err := findMount(mnt)
+	return err == nil && ok && e.FSType == "fuse.bpfusefs"
+}
+
+// daemonGone reports whether the daemon of mnt has removed its control
+// socket, the last thing it does before exiting.
+func daemonGone(t *testing.T, mnt string) func() bool {
+	sock, err := control.SocketPath(mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func() bool {
+		_, err := os.Stat(sock)
+		return errors.Is(err, os.ErrNotExist)
+	}
+}
+
+func TestCommandLine(t *testing.T) {
+	tests := []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"--version"}, 0, "bpfusefs "},
+		{[]string{"help"}, 0, "bpfusefs doctor [--json]"},
+		{[]string{"mount", "--help"}, 0, "--accel LIST"},
+		{[]string{"frobnicate"}, exitUsage, `unknown command "frobnicate"`},
+		{[]string{"umount"}, exitUsage, "want one MOUNTPOINT"},
+		{[]string{"stats", "--yaml", "/x"}, exitUsage, "unknown flag --yaml"},
+	}
+	for _, tt := range tests {
+		out, code := bpfusefs(t, nil, tt.args...)
+		if code != tt.code || !strings.Contains(out, tt.want) {
+			t.Errorf("bpfusefs %v: exit %d, output:\n%s\nwant exit %d and %q", tt.args, code, out, tt.code, tt.want)
+		}
+	}
+}
+
+func TestDoctor(t *testing.T) {
+	out, code := bpfusefs(t, nil, "doctor", "--json")
+	if code != 0 {
+		t.Fatalf("doctor --json: exit %d\n%s", code, out)
+	}
+	var doc struct {
+		Accel map[string]*struct {
+			Available *bool   `json:"available"`
+			Reason    *string `json:"reason"`
+		} `json:"accel"`
+		Auto []string `json:"auto"`
+	}
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
+		t.Fatalf("doctor --json is not JSON: %v\n%s", err, out)
+	}
+	names := append(append([]features.Name{}, features.Accels...), features.Patched...)
+	for _, n := range names {
+		st := doc.Accel[string(n)]
+		if st == nil || st.Available == nil || st.Reason == nil {
+			t.Errorf("doctor --json: accel %s missing or incomplete:\n%s", n, out)
+			continue
+		}
+		if !*st.Available && *st.Reason == "" {
+			t.Errorf("accel %s unavailable without a reason", n)
+		}
+	}
+	if doc.Auto == nil {
+		t.Errorf(`doctor --json: no "auto" list:\n%s`, out)
+	}
+	text, code := bpfusefs(t, nil, "doctor")
+	if code != 0 {
+		t.Fatalf("doctor: exit %d\n%s", code, text)
+	}
+	for _, n := range names {
+		if !strings.Contains(text, string(n)) {
+			t.Errorf("doctor does not mention %s:\n%s", n, text)
+		}
+	}
+}
+
+func TestMountErrors(t *testing.T) {
+	requireMount(t)
+	backing, mnt := newDirs(t)
+	file := filepath.Join(backing, "file")
+	must(t, os.WriteFile(file, nil, 0o644))
+	_, busy := mountDaemon(t, "--accel", "none")
+
+	tests := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"missing backing", []string{filepath.Join(backing, "nope"), mnt}, exitFailure, "backing directory " + filepath.Join(backing, "nope") + " does not exist"},
+		{"backing not a directory", []string{file, mnt}, exitFailure, "is not a directory"},
+		{"missing mountpoint", []string{backing, filepath.Join(mnt, "nope")}, exitFailure, "mountpoint " + filepath.Join(mnt, "nope") + " does not exist"},
+		{"mountpoint not a directory", []string{backing, file}, exitFailure, "mountpoint " + file + " is not a directory"},
+		{"mountpoint busy", []string{backing, busy}, exitFailure, "mountpoint " + busy + " is busy"},
+		{"unknown accel", []string{"--accel", "warp", backing, mnt}, exitUsage, `unknown accel "warp"`},
+		{"bad -o", []string{"-o", "fsname=", backing, mnt}, exitUsage, "-o fsname needs a value"},
+	}
+	for _, tt := range tests {
+		for _, daemon := range []bool{false, true} {
+			args := append([]string{"mount"}, tt.args...)
+			if daemon {
+				args = append([]string{"mount", "-d"}, tt.args...)
+			}
+			out, code := bpfusefs(t, nil, args...)
+			if code != tt.code || !strings.Contains(out, tt.want) {
+				t.Errorf("%s (%v): exit %d, output:\n%s\nwant exit %d and %q", tt.name, args, code, out, tt.code, tt.want)
+			}
+		}
+	}
+	if mounted(mnt) {
+		t.Errorf("%s got mounted by a failing command", mnt)
+	}
+}
+
+// TestDaemonReportsChildError checks that an error met by the daemon
+// itself (after the parent's checks passed) reaches the caller of -d.
+func TestDaemonReportsChildError(t *testing.T) {
+	requireMount(t)
+	backing, mnt := newDirs(t)
+	// fs refuses allow_other without default_permissions for a root daemon.
+	out, code := bpfusefs(t, nil, "mount", "-d", "-o", "allow_other,nodefault_permissions", backing, mnt)
+	if code == 0 {
+		t.Cleanup(func() { cleanupMount(t, mnt) })
+		t.Fatalf("mount -d with allow_other,nodefault_permissions succeeded:\n%s", out)
+	}
+	if !strings.Contains(out, "default_permissions") {
+		t.Errorf("the daemon's error did not reach the caller:\n%s", out)
+	}
+	if mounted(mnt) {
+		t.Errorf("%s is mounted after a failed mount -d", mnt)
+	}
+}
+
+func TestDaemonReturnsWhenLive(t *testing.T) {
+	requireMount(t)
+	backing, mnt := newDirs(t)
+	must(t, os.WriteFile(filepath.Join(backing, "hello"), []byte("world"), 0o644))
+	out, code := bpfusefs(t, nil, "mount", "-d", backing, mnt)
+	if code != 0 {
+		t.Fatalf("mount -d: exit %d\n%s", code, out)
+	}
+	t.Cleanup(func() { cleanupMount(t, mnt) })
+	// No waiting: the mount and its control socket must be there already.
+	if !mounted(mnt) {
+		t.Fatalf("%s is not a bpfusefs mount when mount -d returns", mnt)
+	}
+	if b, err := os.ReadFile(filepath.Join(mnt, "hello")); err != nil || string(b) != "world" {
+		t.Errorf("reading through the mount: %q, %v", b, err)
+	}
+	if out, code := bpfusefs(t, nil, "stats", mnt); code != 0 {
+		t.Errorf("stats right after mount -d: exit %d\n%s", code, out)
+	}
+}
+
+func TestAccelUnavailableByName(t *testing.T) {
+	requireMount(t)
+	r := features.Probe(implemented)
+	tested := false
+	for _, n := range features.Accels {
+		if st := r.Accel[n]; !st.Available {
+			tested = true
+			backing, mnt := newDirs(t)
+			out, code := bpfusefs(t, nil, "mount", "-d", "--accel", "engine,"+string(n), backing, mnt)
+			if want := "accel " + string(n) + " is not available: " + st.Reason; code != exitFailure || !strings.Contains(out, want) {
+				t.Errorf("--accel %s on a kernel without it: exit %d\n%s\nwant %q", n, code, out, want)
+			}
+		}
+	}
+	if !tested {
+		t.Log("every acceleration is available here; only the simulated case runs")
+	}
+
+	// Passthrough on a "kernel without it", simulated by the test hook.
+	env := []string{features.EnvDisable + "=passthrough"}
+	backing, mnt := newDirs(t)
+	out, code := bpfusefs(t, env, "mount", "-d", "--accel", "passthrough", backing, mnt)
+	if want := "accel passthrough is not available: disabled by " + features.EnvDisable; code != exitFailure || !strings.Contains(out, want) {
+		t.Errorf("--accel passthrough without it: exit %d\n%s\nwant %q", code, out, want)
+	}
+	// Under auto the missing acceleration is skipped silently.
+	out, code = bpfusefs(t, env, "mount", "-d", "--accel", "auto", backing, mnt)
+	if code != 0 {
+		t.Fatalf("--accel auto without passthrough: exit %d\n%s", code, out)
+	}
+	t.Cleanup(func() { cleanupMount(t, mnt) })
+	st, err := fetchStats(mnt)
+	must(t, err)
+	if slices.Contains(st.Accel, "passthrough") {
+		t.Errorf("auto turned on passthrough although it was unavailable: accel %v", st.Accel)
+	}
+}
+
+func TestUmountWhileFileOpen(t *testing.T) {
+	requireMount(t)
+	backing, mnt := mountDaemon(t)
+	f, err := os.Create(filepath.Join(mnt, "open"))
+	must(t, err)
+	_, err = f.WriteString("before ")
+	must(t, err)
+
+	out, code := bpfusefs(t, nil, "umount", mnt)
+	if code != exitFailure || !strings.Contains(out, "busy") {
+		t.Errorf("umount with a file open: exit %d\n%s\nwant a busy error", code, out)
+	}
+	if !mounted(mnt) {
+		t.Fatal("a refused umount unmounted")
+	}
+	_, err = f.WriteString("after")
+	must(t, err)
+	must(t, f.Close())
+	if out, code := bpfusefs(t, nil, "umount", mnt); code != 0 {
+		t.Fatalf("umount after close: exit %d\n%s", code, out)
+	}
+	// A plain umount returns once the daemon is done.
+	if !daemonGone(t, mnt)() {
+		t.Error("umount returned before the daemon removed its control socket")
+	}
+	if b, err := os.ReadFile(filepath.Join(backing, "open")); err != nil || string(b) != "before after" {
+		t.Errorf("backing file = %q, %v", b, err)
+	}
+}
+
+func TestLazyUmountWhileFileOpen(t *testing.T) {
+	requireMount(t)
+	backing, mnt := mountDaemon(t)
+	f, err := os.Create(filepath.Join(mnt, "open"))
+	must(t, err)
+	if out, code := bpfusefs(t, nil, "umount", "-l", mnt); code != 0 {
+		t.Fatalf("umount -l: exit %d\n%s", code, out)
+	}
+	if mounted(mnt) {
+		t.Error("still mounted after umount -l")
+	}
+	// The detached mount still serves the open file.
+	_, err = f.WriteString("written after detach")
+	must(t, err)
+	must(t, f.Sync())
+	if daemonGone(t, mnt)() {
+		t.Error("the daemon exited while a file was still open")
+	}
+	must(t, f.Close())
+	waitFor(t, "the daemon to exit after the last close", daemonGone(t, mnt))
+	if b, err := os.ReadFile(filepath.Join(backing, "open")); err != nil || string(b) != "written after detach" {
+		t.Errorf("backing file = %q, %v", b, err)
+	}
+}
+
+// TestSIGTERMDuringWrites stops a foreground daemon while a file is being
+// written and fsync'd: every fsync'd chunk must be intact in the backing
+// file, and the daemon must exit cleanly once the writer is done.
+func TestSIGTERMDuringWrites(t *testing.T) {
+	requireMount(t)
+	for _, mode := range accelModes(t) {
+		t.Run(mode, func(t *testing.T) {
+			backing, mnt := newDirs(t)
+			daemon := exec.Command(binary, "mount", "--accel", mode, backing, mnt)
+			var logs bytes.Buffer
+			daemon.Stdout, daemon.Stderr = &logs, &logs
+			must(t, daemon.Start())
+			t.Cleanup(func() {
+				if daemon.ProcessState == nil {
+					_ = daemon.Process.Kill()
+					_ = daemon.Wait()
+					_ = syscall.Unmount(mnt, syscall.MNT_DETACH)
+				}
+			})
+			waitLive(t, mnt)
+
+			f, err := os.Create(filepath.Join(mnt, "data"))
+			must(t, err)
+			chunk := func(i int) []byte { return bytes.Repeat([]byte{byte('a' + i%26)}, 256<<10) }
+			synced := 0
+			writeChunk := func() {
+				t.Helper()
+				if _, err := f.Write(chunk(synced)); err != nil {
+					t.Fatalf("write %d: %v", synced, err)
+				}
+				if err := f.Sync(); err != nil {
+					t.Fatalf("fsync %d: %v", synced, err)
+				}
+				synced++
+			}
+			for synced < 4 {
+				writeChunk()
+			}
+			must(t, daemon.Process.Signal(syscall.SIGTERM))
+			// Keep writing while the daemon tries to unmount: the open
+			// file keeps the mount busy until the daemon detaches it.
+			waitFor(t, "the daemon to detach the busy mount", func() bool {
+				writeChunk()
+				return !mounted(mnt)
+			})
+			for end := synced + 4; synced < end; {
+				writeChunk()
+			}
+			must(t, f.Close())
+			if err := daemon.Wait(); err != nil {
+				t.Fatalf("daemon after SIGTERM: %v\n%s", err, logs.String())
+			}
+			if mounted(mnt) {
+				t.Error("still mounted after the daemon exited")
+			}
+			got, err := os.ReadFile(filepath.Join(backing, "data"))
+			must(t, err)
+			for i := 0; i < synced; i++ {
+				off := i * (256 << 10)
+				if len(got) < off+256<<10 || !bytes.Equal(got[off:off+256<<10], chunk(i)) {
+					t.Fatalf("fsync'd chunk %d missing or damaged in the backing file (%d bytes)", i, len(got))
+				}
+			}
+			// The file was open at SIGTERM: the daemon had to detach the
+			// mount and serve the writer to the end.
+			if !strings.Contains(logs.String(), "detaching") {
+				t.Errorf("daemon log does not show a lazy detach:\n%s", logs.String())
+			}
+		})
+	}
+}
+
+// TestMountHelper mounts through mount(8): `mount -t fuse.bpfusefs`, an
+// fstab line, and remounts read-only and back, as xfstests does.
+func TestMountHelper(t *testing.T) {
+	requireMount(t)
+	requireTools(t, "mount", "umount")
+	const sbin = "/sbin"
+	helper := filepath.Join(sbin, helperName)
+	if fi, err := os.Lstat(helper); err == nil {
+		t.Skipf("%s is already installed (%v); not replacing it", helper, fi.Mode())
+	}
+	if out, code := bpfusefs(t, nil, "install-helper", sbin); code != 0 {
+		t.Fatalf("install-helper: exit %d\n%s", code, out)
+	}
+	t.Cleanup(func() { os.Remove(helper) })
+	if target, err := os.Readlink(helper); err != nil || target != binary {
+		t.Fatalf("%s -> %q (%v), want %s", helper, target, err, binary)
+	}
+
+	backing, mnt := newDirs(t)
+	t.Cleanup(func() { cleanupMount(t, mnt) })
+	runTool(t, "/", "mount", "-t", "fuse.bpfusefs", backing, mnt, "-o", "accel=auto,noatime")
+	if e, ok, _ := findMount(mnt); !ok || e.FSType != "fuse.bpfusefs" || e.Source != backing {
+		t.Fatalf("after mount -t fuse.bpfusefs: %+v (mounted %v), want source %s", e, ok, backing)
+	}
+	file := filepath.Join(mnt, "f")
+	must(t, os.WriteFile(file, []byte("rw"), 0o644))
+
+	runTool(t, "/", "mount", "-o", "remount,ro", mnt)
+	if err := os.WriteFile(file, []byte("ro"), 0o644); !errors.Is(err, syscall.EROFS) {
+		t.Errorf("write after remount,ro: %v, want EROFS", err)
+	}
+	runTool(t, "/", "mount", "-o", "remount,rw", mnt)
+	must(t, os.WriteFile(file, []byte("rw again"), 0o644))
+	// A remount that changes nothing bpfusefs can change succeeds.
+	runTool(t, "/", "mount", "-o", "remount,noatime", mnt)
+
+	runTool(t, "/", "umount", mnt)
+	waitFor(t, "the daemon to exit after umount(8)", daemonGone(t, mnt))
+	if b, err := os.ReadFile(filepath.Join(backing, "f")); err != nil || string(b) != "rw again" {
+		t.Errorf("backing file = %q, %v", b, err)
+	}
+
+	// An fstab line, from a private fstab file.
+	fstab := filepath.Join(t.TempDir(), "fstab")
+	line := backing + " " + mnt + " fuse.bpfusefs accel=none,allow_other,nofail,_netdev 0 0\n"
+	must(t, os.WriteFile(fstab, []byte(line), 0o644))
+	runTool(t, "/", "mount", "-T", fstab, mnt)
+	if !mounted(mnt) {
+		t.Fatal("the fstab line did not mount")
+	}
+	if b, err := os.ReadFile(file); err != nil || string(b) != "rw again" {
+		t.Errorf("through the fstab mount: %q, %v", b, err)
+	}
+	st, err := fetchStats(mnt)
+	must(t, err)
+	if slices.Contains(st.Accel, "passthrough") || slices.Contains(st.Accel, "engine") {
+		t.Errorf("accel=none from fstab gave accel %v", st.Accel)
+	}
+}
+
+// TestKilledDaemon: after SIGKILL the mount is dead (ENOTCONN). Mounting
+// on it says so, umount clears it, and a new mount replaces the stale
+// control socket.
+func TestKilledDaemon(t *testing.T) {
+	requireMount(t)
+	backing, mnt := newDirs(t)
+	daemon := exec.Command(binary, "mount", backing, mnt)
+	must(t, daemon.Start())
+	waitLive(t, mnt)
+	must(t, daemon.Process.Kill())
+	_ = daemon.Wait()
+	t.Cleanup(func() { cleanupMount(t, mnt) })
+
+	if _, err := os.Stat(mnt); !errors.Is(err, syscall.ENOTCONN) {
+		t.Fatalf("stat of a dead mount: %v, want ENOTCONN", err)
+	}
+	out, code := bpfusefs(t, nil, "mount", "-d", backing, mnt)
+	if code != exitFailure || !strings.Contains(out, "dead FUSE mount") {
+		t.Errorf("mount on a dead mount: exit %d\n%s", code, out)
+	}
+	if out, code := bpfusefs(t, nil, "stats", mnt); code != exitFailure {
+		t.Errorf("stats of a dead daemon: exit %d\n%s", code, out)
+	}
+	if out, code := bpfusefs(t, nil, "umount", mnt); code != 0 {
+		t.Fatalf("umount of a dead mount: exit %d\n%s", code, out)
+	}
+	if mounted(mnt) {
+		t.Fatal("dead mount still there after umount")
+	}
+	if out, code := bpfusefs(t, nil, "mount", "-d", backing, mnt); code != 0 {
+		t.Fatalf("mount after cleaning up a killed daemon: exit %d\n%s", code, out)
+	}
+	if _, err := fetchStats(mnt); err != nil {
+		t.Errorf("stats from the new daemon: %v", err)
+	}
+}
