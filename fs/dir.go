@@ -69,8 +69,7 @@ func (d *dirStream) fill() error {
 }
 
 func (fs *fileSystem) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
-	fs.stats.op(in.Opcode)
-	n := fs.inodes.get(in.NodeId)
+	n := fs.begin(&in.InHeader)
 	if n == nil {
 		return fuse.Status(unix.ESTALE)
 	}
@@ -82,8 +81,8 @@ func (fs *fileSystem) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse
 	return fuse.OK
 }
 
-func (fs *fileSystem) dirHandle(fh uint64) *handle {
-	h := fs.handles.get(fh)
+func (fs *fileSystem) dirHandle(hdr *fuse.InHeader, fh uint64) *handle {
+	h := fs.beginFile(hdr, fh)
 	if h == nil || h.dir == nil {
 		return nil
 	}
@@ -91,8 +90,7 @@ func (fs *fileSystem) dirHandle(fh uint64) *handle {
 }
 
 func (fs *fileSystem) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
-	fs.stats.op(in.Opcode)
-	h := fs.dirHandle(in.Fh)
+	h := fs.dirHandle(&in.InHeader, in.Fh)
 	if h == nil {
 		return fuse.EBADF
 	}
@@ -100,8 +98,7 @@ func (fs *fileSystem) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse
 }
 
 func (fs *fileSystem) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
-	fs.stats.op(in.Opcode)
-	h := fs.dirHandle(in.Fh)
+	h := fs.dirHandle(&in.InHeader, in.Fh)
 	if h == nil {
 		return fuse.EBADF
 	}
@@ -126,8 +123,7 @@ func (fs *fileSystem) ReleaseDir(in *fuse.ReleaseIn) {
 }
 
 func (fs *fileSystem) FsyncDir(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
-	fs.stats.op(in.Opcode)
-	h := fs.dirHandle(in.Fh)
+	h := fs.dirHandle(&in.InHeader, in.Fh)
 	if h == nil {
 		return fuse.EBADF
 	}

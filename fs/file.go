@@ -57,8 +57,7 @@ func (fs *fileSystem) passthroughEligible(n *inode, fd int) bool {
 }
 
 func (fs *fileSystem) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
-	fs.stats.op(in.Opcode)
-	n := fs.inodes.get(in.NodeId)
+	n := fs.begin(&in.InHeader)
 	if n == nil {
 		return fuse.Status(unix.ESTALE)
 	}
@@ -96,13 +95,9 @@ func (fs *fileSystem) newFile(fd, flags int, out *fuse.CreateOut) fuse.Status {
 }
 
 func (fs *fileSystem) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
-	fs.stats.op(in.Opcode)
-	parent := fs.inodes.get(in.NodeId)
-	if parent == nil {
-		return fuse.Status(unix.ESTALE)
-	}
-	if !validName(name) {
-		return fuse.EINVAL
+	parent, st := fs.parentOf(&in.InHeader, name)
+	if !st.Ok() {
+		return st
 	}
 	flags := int(in.Flags) &^ (unix.O_NOCTTY | unix.O_NOFOLLOW)
 	var fd int
@@ -119,8 +114,7 @@ func (fs *fileSystem) Create(cancel <-chan struct{}, in *fuse.CreateIn, name str
 // Tmpfile makes an unnamed file (O_TMPFILE) in the backing directory; a
 // later LINK of its inode (linkat with AT_EMPTY_PATH) gives it a name.
 func (fs *fileSystem) Tmpfile(cancel <-chan struct{}, in *fuse.CreateIn, out *fuse.CreateOut) fuse.Status {
-	fs.stats.op(in.Opcode)
-	parent := fs.inodes.get(in.NodeId)
+	parent := fs.begin(&in.InHeader)
 	if parent == nil {
 		return fuse.Status(unix.ESTALE)
 	}
@@ -137,8 +131,7 @@ func (fs *fileSystem) Tmpfile(cancel <-chan struct{}, in *fuse.CreateIn, out *fu
 }
 
 func (fs *fileSystem) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
-	fs.stats.op(in.Opcode)
-	h := fs.handles.get(in.Fh)
+	h := fs.beginFile(&in.InHeader, in.Fh)
 	if h == nil {
 		return nil, fuse.EBADF
 	}
@@ -161,8 +154,7 @@ func (fs *fileSystem) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) 
 }
 
 func (fs *fileSystem) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
-	fs.stats.op(in.Opcode)
-	h := fs.handles.get(in.Fh)
+	h := fs.beginFile(&in.InHeader, in.Fh)
 	if h == nil {
 		return 0, fuse.EBADF
 	}
@@ -200,6 +192,13 @@ func (fs *fileSystem) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 	fs.release(in.Fh)
 }
 
+// beginFile counts a request and returns the open file it is about, or
+// nil when the handle is unknown.
+func (fs *fileSystem) beginFile(hdr *fuse.InHeader, fh uint64) *handle {
+	fs.stats.op(hdr.Opcode)
+	return fs.handles.get(fh)
+}
+
 func (fs *fileSystem) release(fh uint64) {
 	h := fs.handles.remove(fh)
 	if h == nil {
@@ -214,8 +213,7 @@ func (fs *fileSystem) release(fh uint64) {
 }
 
 func (fs *fileSystem) Fsync(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
-	fs.stats.op(in.Opcode)
-	h := fs.handles.get(in.Fh)
+	h := fs.beginFile(&in.InHeader, in.Fh)
 	if h == nil {
 		return fuse.EBADF
 	}
@@ -227,8 +225,7 @@ func (fs *fileSystem) Fsync(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Statu
 }
 
 func (fs *fileSystem) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
-	fs.stats.op(in.Opcode)
-	h := fs.handles.get(in.Fh)
+	h := fs.beginFile(&in.InHeader, in.Fh)
 	if h == nil {
 		return fuse.EBADF
 	}
@@ -243,8 +240,7 @@ func (fs *fileSystem) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) fu
 }
 
 func (fs *fileSystem) Lseek(cancel <-chan struct{}, in *fuse.LseekIn, out *fuse.LseekOut) fuse.Status {
-	fs.stats.op(in.Opcode)
-	h := fs.handles.get(in.Fh)
+	h := fs.beginFile(&in.InHeader, in.Fh)
 	if h == nil {
 		return fuse.EBADF
 	}

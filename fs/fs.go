@@ -64,6 +64,11 @@ func (fs *fileSystem) lookup(parent *inode, name string, out *fuse.EntryOut) fus
 	if err != nil {
 		return status(err)
 	}
+	return fs.addEntry(fd, out)
+}
+
+// addEntry answers a lookup with fd, an O_PATH descriptor it takes over.
+func (fs *fileSystem) addEntry(fd int, out *fuse.EntryOut) fuse.Status {
 	var st unix.Stat_t
 	if err := statFD(fd, &st); err != nil {
 		unix.Close(fd)
@@ -71,6 +76,26 @@ func (fs *fileSystem) lookup(parent *inode, name string, out *fuse.EntryOut) fus
 	}
 	fs.fillEntry(fs.inodes.add(fd, &st), &st, out)
 	return fuse.OK
+}
+
+// begin counts a request and returns the inode it is about, or nil when
+// the node id is unknown.
+func (fs *fileSystem) begin(h *fuse.InHeader) *inode {
+	fs.stats.op(h.Opcode)
+	return fs.inodes.get(h.NodeId)
+}
+
+// parentOf returns the directory a request about one of its entries names,
+// after checking the entry name.
+func (fs *fileSystem) parentOf(h *fuse.InHeader, name string) (*inode, fuse.Status) {
+	parent := fs.begin(h)
+	if parent == nil {
+		return nil, fuse.Status(unix.ESTALE)
+	}
+	if !validName(name) {
+		return nil, fuse.EINVAL
+	}
+	return parent, fuse.OK
 }
 
 // asCaller runs fn, which creates an object, with the caller's identity and
@@ -122,13 +147,7 @@ func (fs *fileSystem) lookupParent(id uint64, out *fuse.EntryOut) fuse.Status {
 	if err != nil {
 		return status(err)
 	}
-	var st unix.Stat_t
-	if err := statFD(fd, &st); err != nil {
-		unix.Close(fd)
-		return status(err)
-	}
-	fs.fillEntry(fs.inodes.add(fd, &st), &st, out)
-	return fuse.OK
+	return fs.addEntry(fd, out)
 }
 
 func (fs *fileSystem) Forget(nodeid, nlookup uint64) {
@@ -137,8 +156,7 @@ func (fs *fileSystem) Forget(nodeid, nlookup uint64) {
 }
 
 func (fs *fileSystem) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
-	fs.stats.op(in.Opcode)
-	n := fs.inodes.get(in.NodeId)
+	n := fs.begin(&in.InHeader)
 	if n == nil {
 		return fuse.Status(unix.ESTALE)
 	}
@@ -158,8 +176,7 @@ func (fs *fileSystem) attr(n *inode, out *fuse.AttrOut) fuse.Status {
 // Statx answers statx(2) with the backing object's own statx, so birth
 // time and file attributes (append-only, immutable...) reach the caller.
 func (fs *fileSystem) Statx(cancel <-chan struct{}, in *fuse.StatxIn, out *fuse.StatxOut) fuse.Status {
-	fs.stats.op(in.Opcode)
-	n := fs.inodes.get(in.NodeId)
+	n := fs.begin(&in.InHeader)
 	if n == nil {
 		return fuse.Status(unix.ESTALE)
 	}
@@ -174,8 +191,7 @@ func (fs *fileSystem) Statx(cancel <-chan struct{}, in *fuse.StatxIn, out *fuse.
 }
 
 func (fs *fileSystem) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
-	fs.stats.op(in.Opcode)
-	n := fs.inodes.get(in.NodeId)
+	n := fs.begin(&in.InHeader)
 	if n == nil {
 		return fuse.Status(unix.ESTALE)
 	}
@@ -270,13 +286,9 @@ func (fs *fileSystem) killPriv(fd int) error {
 
 // create makes a new object with fn (as the caller) and looks it up.
 func (fs *fileSystem) create(h *fuse.InHeader, name string, umask uint32, out *fuse.EntryOut, fn func(dir int) error) fuse.Status {
-	fs.stats.op(h.Opcode)
-	parent := fs.inodes.get(h.NodeId)
-	if parent == nil {
-		return fuse.Status(unix.ESTALE)
-	}
-	if !validName(name) {
-		return fuse.EINVAL
+	parent, st := fs.parentOf(h, name)
+	if !st.Ok() {
+		return st
 	}
 	if err := fs.asCaller(h.Caller, umask, func() error { return fn(parent.fd()) }); err != nil {
 		return status(err)
@@ -303,13 +315,13 @@ func (fs *fileSystem) Symlink(cancel <-chan struct{}, h *fuse.InHeader, target, 
 }
 
 func (fs *fileSystem) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string, out *fuse.EntryOut) fuse.Status {
-	fs.stats.op(in.Opcode)
-	parent, old := fs.inodes.get(in.NodeId), fs.inodes.get(in.Oldnodeid)
-	if parent == nil || old == nil {
-		return fuse.Status(unix.ESTALE)
+	parent, st := fs.parentOf(&in.InHeader, name)
+	if !st.Ok() {
+		return st
 	}
-	if !validName(name) {
-		return fuse.EINVAL
+	old := fs.inodes.get(in.Oldnodeid)
+	if old == nil {
+		return fuse.Status(unix.ESTALE)
 	}
 	if err := unix.Linkat(old.fd(), "", parent.fd(), name, unix.AT_EMPTY_PATH); err != nil {
 		return status(err)
@@ -318,13 +330,9 @@ func (fs *fileSystem) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string,
 }
 
 func (fs *fileSystem) remove(h *fuse.InHeader, name string, flags int) fuse.Status {
-	fs.stats.op(h.Opcode)
-	parent := fs.inodes.get(h.NodeId)
-	if parent == nil {
-		return fuse.Status(unix.ESTALE)
-	}
-	if !validName(name) {
-		return fuse.EINVAL
+	parent, st := fs.parentOf(h, name)
+	if !st.Ok() {
+		return st
 	}
 	return status(unix.Unlinkat(parent.fd(), name, flags))
 }
@@ -350,8 +358,7 @@ func (fs *fileSystem) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName,
 }
 
 func (fs *fileSystem) Readlink(cancel <-chan struct{}, h *fuse.InHeader) ([]byte, fuse.Status) {
-	fs.stats.op(h.Opcode)
-	n := fs.inodes.get(h.NodeId)
+	n := fs.begin(h)
 	if n == nil {
 		return nil, fuse.Status(unix.ESTALE)
 	}
@@ -367,8 +374,7 @@ func (fs *fileSystem) Readlink(cancel <-chan struct{}, h *fuse.InHeader) ([]byte
 // (no default_permissions), so the check must be made as the caller, without
 // the daemon's override capabilities.
 func (fs *fileSystem) Access(cancel <-chan struct{}, in *fuse.AccessIn) fuse.Status {
-	fs.stats.op(in.Opcode)
-	n := fs.inodes.get(in.NodeId)
+	n := fs.begin(&in.InHeader)
 	if n == nil {
 		return fuse.Status(unix.ESTALE)
 	}
@@ -382,8 +388,7 @@ func (fs *fileSystem) Access(cancel <-chan struct{}, in *fuse.AccessIn) fuse.Sta
 }
 
 func (fs *fileSystem) StatFs(cancel <-chan struct{}, h *fuse.InHeader, out *fuse.StatfsOut) fuse.Status {
-	fs.stats.op(h.Opcode)
-	n := fs.inodes.get(h.NodeId)
+	n := fs.begin(h)
 	if n == nil {
 		return fuse.Status(unix.ESTALE)
 	}

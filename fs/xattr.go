@@ -65,8 +65,7 @@ func (fs *fileSystem) symlinkParent(n *inode) (int, string, error) {
 }
 
 func (fs *fileSystem) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string, dest []byte) (uint32, fuse.Status) {
-	fs.stats.op(h.Opcode)
-	n := fs.inodes.get(h.NodeId)
+	n := fs.begin(h)
 	if n == nil {
 		return 0, fuse.Status(unix.ESTALE)
 	}
@@ -78,8 +77,7 @@ func (fs *fileSystem) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr st
 }
 
 func (fs *fileSystem) ListXAttr(cancel <-chan struct{}, h *fuse.InHeader, dest []byte) (uint32, fuse.Status) {
-	fs.stats.op(h.Opcode)
-	n := fs.inodes.get(h.NodeId)
+	n := fs.begin(h)
 	if n == nil {
 		return 0, fuse.Status(unix.ESTALE)
 	}
@@ -91,8 +89,7 @@ func (fs *fileSystem) ListXAttr(cancel <-chan struct{}, h *fuse.InHeader, dest [
 }
 
 func (fs *fileSystem) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, attr string, data []byte) fuse.Status {
-	fs.stats.op(in.Opcode)
-	n := fs.inodes.get(in.NodeId)
+	n := fs.begin(&in.InHeader)
 	if n == nil {
 		return fuse.Status(unix.ESTALE)
 	}
@@ -103,8 +100,7 @@ func (fs *fileSystem) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, attr
 }
 
 func (fs *fileSystem) RemoveXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string) fuse.Status {
-	fs.stats.op(h.Opcode)
-	n := fs.inodes.get(h.NodeId)
+	n := fs.begin(h)
 	if n == nil {
 		return fuse.Status(unix.ESTALE)
 	}
