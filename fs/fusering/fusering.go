@@ -156,6 +156,10 @@ type Server struct {
 	ps         *fuse.ProtocolServer
 	fs         fuse.RawFileSystem
 	logger     *log.Logger
+	// initialized: INIT was answered and fs.Init called, so fs.OnUnmount
+	// is due at the end.
+	initialized    bool
+	kernelSettings fuse.InitIn
 
 	queues      []*queue
 	depth       int
@@ -196,6 +200,13 @@ func (s *Server) Stats() Stats {
 	return st
 }
 
+// KernelSettings returns the kernel's FUSE_INIT request, as
+// fuse.Server.KernelSettings does.
+func (s *Server) KernelSettings() *fuse.InitIn {
+	in := s.kernelSettings
+	return &in
+}
+
 // Mountpoint returns the absolute path the file system is mounted on.
 func (s *Server) Mountpoint() string { return s.mountpoint }
 
@@ -218,7 +229,9 @@ func (s *Server) Wait() {
 	s.loops.Wait()
 	s.waitOnce.Do(func() {
 		closeFd(s.devFd)
-		s.fs.OnUnmount()
+		if s.initialized {
+			s.fs.OnUnmount()
+		}
 	})
 }
 

@@ -2,6 +2,8 @@ package fusering
 
 import (
 	"bytes"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -26,11 +28,20 @@ func TestCountCPUList(t *testing.T) {
 // backing file byte for byte.
 func TestRandomWriteReadBack(t *testing.T) {
 	requireRing(t)
-	m := mountLoopback(t, Options{})
-	writeReadBack(t, m)
-	st := m.srv.Stats()
-	if st.Queues < 1 || st.Depth != defaultDepth {
-		t.Errorf("queues %d depth %d", st.Queues, st.Depth)
+	for name, maxWrite := range map[string]int{"default": 0, "1MiB": 1 << 20} {
+		t.Run(name, func(t *testing.T) {
+			mo := testMountOptions()
+			mo.MaxWrite = maxWrite
+			m := mountLoopbackWith(t, mo, Options{})
+			writeReadBack(t, m)
+			st := m.srv.Stats()
+			if st.Queues < 1 || st.Depth != defaultDepth || st.PayloadSize < max(maxWrite, defaultMaxWrite) {
+				t.Errorf("queues %d depth %d payload %d", st.Queues, st.Depth, st.PayloadSize)
+			}
+			if got := m.srv.KernelSettings(); got.Flags64()&fuse.CAP_OVER_IO_URING == 0 {
+				t.Errorf("kernel settings without FUSE_OVER_IO_URING: %+v", got)
+			}
+		})
 	}
 }
 

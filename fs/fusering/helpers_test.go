@@ -77,6 +77,18 @@ type testMount struct {
 // the ring and unmounts it at the end of the test.
 func mountLoopback(t testing.TB, opts Options) *testMount {
 	t.Helper()
+	return mountLoopbackWith(t, testMountOptions(), opts)
+}
+
+// testMountOptions are the mount options of the tests: go-fuse's loopback
+// as root uses FUSE passthrough, which would keep READ and WRITE from the
+// daemon.
+func testMountOptions() *fuse.MountOptions {
+	return &fuse.MountOptions{EnableLocks: true, DisabledCapabilities: fuse.CAP_PASSTHROUGH}
+}
+
+func mountLoopbackWith(t testing.TB, mo *fuse.MountOptions, opts Options) *testMount {
+	t.Helper()
 	dir := t.TempDir()
 	m := &testMount{backing: filepath.Join(dir, "backing"), mnt: filepath.Join(dir, "mnt"), unmounts: true}
 	for _, d := range []string{m.backing, m.mnt} {
@@ -84,14 +96,11 @@ func mountLoopback(t testing.TB, opts Options) *testMount {
 			t.Fatal(err)
 		}
 	}
-	return mountOver(t, m, mustLoopbackFS(t, m.backing), opts)
+	return mountOver(t, m, mustLoopbackFS(t, m.backing), mo, opts)
 }
 
-func mountOver(t testing.TB, m *testMount, fs fuse.RawFileSystem, opts Options) *testMount {
+func mountOver(t testing.TB, m *testMount, fs fuse.RawFileSystem, mo *fuse.MountOptions, opts Options) *testMount {
 	t.Helper()
-	// Without FUSE passthrough, which go-fuse's loopback uses as root, so
-	// that READ and WRITE reach the daemon.
-	mo := &fuse.MountOptions{EnableLocks: true, DisabledCapabilities: fuse.CAP_PASSTHROUGH}
 	srv, err := Mount(m.mnt, fs, mo, opts)
 	if err != nil {
 		t.Fatalf("Mount: %v", err)

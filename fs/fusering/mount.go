@@ -81,22 +81,25 @@ func (s *Server) start(o *fuse.MountOptions, opts *Options, cpus int) error {
 	if err != nil {
 		return os.NewSyscallError("dup /dev/fuse", err)
 	}
+	// It owns initFd from here, on failure too. It keeps it open until
+	// it is garbage collected: it never serves, so it never closes.
 	srv, err := fuse.NewServer(s.fs, "/dev/fd/"+strconv.Itoa(initFd), o)
 	if err != nil {
-		closeFd(initFd)
 		return fmt.Errorf("fusering: FUSE_INIT: %w", err)
 	}
+	s.initialized = true
+	s.kernelSettings = *srv.KernelSettings()
 	s.ps = fuse.NewProtocolServer(s.fs, o)
-	init, err := s.replayInit(srv.KernelSettings())
+	init, err := s.replayInit(&s.kernelSettings)
 	if err != nil {
 		return err
 	}
 	s.payloadSize = maxPayload(init)
-	s.loops.Add(1)
-	go s.serveDev()
 	if opts.ZeroCopy {
 		s.zcFiles, _ = s.fs.(ZeroCopyFiles)
 	}
+	s.loops.Add(1)
+	go s.serveDev()
 	return s.startQueues(cpus, opts)
 }
 

@@ -20,7 +20,6 @@ const (
 	opRead          = 15
 	opWrite         = 16
 	opFsync         = 20
-	opFlush         = 25
 	opFsyncdir      = 30
 	opSetlkw        = 33
 	opCreate        = 35
@@ -31,11 +30,13 @@ const (
 )
 
 // runsLong reports operations that may block for long (waiting for a lock,
-// for storage to flush, for a large copy) and so are served off the queue
-// thread, which meanwhile goes on serving its other entries.
+// for storage to flush, for a large copy or allocation, or whatever an
+// ioctl does) and so are served off the queue thread, which meanwhile
+// goes on serving its other entries. Everything else is served in place:
+// a round trip through a worker would cost every request its latency.
 func runsLong(opcode uint32) bool {
 	switch opcode {
-	case opSetlkw, opFsync, opFsyncdir, opFlush, opFallocate, opCopyFileRange, opCopyRange64, opIoctl:
+	case opSetlkw, opFsync, opFsyncdir, opFallocate, opCopyFileRange, opCopyRange64, opIoctl:
 		return true
 	}
 	return false
@@ -47,6 +48,8 @@ const (
 	tagEntry   = 0 << 32 // the entry's REGISTER or COMMIT_AND_FETCH
 	tagBacking = 1 << 32 // zero-copy backing I/O for the entry's request
 	tagWake    = 2 << 32 // the eventfd read that worker goroutines signal
+	tagCancel  = 3 << 32 // the cancellation of the eventfd read
+	tagControl = 4 << 32 // ADD_QUEUE, ADD_BUFPOOL
 	tagMask    = ^uint64(0xffffffff)
 )
 
@@ -179,7 +182,11 @@ func (q *queue) setup(opts *Options) error {
 		sqe.SetUserData(tagEntry | uint64(k))
 		q.live++
 	}
-	if _, err := q.ring.Submit(); err != nil {
+	if n, err := q.ring.Submit(); err != nil {
+		// The SQ holds the eventfd read, then the REGISTERs: the
+		// kernel has the first n of them.
+		q.wakeArmed = n > 0
+		q.live = max(n-1, 0)
 		return err
 	}
 	// REGISTER fails or succeeds at submission; a failure is already in
@@ -333,7 +340,7 @@ func (q *queue) close() {
 	if q.wakeArmed {
 		sqe := q.getSQE()
 		sqe.PrepCancel(tagWake, 0)
-		sqe.SetUserData(tagWake | 1)
+		sqe.SetUserData(tagCancel)
 		for q.wakeArmed {
 			c, err := q.ring.WaitCQE()
 			if err != nil {

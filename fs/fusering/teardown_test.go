@@ -82,7 +82,7 @@ func mountGated(t *testing.T, opts Options) (*testMount, *gatedFS) {
 		}
 	}
 	g := newGatedFS(mustLoopbackFS(t, m.backing))
-	return mountOver(t, m, g, opts), g
+	return mountOver(t, m, g, testMountOptions(), opts), g
 }
 
 // waitOrFail waits for done, failing the test if it never comes.

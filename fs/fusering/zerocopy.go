@@ -69,17 +69,17 @@ func (q *queue) setupZeroCopy(files ZeroCopyFiles) (*zeroCopyQueue, error) {
 // control runs a queue command that the kernel completes at once
 // (ADD_QUEUE, ADD_BUFPOOL) and returns its result.
 func (q *queue) control(op uint32, req cmdReq) error {
-	const tag = tagWake | 2 // no entry, no eventfd read: nothing else is in flight yet
+	// Nothing else is in flight yet: the next completion is this one.
 	sqe := q.getSQE()
 	sqe.PrepUringCmd(op, q.s.devFd)
 	req.encode(sqe.Cmd())
-	sqe.SetUserData(tag)
+	sqe.SetUserData(tagControl)
 	c, err := q.ring.WaitCQE()
 	if err != nil {
 		return err
 	}
 	defer q.ring.CQESeen()
-	if c.UserData != tag {
+	if c.UserData != tagControl {
 		return fmt.Errorf("unexpected completion %#x", c.UserData)
 	}
 	return c.Err()

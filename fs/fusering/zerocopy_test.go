@@ -90,7 +90,7 @@ func TestZeroCopy(t *testing.T) {
 	}
 	fs := &backedFS{RawFileSystem: mustLoopbackFS(t, m.backing), dir: m.backing,
 		names: map[uint64]string{}, fds: map[uint64]int{}}
-	mountOver(t, m, fs, Options{ZeroCopy: true})
+	mountOver(t, m, fs, testMountOptions(), Options{ZeroCopy: true})
 	writeReadBack(t, m)
 	st := m.srv.Stats()
 	if st.ZeroCopyQueues == 0 {
