@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"os"
+	"runtime"
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -155,14 +158,17 @@ func TestEngineConcurrent(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
+	// Every batch wrote a block read from its own position: the copy
+	// must equal the source wherever it was written.
 	got := make([]byte, len(content))
-	n, _ := unix.Pread(outFd, got, 0)
+	if _, err := unix.Pread(outFd, got, 0); err != nil {
+		t.Fatal(err)
+	}
+	zero := make([]byte, size)
 	for blk := range blocks {
-		if (blk+1)*size <= n && !bytes.Equal(got[blk*size:(blk+1)*size], content[blk*size:(blk+1)*size]) {
-			// every written block must be an exact copy of its source
-			if !bytes.Equal(got[blk*size:(blk+1)*size], make([]byte, size)) {
-				t.Errorf("block %d written with wrong data", blk)
-			}
+		b := got[blk*size : (blk+1)*size]
+		if !bytes.Equal(b, zero) && !bytes.Equal(b, content[blk*size:(blk+1)*size]) {
+			t.Errorf("block %d written with wrong data", blk)
 		}
 	}
 }
@@ -183,5 +189,84 @@ func TestEngineClose(t *testing.T) {
 	}
 	if err := e.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
+	}
+}
+
+func openFds(t *testing.T) int {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(entries)
+}
+
+// TestEngineBackPressureAndClose blocks requests on an empty pipe: only
+// MaxInflight of them enter the ring, the others wait; Close cancels the
+// blocked ones, waits for every caller, and leaves no goroutine or fd.
+func TestEngineBackPressureAndClose(t *testing.T) {
+	fdsBefore, goroutinesBefore := openFds(t), runtime.NumGoroutine()
+	e, err := NewEngine(EngineOptions{Entries: 4, MaxInflight: 2})
+	if errors.Is(err, ErrUnavailable) {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	rfd, wfd := pipe(t)
+	const callers = 5
+	results := make(chan error, callers)
+	for range callers {
+		go func() {
+			_, err := e.Pread(rfd, make([]byte, 1), -1)
+			results <- err
+		}()
+	}
+	waitFor(t, "two requests in flight and three callers waiting", func() bool {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		return e.inflight == 2 && e.spaceWaiters == 3
+	})
+	// One byte completes one read and lets one waiting caller in.
+	if _, err := unix.Write(wfd, []byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-results; err != nil {
+		t.Fatalf("read of the written byte: %v", err)
+	}
+	waitFor(t, "the freed slot reused", func() bool {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		return e.inflight == 2 && e.spaceWaiters == 2
+	})
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var cancelled, closed int
+	for range callers - 1 {
+		switch err := <-results; {
+		case errors.Is(err, syscall.ECANCELED), errors.Is(err, syscall.EINTR):
+			cancelled++
+		case errors.Is(err, ErrClosed):
+			closed++
+		default:
+			t.Errorf("caller after Close: %v", err)
+		}
+	}
+	if cancelled != 2 || closed != 2 {
+		t.Errorf("%d cancelled, %d refused; want 2 and 2", cancelled, closed)
+	}
+	if n := openFds(t); n != fdsBefore+2 { // the pipe is closed by cleanup
+		t.Errorf("%d fds open after Close, want %d", n, fdsBefore+2)
+	}
+	waitFor(t, "caller goroutines gone", func() bool { return runtime.NumGoroutine() <= goroutinesBefore })
+}
+
+// waitFor polls cond; the test fails if it does not hold within 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
 	}
 }

@@ -1,0 +1,62 @@
+package uring
+
+import (
+	"math/rand/v2"
+	"runtime"
+	"strconv"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// BenchmarkRead4K compares 4 KiB reads of a file in the page cache through
+// the Engine with plain pread, at queue depth 1 (one goroutine) and 32 (32
+// goroutines), and reports the Engine's throughput relative to pread as x-pread.
+func BenchmarkRead4K(b *testing.B) {
+	const blocks, size = 1024, 4096
+	content := make([]byte, blocks*size)
+	for i := range content {
+		content[i] = byte(i)
+	}
+	fd := int(tempFile(b, content).Fd())
+	e := newEngine(b, EngineOptions{Entries: 64})
+
+	readers := map[string]func(p []byte, off int64) (int, error){
+		"pread":  func(p []byte, off int64) (int, error) { return unix.Pread(fd, p, off) },
+		"engine": func(p []byte, off int64) (int, error) { return e.Pread(fd, p, off) },
+	}
+	for _, qd := range []int{1, 32} {
+		perOp := map[string]time.Duration{}
+		for _, name := range []string{"pread", "engine"} {
+			read := readers[name]
+			b.Run(name+"/QD"+strconv.Itoa(qd), func(b *testing.B) {
+				b.SetBytes(size)
+				if qd == 1 {
+					buf := make([]byte, size)
+					for i := 0; b.Loop(); i++ {
+						if n, err := read(buf, int64(i*7919%blocks)*size); n != size || err != nil {
+							b.Fatalf("read = %d, %v", n, err)
+						}
+					}
+				} else {
+					b.SetParallelism((qd + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
+					b.RunParallel(func(pb *testing.PB) {
+						buf := make([]byte, size)
+						rnd := rand.New(rand.NewPCG(rand.Uint64(), 0))
+						for pb.Next() {
+							if n, err := read(buf, int64(rnd.IntN(blocks))*size); n != size || err != nil {
+								b.Errorf("read = %d, %v", n, err)
+								return
+							}
+						}
+					})
+				}
+				perOp[name] = b.Elapsed() / time.Duration(b.N)
+				if name == "engine" && perOp["pread"] > 0 {
+					b.ReportMetric(float64(perOp["pread"])/float64(perOp[name]), "x-pread")
+				}
+			})
+		}
+	}
+}
