@@ -37,9 +37,11 @@ type fileSystem struct {
 	data  dataPath
 	// passthrough is set when opens of eligible files go to the kernel.
 	passthrough bool
-	server      *fuse.Server // set by Init, before any other request
-	stats       counters
-	log         *log.Logger
+	// fusering is set when requests arrive over FUSE-over-io_uring.
+	fusering bool
+	server   *fuse.Server // set by Init, before any other request
+	stats    counters
+	log      *log.Logger
 }
 
 func (fs *fileSystem) String() string { return "bpfusefs" }

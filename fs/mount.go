@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"sync"
 
+	"github.com/bpfusefs/bpfusefs/fs/fusering"
 	"github.com/bpfusefs/bpfusefs/passthrough"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
@@ -32,7 +33,7 @@ type Options struct {
 
 	Engine      bool // daemon I/O through the io_uring Engine
 	Passthrough bool // regular files served by the kernel (FUSE passthrough)
-	Fusering    bool // FUSE-over-io_uring transport (issue 6): not served yet
+	Fusering    bool // requests arrive over FUSE-over-io_uring (Linux 6.14+, enable_uring=Y)
 
 	ReadOnly           bool
 	AllowOther         bool
@@ -47,7 +48,7 @@ type Options struct {
 // have both a func and a type named Mount.)
 type Mounted struct {
 	mountpoint string
-	server     *fuse.Server
+	conn       connection
 	fs         *fileSystem
 	accel      []string
 	backing    string
@@ -75,45 +76,88 @@ func Mount(mountpoint string, opts Options) (*Mounted, error) {
 	if err != nil {
 		return nil, err
 	}
-	server, err := fuse.NewServer(fs, mountpoint, fs.mountOptions(opts, logger))
+	mo := fs.mountOptions(opts, logger)
+	var conn connection
+	if opts.Fusering {
+		conn, err = mountFusering(mountpoint, fs, mo, logger)
+	} else {
+		conn, err = mountDev(mountpoint, fs, mo)
+	}
 	if err != nil {
 		fs.close()
 		return nil, fmt.Errorf("mount %s on %s: %w", opts.Backing, mountpoint, err)
 	}
 	m := &Mounted{
 		mountpoint: mountpoint,
-		server:     server,
+		conn:       conn,
 		fs:         fs,
 		accel:      fs.accel(),
 		backing:    opts.Backing,
 		done:       make(chan struct{}),
 	}
-	if opts.Passthrough && !passthrough.Negotiated(server.KernelSettings()) {
-		// Nothing has been served yet; undo the mount before failing.
-		go server.Serve()
-		server.Unmount()
-		fs.close()
-		return nil, errors.New("passthrough: the kernel did not accept FUSE_PASSTHROUGH at INIT")
-	}
 	go func() {
-		server.Serve()
+		conn.Wait()
 		fs.close()
 		close(m.done)
 	}()
-	if err := server.WaitMount(); err != nil {
-		server.Unmount()
-		<-m.done
-		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+	if opts.Passthrough && !passthrough.Negotiated(conn.KernelSettings()) {
+		m.Unmount(false)
+		return nil, errors.New("passthrough: the kernel did not accept FUSE_PASSTHROUGH at INIT")
 	}
 	return m, nil
 }
+
+// connection is how requests reach the file system: go-fuse's /dev/fuse
+// reader (*devServer) or FUSE-over-io_uring queues (*fusering.Server).
+type connection interface {
+	KernelSettings() *fuse.InitIn
+	// Unmount unmounts (failing while the mount is busy) and returns
+	// once the connection has ended.
+	Unmount() error
+	// Wait returns once the connection has ended, whoever unmounted it.
+	Wait()
+}
+
+// devServer serves a mount by reading /dev/fuse.
+type devServer struct {
+	*fuse.Server
+	served chan struct{} // closed when Serve has returned
+}
+
+func mountDev(mountpoint string, fs *fileSystem, mo *fuse.MountOptions) (connection, error) {
+	server, err := fuse.NewServer(fs, mountpoint, mo)
+	if err != nil {
+		return nil, err
+	}
+	d := devServer{Server: server, served: make(chan struct{})}
+	go func() {
+		server.Serve()
+		close(d.served)
+	}()
+	if err := server.WaitMount(); err != nil {
+		d.Unmount()
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d devServer) Unmount() error {
+	if err := d.Server.Unmount(); err != nil {
+		return err
+	}
+	d.Wait()
+	return nil
+}
+
+// Wait returns once Serve has returned and closed the device.
+func (d devServer) Wait() { <-d.served }
 
 func checkOptions(mountpoint string, opts *Options) error {
 	if len(opts.Mirrors) > 0 {
 		return errors.New("--mirror: mirrored replicas are not implemented yet")
 	}
-	if opts.Fusering {
-		return errors.New("fusering: the FUSE-over-io_uring transport is not implemented yet")
+	if opts.Fusering && opts.Passthrough {
+		return errors.New("fusering with passthrough: the fusering transport does not register backing files yet")
 	}
 	if !filepath.IsAbs(opts.Backing) {
 		return fmt.Errorf("backing directory %q: not an absolute path", opts.Backing)
@@ -183,6 +227,7 @@ func newFileSystem(opts Options, logger *log.Logger) (*fileSystem, error) {
 		handles:       newHandleTable(),
 		data:          syscallPath{},
 		passthrough:   opts.Passthrough,
+		fusering:      opts.Fusering,
 		log:           logger,
 	}
 	if os.Geteuid() == 0 {
@@ -244,6 +289,9 @@ func (fs *fileSystem) mountOptions(opts Options, logger *log.Logger) *fuse.Mount
 
 func (fs *fileSystem) accel() []string {
 	accel := []string{pathNames[fs.data.path()]}
+	if fs.fusering {
+		accel = append(accel, pathNames[pathFusering])
+	}
 	if fs.passthrough {
 		accel = append(accel, pathNames[pathPassthrough])
 	}
@@ -283,7 +331,7 @@ func (m *Mounted) Unmount(lazy bool) error {
 		}
 		return nil
 	}
-	if err := m.server.Unmount(); err != nil {
+	if err := m.conn.Unmount(); err != nil {
 		return fmt.Errorf("unmount %s: %w", m.mountpoint, err)
 	}
 	<-m.done
@@ -297,6 +345,9 @@ func (m *Mounted) Wait() { <-m.done }
 // Stats returns a snapshot of the mount's counters.
 func (m *Mounted) Stats() Stats {
 	s := m.fs.stats.snapshot()
+	if ring, ok := m.conn.(*fusering.Server); ok {
+		s.Paths[pathNames[pathFusering]] = ring.Stats().Ring.Requests
+	}
 	s.Accel = m.accel
 	s.Replicas = []ReplicaStats{{Path: m.backing, State: "ok", Errors: s.Errors}}
 	return s

@@ -5,10 +5,12 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/bpfusefs/bpfusefs/fs/fusering"
 	"golang.org/x/sys/unix"
 )
 
@@ -75,7 +77,7 @@ func TestMountErrors(t *testing.T) {
 		"mountpoint not a dir": {file, Options{Backing: dir}, "not a directory"},
 		"missing mountpoint":   {filepath.Join(dir, "nope"), Options{Backing: dir}, "no such file"},
 		"mirrors":              {mnt, Options{Backing: dir, Mirrors: []string{dir}}, "mirror"},
-		"fusering":             {mnt, Options{Backing: dir, Fusering: true}, "fusering"},
+		"fusering+passthrough": {mnt, Options{Backing: dir, Fusering: true, Passthrough: true}, "fusering"},
 		"unsafe allow_other":   {mnt, Options{Backing: dir, AllowOther: true}, "default_permissions"},
 	} {
 		if m, err := Mount(tc.mnt, tc.opts); err == nil {
@@ -209,4 +211,42 @@ func TestReadOnly(t *testing.T) {
 func isErrno(err error, errno unix.Errno) bool {
 	pe, ok := err.(*os.PathError)
 	return ok && pe.Err == errno
+}
+
+// TestFusering serves a mount over FUSE-over-io_uring, which needs the
+// fuse module's enable_uring parameter: the test turns it on and restores
+// it.
+func TestFusering(t *testing.T) {
+	requireFUSE(t)
+	const param = "/sys/module/fuse/parameters/enable_uring"
+	old, err := os.ReadFile(param)
+	if err != nil {
+		t.Skipf("kernel without FUSE-over-io_uring: %v", err)
+	}
+	if err := os.WriteFile(param, []byte("Y"), 0); err != nil {
+		t.Skipf("cannot set enable_uring: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := os.WriteFile(param, old, 0); err != nil {
+			t.Errorf("restoring enable_uring: %v", err)
+		}
+	})
+	if err := fusering.Available(); err != nil {
+		t.Skip(err)
+	}
+	tm := mountFS(t, "fusering", Options{Fusering: true})
+	model := randomWorkload(t, tm.mnt, 7)
+	for name, content := range model {
+		if got, err := os.ReadFile(tm.b(name)); err != nil || string(got) != string(*content) {
+			t.Errorf("%s: backing content differs from the model (%v)", name, err)
+		}
+	}
+	if err := tm.m.Unmount(true); err == nil {
+		// Stats stay readable after unmount.
+		tm.m.Wait()
+	}
+	s := tm.m.Stats()
+	if s.Paths["fusering"] == 0 || !slices.Contains(s.Accel, "fusering") {
+		t.Errorf("stats: paths %v accel %v, want requests over the ring", s.Paths, s.Accel)
+	}
 }
