@@ -116,14 +116,23 @@ func (e *Engine) Fsync(fd int, datasync bool) error {
 
 // Do runs one request prepared by prep and returns its CQE result; err is
 // the syscall.Errno of a negative result, or an engine failure. The engine
-// sets the user data (and clears SQECQESkipSuccess). Memory the SQE points
-// to must stay reachable until Do returns.
+// sets the user data and clears SQECQESkipSuccess and link flags. Memory
+// the SQE points to must stay reachable until Do returns.
 func (e *Engine) Do(prep func(*SQE)) (res int32, err error) {
-	n, err := e.single(op{kind: opPrep, prep: prep})
-	return int32(n), err
+	return e.one(op{kind: opPrep, prep: prep})
 }
 
 func (e *Engine) single(o op) (int, error) {
+	res, err := e.one(o)
+	if err != nil {
+		return 0, err
+	}
+	return int(res), nil
+}
+
+// one runs o and returns its CQE result; err is the errno of a negative
+// result or an engine failure.
+func (e *Engine) one(o op) (int32, error) {
 	w := waiterPool.Get().(*waiter)
 	if err := e.run([]op{o}, w, w.one[:]); err != nil {
 		return 0, err // w may still be referenced by a slot: not pooled
@@ -131,9 +140,9 @@ func (e *Engine) single(o op) (int, error) {
 	res := w.one[0]
 	waiterPool.Put(w)
 	if res < 0 {
-		return 0, syscall.Errno(-res)
+		return res, syscall.Errno(-res)
 	}
-	return int(res), nil
+	return res, nil
 }
 
 // run queues ops, submits them together and returns when all completed,
@@ -153,6 +162,11 @@ func (e *Engine) run(ops []op, w *waiter, results []int32) error {
 		ops[i].fill(sqe, &s.pin)
 		sqe.Flags &^= SQECQESkipSuccess // every request must complete visibly
 		sqe.UserData = uint64(id)
+		if i == len(ops)-1 {
+			// A chain must end inside the batch, not link to the
+			// next caller's request.
+			sqe.Flags &^= SQEIOLink | SQEIOHardlink
+		}
 	}
 	e.inflight += len(ops)
 	w.remaining = len(ops)

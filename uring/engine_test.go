@@ -270,3 +270,31 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 	}
 }
+
+func TestEngineDoAndLinkedBatch(t *testing.T) {
+	e := newEngine(t, EngineOptions{Entries: 8})
+	res, err := e.Do(func(s *SQE) { s.PrepNop() })
+	if res != 0 || err != nil {
+		t.Fatalf("Do(nop) = %d, %v", res, err)
+	}
+	res, err = e.Do(func(s *SQE) { s.PrepClose(-1) })
+	if res != -int32(syscall.EBADF) || !errors.Is(err, syscall.EBADF) {
+		t.Fatalf("Do(close(-1)) = %d, %v; want -EBADF", res, err)
+	}
+
+	// A chain whose head fails cancels the rest; a link flag on the
+	// last request must not leak into requests of other callers.
+	f := tempFile(t, []byte("keep"))
+	b := e.NewBatch()
+	b.Add(func(s *SQE) { s.PrepRead(-1, nil, 0); s.SetFlags(SQEIOLink) })
+	b.Add(func(s *SQE) { s.PrepWrite(int(f.Fd()), []byte("lost"), 0); s.SetFlags(SQEIOLink) })
+	if err := e.Run(b); err != nil {
+		t.Fatal(err)
+	}
+	if r := b.Results(); r[0] != -int32(syscall.EBADF) || r[1] != -int32(syscall.ECANCELED) {
+		t.Fatalf("chain results %v, want [-EBADF -ECANCELED]", r)
+	}
+	if res, err := e.Do(func(s *SQE) { s.PrepNop() }); res != 0 || err != nil {
+		t.Fatalf("request after a batch ending in a link: %d, %v", res, err)
+	}
+}
