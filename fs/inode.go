@@ -126,6 +126,33 @@ func (t *inodeTable) add(fd int, st *unix.Stat_t) *inode {
 	return n
 }
 
+// maxGhosts bounds the memory ghosts take (about 100 bytes each); past it,
+// an arbitrary older ghost goes, and a handle to it gets ESTALE once its
+// inode is forgotten, as after a server restart.
+const maxGhosts = 1 << 20
+
+// remember leaves a ghost for a node being forgotten. A deleted object
+// needs none: its handles are stale anyway.
+func (t *inodeTable) remember(node *inode) {
+	var st unix.Stat_t
+	if statFD(node.fd(), &st) != nil || st.Nlink == 0 {
+		return
+	}
+	h, _, err := unix.NameToHandleAt(node.fd(), "", unix.AT_EMPTY_PATH)
+	if err != nil {
+		return // the backing filesystem cannot export handles
+	}
+	if len(t.ghosts) >= maxGhosts {
+		for id, g := range t.ghosts {
+			delete(t.ghosts, id)
+			delete(t.ghostByKey, g.key)
+			break
+		}
+	}
+	t.ghosts[node.id] = ghost{key: node.key, mode: node.mode, handle: h}
+	t.ghostByKey[node.key] = node.id
+}
+
 func sameHandle(a, b unix.FileHandle) bool {
 	return a.Type() == b.Type() && string(a.Bytes()) == string(b.Bytes())
 }
@@ -179,10 +206,7 @@ func (t *inodeTable) forget(id, n uint64) {
 	}
 	delete(t.byID, id)
 	delete(t.byKey, node.key)
-	if h, _, err := unix.NameToHandleAt(node.fd(), "", unix.AT_EMPTY_PATH); err == nil {
-		t.ghosts[id] = ghost{key: node.key, mode: node.mode, handle: h}
-		t.ghostByKey[node.key] = id
-	}
+	t.remember(node)
 	for _, fd := range node.replicas {
 		unix.Close(fd)
 	}
