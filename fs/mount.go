@@ -1,12 +1,46 @@
 // Package fs serves a backing directory as a FUSE filesystem.
 //
 // It implements go-fuse's low-level fuse.RawFileSystem directly, in the
-// style of libfuse's passthrough_hp: inodes hold O_PATH descriptors of their
-// backing objects, keyed by (st_dev, st_ino), and every operation is a *at
-// syscall relative to them, resolved with openat2(RESOLVE_BENEATH) so nothing
-// escapes the backing root. File data takes one of three paths, chosen per
-// mount: pread/pwrite in the daemon, the io_uring Engine in the daemon, or
-// FUSE passthrough, where the kernel reads and writes the backing file itself.
+// style of libfuse's passthrough_hp: every inode the kernel knows holds an
+// O_PATH descriptor of its backing object, keyed by (st_dev, st_ino) so hard
+// links share one inode and st_ino is the backing one, and every operation
+// is a *at syscall relative to such descriptors. Names are resolved one
+// component at a time with openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|
+// RESOLVE_NO_MAGICLINKS), so nothing escapes the backing root.
+//
+// File data takes one of three paths, chosen per mount: pread/pwrite in the
+// daemon, the io_uring Engine in the daemon, or FUSE passthrough, where the
+// kernel reads and writes the backing file itself (package passthrough
+// decides which files qualify). Requests arrive from /dev/fuse, or over
+// FUSE-over-io_uring (package fusering).
+//
+// Choices that shape behaviour:
+//
+//   - Permissions: with default_permissions (always, with allow_other) the
+//     kernel checks every access against the real caller. Objects are
+//     created on a worker thread carrying the caller's fsuid, fsgid and
+//     umask (credWorkers), so ownership, setgid inheritance, default ACLs
+//     and setgid stripping are the backing filesystem's own. The daemon
+//     cannot see the caller's supplementary groups (go-fuse does not expose
+//     FUSE_CREATE_SUPP_GROUP), so a caller who owns a setgid directory's
+//     group only through a supplementary group loses S_ISGID on files it
+//     creates there with that bit.
+//   - Set-ID bits: FUSE_HANDLE_KILLPRIV_V2 is negotiated, so the daemon drops
+//     them on unprivileged writes, truncates, fallocate and copy_file_range
+//     and the kernel does not ask for security.capability before every
+//     write.
+//   - Locks: POSIX, OFD and flock locks are not negotiated, so the kernel
+//     keeps them on the FUSE inode, with exact local semantics (blocking,
+//     deadlock detection, release on close) for everyone using the mount.
+//     They are not visible to processes using the backing directory
+//     directly, which is not a supported way to share files with a mount.
+//   - ioctl: only the file attribute commands (chattr, lsattr, project ids)
+//     are forwarded; everything else, FS_IOC_SHUTDOWN above all, gets ENOTTY.
+//     FIEMAP never reaches a FUSE daemon (the VFS answers it).
+//   - File handles: export support is negotiated and forgotten inodes leave
+//     a backing file handle behind, so open_by_handle_at and NFS export work.
+//   - Replicas: inodes and open files hold one descriptor per replica, the
+//     first being the primary; mirrors (several replicas) are not served yet.
 package fs
 
 import (
