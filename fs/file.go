@@ -21,9 +21,10 @@ func (fs *fileSystem) finishOpen(n *inode, fd int, flags int, out *fuse.OpenOut)
 	if fs.passthrough {
 		id, ok, err := n.backing.Open(fs.server, fd, fs.passthroughEligible(n, fd))
 		if err != nil {
-			unix.Close(fd)
-			fs.log.Printf("open: %v", err)
-			return fuse.EIO
+			// The kernel refused this backing file (a backing
+			// filesystem stacked too deep, say): serve it here.
+			fs.log.Printf("open: %v; serving the file through the daemon", err)
+			id, ok, _ = n.backing.Open(fs.server, fd, false)
 		}
 		if ok {
 			h.passthrough = true
