@@ -49,6 +49,14 @@ type instance struct {
 	stop func(ctx context.Context) error
 }
 
+// daemonCPU is the CPU seconds the daemon has used so far; 0 natively.
+func (inst *instance) daemonCPU() (float64, error) {
+	if inst.pid == 0 {
+		return 0, nil
+	}
+	return cpuSeconds(inst.pid)
+}
+
 // mountTimeout bounds how long a daemon may take to mount.
 const mountTimeout = 20 * time.Second
 
