@@ -83,5 +83,5 @@
 // Probe reports what the running kernel offers — ring features, accepted
 // setup flags, opcodes (IORING_REGISTER_PROBE) and register opcodes — for
 // bpfusefs doctor and for callers choosing a data path. Tests skip, naming
-// the missing feature, when the kernel lacks one (SQ_REWIND is 7.0+).
+// the missing feature, when the kernel lacks one (SQ_REWIND is newer than 6.18).
 package uring

@@ -247,16 +247,17 @@ func RegWaits(region []byte) []RegWait {
 // timeout it returns an error wrapping syscall.ETIME.
 func (r *Ring) SubmitAndWaitReg(n uint32, index int) (int, error) {
 	offset := uintptr(index) * unsafe.Sizeof(RegWait{})
-	submitted := 0
+	pending, submitted := r.sq.flush(), 0
 	for {
-		got, errno := enterRegWait(r.enterFd, r.sq.flush(), n, EnterGetEvents|r.enterReg, offset)
+		got, errno := enterRegWait(r.enterFd, pending, n, EnterGetEvents|r.enterReg, offset)
 		if errno == syscall.EINTR {
-			continue
+			continue // nothing was consumed
 		}
 		if errno != 0 {
 			return submitted, enterError(errno)
 		}
 		submitted += got
+		pending -= uint32(got)
 		if r.cq.ready() >= n {
 			return submitted, nil
 		}

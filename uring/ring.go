@@ -240,14 +240,16 @@ func (r *Ring) submitAndWait(n uint32, deadline *time.Time) (int, error) {
 		}
 		switch {
 		case errno == syscall.EINTR:
-			// Go's preemption signals interrupt waits; a signal after
-			// the submit step leaves consumed SQEs consumed.
-			pending = r.sq.flush()
+			// Go's preemption signals interrupt waits. The kernel
+			// reports EINTR only when it consumed no SQE, so pending
+			// still holds (with SetupSQRewind it cannot be re-read).
 		case errno != 0:
 			return submitted, enterError(errno)
 		case r.flags&SetupSQPoll == 0 && pending > 0:
 			// The kernel stopped early (an SQE failed to prep and
-			// SetupSubmitAll is off): report what was consumed.
+			// SetupSubmitAll is off): report what was consumed. The
+			// rest stays queued, except with SetupSQRewind, where
+			// the next batch starts over at index 0.
 			return submitted, nil
 		}
 		if r.cq.ready() >= n && pending == 0 {

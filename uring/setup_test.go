@@ -47,6 +47,7 @@ func TestSetupFlags(t *testing.T) {
 		{"SINGLE_ISSUER|DEFER_TASKRUN", SetupSingleIssuer | SetupDeferTaskrun},
 		{"SUBMIT_ALL", SetupSubmitAll},
 		{"CLAMP", SetupClamp},
+		{"SQPOLL", SetupSQPoll},
 		{"SQ_REWIND", SetupNoSQArray | SetupSQRewind},
 		{"SQ_REWIND|SQE128", SetupNoSQArray | SetupSQRewind | SetupSQE128},
 	} {
