@@ -298,3 +298,67 @@ func TestEngineDoAndLinkedBatch(t *testing.T) {
 		t.Fatalf("request after a batch ending in a link: %d, %v", res, err)
 	}
 }
+
+// TestEngineHandoff mixes requests that complete inline (file reads) with
+// requests that block until another goroutine acts (pipe reads), so that
+// callers park, pollers leave with others' requests in flight and hand
+// polling over. Every read must return its own pipe's bytes.
+func TestEngineHandoff(t *testing.T) {
+	e := newEngine(t, EngineOptions{Entries: 8, MaxInflight: 12})
+	const pipes, rounds = 10, 40
+	type p struct{ r, w int }
+	ps := make([]p, pipes)
+	for i := range ps {
+		ps[i].r, ps[i].w = pipe(t)
+	}
+	file := int(tempFile(t, bytes.Repeat([]byte{7}, 4096)).Fd())
+
+	var wg sync.WaitGroup
+	errs := make(chan error, pipes+4)
+	for i, pp := range ps {
+		wg.Add(2)
+		go func() { // reader: one blocking read per byte the writer sends
+			defer wg.Done()
+			buf := make([]byte, 1)
+			for round := range rounds {
+				if n, err := e.Pread(pp.r, buf, -1); n != 1 || err != nil || buf[0] != byte(i*rounds+round) {
+					errs <- fmt.Errorf("pipe %d round %d: n=%d err=%v byte=%d", i, round, n, err, buf[0])
+					return
+				}
+			}
+		}()
+		go func() { // writer: sends bytes one by one, through the engine too
+			defer wg.Done()
+			for round := range rounds {
+				runtime.Gosched()
+				if _, err := e.Pwrite(pp.w, []byte{byte(i*rounds + round)}, -1); err != nil {
+					errs <- fmt.Errorf("pipe %d write: %v", i, err)
+					return
+				}
+			}
+		}()
+	}
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 4096)
+			for range rounds * 5 {
+				if n, err := e.Pread(file, buf, 0); n != 4096 || err != nil || buf[4095] != 7 {
+					errs <- fmt.Errorf("file read: %d, %v", n, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.inflight != 0 || len(e.parked) != 0 || e.polling || len(e.free) != e.maxInflight {
+		t.Errorf("engine not idle: inflight %d parked %d polling %v free %d", e.inflight, len(e.parked), e.polling, len(e.free))
+	}
+}

@@ -2,6 +2,7 @@ package uring
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"syscall"
 	"time"
@@ -52,6 +53,9 @@ func New(entries uint32, opts *Options) (*Ring, error) {
 		if p.cqEntries != 0 {
 			p.flags |= SetupCQSize
 		}
+	}
+	if p.flags&(SetupNoMmap|SetupRegisteredFdOnly) != 0 {
+		return nil, fmt.Errorf("uring: SetupNoMmap and SetupRegisteredFdOnly (caller-provided ring memory) are not supported")
 	}
 	fd, err := setup(entries, &p)
 	if err != nil {
