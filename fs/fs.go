@@ -280,7 +280,13 @@ func (fs *fileSystem) killPriv(fd int) error {
 			return err
 		}
 	}
-	if err := unix.Removexattr(fs.proc.path(fd), "security.capability"); err != nil && err != unix.ENODATA && err != unix.EOPNOTSUPP {
+	// Look before removing: removexattr fails with EPERM on append-only
+	// and immutable files even when there is nothing to remove.
+	path := fs.proc.path(fd)
+	if _, err := unix.Getxattr(path, "security.capability", nil); err != nil {
+		return nil
+	}
+	if err := unix.Removexattr(path, "security.capability"); err != nil && err != unix.ENODATA {
 		return err
 	}
 	return nil

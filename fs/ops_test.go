@@ -557,7 +557,7 @@ func TestTmpfileLink(t *testing.T) {
 func TestAppendOnly(t *testing.T) {
 	eachMode(t, func(t *testing.T, tm *testMount) {
 		writeFile(t, tm.p("log"), "1\n")
-		run(t, 0, "chattr +a "+tm.p("log"))
+		run(t, 0, "chmod 666 "+tm.p("log")+" && chattr +a "+tm.p("log"))
 		t.Cleanup(func() { runAs(0, "chattr -a "+tm.b("log")) })
 		if f, err := os.OpenFile(tm.p("log"), os.O_WRONLY, 0); err == nil {
 			f.Close()
@@ -571,10 +571,11 @@ func TestAppendOnly(t *testing.T) {
 			t.Errorf("append: %v", err)
 		}
 		f.Close()
+		run(t, nobody, "echo 3 >> "+tm.p("log"))
 		if err := os.Truncate(tm.p("log"), 0); err == nil {
 			t.Error("truncated an append-only file")
 		}
-		if got := readFile(t, tm.b("log")); got != "1\n2\n" {
+		if got := readFile(t, tm.b("log")); got != "1\n2\n3\n" {
 			t.Errorf("append-only file holds %q", got)
 		}
 	})
