@@ -30,18 +30,12 @@ func BenchmarkRead4KiBQD1(b *testing.B) {
 		data[i] = byte(i * 7)
 	}
 	mount := func(serve func(mnt string, fs fuse.RawFileSystem) func()) string {
-		dir := b.TempDir()
-		backing, mnt := filepath.Join(dir, "backing"), filepath.Join(dir, "mnt")
-		for _, d := range []string{backing, mnt} {
-			if err := os.Mkdir(d, 0o755); err != nil {
-				b.Fatal(err)
-			}
-		}
-		if err := os.WriteFile(filepath.Join(backing, "f"), data, 0o644); err != nil {
+		m := newTestMount(b)
+		if err := os.WriteFile(filepath.Join(m.backing, "f"), data, 0o644); err != nil {
 			b.Fatal(err)
 		}
-		b.Cleanup(serve(mnt, directIO{mustLoopbackFS(b, backing)}))
-		return mnt
+		b.Cleanup(serve(m.mnt, directIO{mustLoopbackFS(b, m.backing)}))
+		return m.mnt
 	}
 	mo := func() *fuse.MountOptions {
 		return &fuse.MountOptions{DirectMountStrict: true, DisabledCapabilities: fuse.CAP_PASSTHROUGH}

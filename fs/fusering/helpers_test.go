@@ -89,6 +89,13 @@ func testMountOptions() *fuse.MountOptions {
 
 func mountLoopbackWith(t testing.TB, mo *fuse.MountOptions, opts Options) *testMount {
 	t.Helper()
+	m := newTestMount(t)
+	return mountOver(t, m, mustLoopbackFS(t, m.backing), mo, opts)
+}
+
+// newTestMount makes the backing and mount directories of a test mount.
+func newTestMount(t testing.TB) *testMount {
+	t.Helper()
 	dir := t.TempDir()
 	m := &testMount{backing: filepath.Join(dir, "backing"), mnt: filepath.Join(dir, "mnt"), unmounts: true}
 	for _, d := range []string{m.backing, m.mnt} {
@@ -96,7 +103,7 @@ func mountLoopbackWith(t testing.TB, mo *fuse.MountOptions, opts Options) *testM
 			t.Fatal(err)
 		}
 	}
-	return mountOver(t, m, mustLoopbackFS(t, m.backing), mo, opts)
+	return m
 }
 
 func mountOver(t testing.TB, m *testMount, fs fuse.RawFileSystem, mo *fuse.MountOptions, opts Options) *testMount {

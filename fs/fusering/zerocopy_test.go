@@ -1,7 +1,6 @@
 package fusering
 
 import (
-	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -24,19 +23,21 @@ type backedFS struct {
 func (b *backedFS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
 	st := b.RawFileSystem.Lookup(cancel, h, name, out)
 	if st.Ok() {
-		b.mu.Lock()
-		b.names[out.NodeId] = name
-		b.mu.Unlock()
+		b.remember(out.NodeId, name)
 	}
 	return st
+}
+
+func (b *backedFS) remember(node uint64, name string) {
+	b.mu.Lock()
+	b.names[node] = name
+	b.mu.Unlock()
 }
 
 func (b *backedFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
 	st := b.RawFileSystem.Create(cancel, in, name, out)
 	if st.Ok() {
-		b.mu.Lock()
-		b.names[out.NodeId] = name
-		b.mu.Unlock()
+		b.remember(out.NodeId, name)
 		b.openBacking(out.NodeId, out.Fh)
 	}
 	return st
@@ -81,13 +82,7 @@ func (b *backedFS) ZeroCopyFile(fh uint64) (int, bool) {
 // queues fall back to copying. Either way the data must be right.
 func TestZeroCopy(t *testing.T) {
 	requireRing(t)
-	dir := t.TempDir()
-	m := &testMount{backing: filepath.Join(dir, "backing"), mnt: filepath.Join(dir, "mnt"), unmounts: true}
-	for _, d := range []string{m.backing, m.mnt} {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	m := newTestMount(t)
 	fs := &backedFS{RawFileSystem: mustLoopbackFS(t, m.backing), dir: m.backing,
 		names: map[uint64]string{}, fds: map[uint64]int{}}
 	mountOver(t, m, fs, testMountOptions(), Options{ZeroCopy: true})
