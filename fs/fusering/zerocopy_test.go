@@ -13,7 +13,8 @@ import (
 // of each open file, as ZeroCopyFiles asks.
 type backedFS struct {
 	fuse.RawFileSystem
-	dir string
+	dir      string
+	directIO bool // open files FOPEN_DIRECT_IO: every read reaches the daemon
 
 	mu    sync.Mutex
 	names map[uint64]string // node id -> name in dir
@@ -47,8 +48,16 @@ func (b *backedFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenO
 	st := b.RawFileSystem.Open(cancel, in, out)
 	if st.Ok() {
 		b.openBacking(in.NodeId, out.Fh)
+		if b.directIO {
+			out.OpenFlags |= fuse.FOPEN_DIRECT_IO
+		}
 	}
 	return st
+}
+
+func newBackedFS(t testing.TB, dir string, directIO bool) *backedFS {
+	return &backedFS{RawFileSystem: mustLoopbackFS(t, dir), dir: dir, directIO: directIO,
+		names: map[uint64]string{}, fds: map[uint64]int{}}
 }
 
 func (b *backedFS) openBacking(node, fh uint64) {
@@ -83,9 +92,7 @@ func (b *backedFS) ZeroCopyFile(fh uint64) (int, bool) {
 func TestZeroCopy(t *testing.T) {
 	requireRing(t)
 	m := newTestMount(t)
-	fs := &backedFS{RawFileSystem: mustLoopbackFS(t, m.backing), dir: m.backing,
-		names: map[uint64]string{}, fds: map[uint64]int{}}
-	mountOver(t, m, fs, testMountOptions(), Options{ZeroCopy: true})
+	mountOver(t, m, newBackedFS(t, m.backing, false), testMountOptions(), Options{ZeroCopy: true})
 	writeReadBack(t, m)
 	st := m.srv.Stats()
 	if st.ZeroCopyQueues == 0 {
