@@ -68,7 +68,7 @@ func (fs *fileSystem) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.Op
 		return status(err)
 	}
 	if in.Mode&fuse.OPEN_KILL_SUIDGID != 0 {
-		if err := fs.killPriv(n.fd()); err != nil {
+		if err := fs.killPriv(n, in.Caller); err != nil {
 			unix.Close(fd)
 			return status(err)
 		}
@@ -160,7 +160,7 @@ func (fs *fileSystem) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byt
 		return 0, fuse.EBADF
 	}
 	if in.WriteFlags&fuse.WRITE_KILL_SUIDGID != 0 {
-		if err := fs.killPriv(h.node.fd()); err != nil {
+		if err := fs.killPriv(h.node, in.Caller); err != nil {
 			return 0, status(err)
 		}
 	}
@@ -263,7 +263,7 @@ func (fs *fileSystem) killPrivOfCaller(caller fuse.Caller, n *inode) error {
 	if caller.Uid == 0 {
 		return nil
 	}
-	return fs.killPriv(n.fd())
+	return fs.killPriv(n, caller)
 }
 
 // maxCopyChunk bounds one COPY_FILE_RANGE reply, whose size field is 32 bits;

@@ -242,7 +242,7 @@ func (fs *fileSystem) setattr(n *inode, h *handle, in *fuse.SetAttrIn) error {
 		}
 	}
 	if in.Valid&fuse.FATTR_KILL_SUIDGID != 0 {
-		return fs.killPriv(fd)
+		return fs.killPriv(n, in.Caller)
 	}
 	return nil
 }
@@ -259,11 +259,17 @@ func utime(valid, set, now uint32, sec uint64, nsec uint32) unix.Timespec {
 	}
 }
 
-// killPriv does what a local filesystem does when an unprivileged caller
-// writes or truncates a file (FUSE_HANDLE_KILLPRIV_V2 makes it the
-// daemon's job): drop set-user-ID, drop set-group-ID when the group can
-// execute, and drop file capabilities.
-func (fs *fileSystem) killPriv(fd int) error {
+// killPriv does what a local filesystem does when a caller without
+// CAP_FSETID writes or truncates a file (FUSE_HANDLE_KILLPRIV_V2 makes it
+// the daemon's job): drop set-user-ID; drop set-group-ID when the group can
+// execute or the caller is not in the file's group (the kernel's
+// setattr_should_drop_sgid; the daemon only knows the caller's fsgid); and
+// drop file capabilities.
+//
+// The kernel may hold the old mode in its attribute cache (after FALLOCATE,
+// say), so a change is followed by an invalidation.
+func (fs *fileSystem) killPriv(n *inode, caller fuse.Caller) error {
+	fd := n.fd()
 	var st unix.Stat_t
 	if err := statFD(fd, &st); err != nil {
 		return err
@@ -272,13 +278,15 @@ func (fs *fileSystem) killPriv(fd int) error {
 		return nil
 	}
 	mode := st.Mode &^ unix.S_ISUID
-	if mode&unix.S_IXGRP != 0 {
+	if mode&unix.S_IXGRP != 0 || caller.Gid != st.Gid {
 		mode &^= unix.S_ISGID
 	}
 	if mode != st.Mode {
 		if err := unix.Fchmodat(fd, "", mode&07777, unix.AT_EMPTY_PATH); err != nil {
 			return err
 		}
+		// Offset -1: attributes only, not the page cache.
+		fs.server.InodeNotify(n.id, -1, 0)
 	}
 	// Look before removing: removexattr fails with EPERM on append-only
 	// and immutable files even when there is nothing to remove.
