@@ -58,7 +58,9 @@ const enableURingParam = "/sys/module/fuse/parameters/enable_uring"
 // Options configures the transport. The zero value is usable.
 type Options struct {
 	// Depth is the number of entries per queue, the requests one CPU's
-	// callers can have in the daemon at once (default 8).
+	// callers can have in the daemon at once (default 8). Each entry
+	// holds a payload buffer of the kernel's max_payload_sz (max_write,
+	// at least 8 KiB), so the buffers take possible CPUs x Depth x that.
 	Depth int
 	// DeferTaskrun sets up the rings with SINGLE_ISSUER and
 	// DEFER_TASKRUN (Linux 6.1+), which the io_uring BPF loop needs.
