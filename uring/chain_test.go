@@ -61,11 +61,11 @@ func TestLinkChainFailingHead(t *testing.T) {
 
 func TestTimeout(t *testing.T) {
 	r := newRing(t, 8, nil)
-	ts := unix.NsecToTimespec(int64(5 * time.Millisecond))
+	ts := DurationTimespec(5 * time.Millisecond)
 	wantErr(t, "pure timeout", do(t, r, func(s *SQE) { s.PrepTimeout(&ts, 0, 0) }), syscall.ETIME)
 
 	// A count timeout completes with 0 once that many other CQEs posted.
-	long := unix.NsecToTimespec(int64(time.Minute))
+	long := DurationTimespec(time.Minute)
 	sqe := r.GetSQE()
 	sqe.PrepTimeout(&long, 1, 0)
 	sqe.SetUserData(1)
@@ -82,7 +82,7 @@ func TestLinkTimeoutCancelsStuckRead(t *testing.T) {
 	r := newRing(t, 8, nil)
 	rfd, _ := pipe(t)
 	buf := make([]byte, 8)
-	ts := unix.NsecToTimespec(int64(10 * time.Millisecond))
+	ts := DurationTimespec(10 * time.Millisecond)
 	sqe := r.GetSQE()
 	sqe.PrepRead(rfd, buf, 0) // an empty pipe never completes
 	sqe.SetFlags(SQEIOLink)

@@ -153,14 +153,14 @@ func (s *SQE) PrepUringCmd(cmdOp uint32, fd int) {
 // PrepTimeout prepares a timeout that completes with -ETIME after ts, or
 // with 0 once count other completions were posted (count 0: time only).
 // flags: TimeoutAbs, TimeoutBoottime, TimeoutRealtime, ...
-func (s *SQE) PrepTimeout(ts *unix.Timespec, count, flags uint32) {
+func (s *SQE) PrepTimeout(ts *Timespec, count, flags uint32) {
 	s.prepRW(OpTimeout, -1, unsafe.Pointer(ts), 1, uint64(count))
 	s.OpFlags = flags
 }
 
 // PrepLinkTimeout bounds the previous SQE in a link chain (which must have
 // SQEIOLink): if it has not completed after ts it is cancelled.
-func (s *SQE) PrepLinkTimeout(ts *unix.Timespec, flags uint32) {
+func (s *SQE) PrepLinkTimeout(ts *Timespec, flags uint32) {
 	s.prepRW(OpLinkTimeout, -1, unsafe.Pointer(ts), 1, 0)
 	s.OpFlags = flags
 }

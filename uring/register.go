@@ -225,7 +225,7 @@ type memRegionReg struct {
 // from a region registered with MemRegionWaitArg instead of copying them
 // from the caller on every wait.
 type RegWait struct {
-	Timeout     unix.Timespec // relative, or absolute with EnterAbsTimer
+	Timeout     Timespec // relative, or absolute with EnterAbsTimer
 	MinWaitUsec uint32
 	Flags       uint32 // RegWaitTimeout when Timeout is set
 	Sigmask     uint64

@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -200,7 +201,7 @@ func TestMemRegion(t *testing.T) {
 	// written through our mapping ends a wait with ETIME, and slots
 	// outside the region are refused.
 	waits := RegWaits(mem)
-	waits[1] = RegWait{Timeout: unix.NsecToTimespec(1e6), Flags: RegWaitTimeout}
+	waits[1] = RegWait{Timeout: DurationTimespec(time.Millisecond), Flags: RegWaitTimeout}
 	if _, err := r.SubmitAndWaitReg(1, 1); !errors.Is(err, syscall.ETIME) {
 		t.Fatalf("wait with region timeout: %v, want ETIME", err)
 	}

@@ -226,14 +226,14 @@ func (r *Ring) submitAndWait(n uint32, deadline *time.Time) (int, error) {
 		}
 		var arg unsafe.Pointer
 		var argSize uintptr
-		var ts unix.Timespec
+		var ts Timespec
 		ea := getEventsArg{sigmaskSz: 8}
 		if deadline != nil && n > 0 {
 			left := time.Until(*deadline)
 			if left <= 0 {
 				return submitted, enterError(syscall.ETIME)
 			}
-			ts = unix.NsecToTimespec(left.Nanoseconds())
+			ts = DurationTimespec(left)
 			ea.ts = uint64(uintptr(unsafe.Pointer(&ts)))
 			arg, argSize, flags = unsafe.Pointer(&ea), unsafe.Sizeof(ea), flags|EnterExtArg
 		}

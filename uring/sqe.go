@@ -1,6 +1,9 @@
 package uring
 
-import "unsafe"
+import (
+	"time"
+	"unsafe"
+)
 
 // SQE is a submission queue entry, laid out as struct io_uring_sqe. Fields
 // shared by several unions in C carry the name of their most common use;
@@ -50,4 +53,16 @@ func (s *SQE) CmdOp() uint32 { return uint32(s.Off) }
 // SetupSQE128.
 func (s *SQE) Cmd() *[80]byte {
 	return (*[80]byte)(unsafe.Pointer(&s.Addr3))
+}
+
+// Timespec mirrors struct __kernel_timespec, which is 64-bit on every
+// architecture (unlike unix.Timespec on 32-bit ones).
+type Timespec struct {
+	Sec  int64
+	Nsec int64
+}
+
+// DurationTimespec converts d for PrepTimeout, PrepLinkTimeout and RegWait.
+func DurationTimespec(d time.Duration) Timespec {
+	return Timespec{Sec: int64(d / time.Second), Nsec: int64(d % time.Second)}
 }
