@@ -74,6 +74,10 @@ type Options struct {
 	DefaultPermissions bool
 	Debug              bool
 
+	// MountFlags are extra mount(2) flags: MS_NOSUID, MS_NODEV,
+	// MS_NOEXEC, MS_NOATIME... (ReadOnly adds MS_RDONLY).
+	MountFlags uintptr
+
 	FSName string      // default: the backing directory
 	Logger *log.Logger // default: discard, or the standard logger with Debug
 }
@@ -305,7 +309,10 @@ func (fs *fileSystem) mountOptions(opts Options, logger *log.Logger) *fuse.Mount
 			// File handles (name_to_handle_at, NFS export) survive the
 			// kernel forgetting inodes: see inodeTable.ghosts.
 			fuse.CAP_EXPORT_SUPPORT,
-		DirectMountFlags: unix.MS_NOSUID | unix.MS_NODEV,
+		// Like a local filesystem mounted by root, set-ID programs and
+		// devices work unless asked otherwise (go-fuse's default is
+		// fusermount's nosuid,nodev; MS_MGC_VAL means "no flags").
+		DirectMountFlags: unix.MS_MGC_VAL | opts.MountFlags,
 	}
 	if fs.creds != nil {
 		// The umask reaches the backing filesystem on the creating

@@ -250,3 +250,34 @@ func TestFusering(t *testing.T) {
 		t.Errorf("stats: paths %v accel %v, want requests over the ring", s.Paths, s.Accel)
 	}
 }
+
+func TestMountFlags(t *testing.T) {
+	requireFUSE(t)
+	for flags, want := range map[uintptr][]string{
+		0:                             {"rw"},
+		unix.MS_NOSUID | unix.MS_NODEV: {"nosuid", "nodev"},
+	} {
+		tm := mountFS(t, "none", Options{MountFlags: flags})
+		mounts, err := os.ReadFile("/proc/self/mounts")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var opts string
+		for _, line := range strings.Split(string(mounts), "\n") {
+			if f := strings.Fields(line); len(f) > 3 && f[1] == tm.mnt {
+				opts = f[3]
+				if f[2] != "fuse.bpfusefs" || f[0] != tm.backing {
+					t.Errorf("mount %q type %q, want %q fuse.bpfusefs", f[0], f[2], tm.backing)
+				}
+			}
+		}
+		for _, o := range want {
+			if !slices.Contains(strings.Split(opts, ","), o) {
+				t.Errorf("flags %#x: mount options %q lack %s", flags, opts, o)
+			}
+		}
+		if flags == 0 && (strings.Contains(opts, "nosuid") || strings.Contains(opts, "nodev")) {
+			t.Errorf("default mount options %q, want set-ID programs and devices honoured", opts)
+		}
+	}
+}
