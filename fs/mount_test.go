@@ -254,7 +254,7 @@ func TestFusering(t *testing.T) {
 func TestMountFlags(t *testing.T) {
 	requireFUSE(t)
 	for flags, want := range map[uintptr][]string{
-		0:                             {"rw"},
+		0:                              {"rw"},
 		unix.MS_NOSUID | unix.MS_NODEV: {"nosuid", "nodev"},
 	} {
 		tm := mountFS(t, "none", Options{MountFlags: flags})
