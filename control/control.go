@@ -88,7 +88,7 @@ func Listen(path string, owner int, handle Handler) (*Server, error) {
 	if err := privateDir(filepath.Dir(path)); err != nil {
 		return nil, err
 	}
-	if err := removeStale(path); err != nil {
+	if err := RemoveStale(path); err != nil {
 		return nil, err
 	}
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
@@ -125,7 +125,10 @@ func privateDir(dir string) error {
 	return nil
 }
 
-func removeStale(path string) error {
+// RemoveStale removes the socket at path if no daemon listens on it any
+// more (a daemon that was killed cannot remove its own); a live socket is
+// an error, a missing one is not.
+func RemoveStale(path string) error {
 	conn, err := net.Dial("unix", path)
 	switch {
 	case err == nil:

@@ -57,8 +57,9 @@ func umount(path string, lazy bool) error {
 	// Ask the daemon to tell us when it is done before the mount goes: a
 	// daemon we cannot reach (another user's, or dead) is simply not
 	// waited for.
+	sock, sockErr := control.SocketPath(mnt)
 	var done *control.Pending
-	if sock, err := control.SocketPath(mnt); err == nil && !lazy {
+	if sockErr == nil && !lazy {
 		done, _ = control.Send(sock, control.MethodWait)
 	}
 	flags := 0
@@ -79,6 +80,9 @@ func umount(path string, lazy bool) error {
 		if err := done.Result(nil); err != nil {
 			fmt.Fprintf(os.Stderr, "bpfusefs: umount %s: unmounted, but the daemon did not confirm its exit: %v\n", mnt, err)
 		}
+	} else if sockErr == nil && !lazy {
+		// The daemon was dead (killed): clear what it left behind.
+		_ = control.RemoveStale(sock)
 	}
 	return nil
 }
