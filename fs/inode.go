@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"encoding/binary"
 	"sync"
 
 	"github.com/bpfusefs/bpfusefs/passthrough"
@@ -32,6 +33,10 @@ type inode struct {
 
 	// backing is the passthrough id shared by all opens of this inode.
 	backing passthrough.Slot
+
+	// fromHandle is set when id is the backing file handle itself (see
+	// inodeTable.handleIDs).
+	fromHandle bool
 }
 
 // fd returns the O_PATH descriptor of the primary replica.
@@ -55,7 +60,19 @@ type inodeTable struct {
 	// same id. A ghost costs a few dozen bytes per forgotten object.
 	ghosts     map[uint64]ghost
 	ghostByKey map[inodeKey]uint64
+
+	// handleIDs is set when the backing root's filesystem has 8-byte
+	// FILEID_INO32_GEN file handles (ext4, XFS with 32-bit inodes): node
+	// ids of objects on that filesystem (dev) are then their file handles,
+	// so a kernel file handle names its object without any daemon state,
+	// even across a remount. Other objects get counted ids and ghosts.
+	handleIDs bool
+	dev       uint64
 }
+
+// fileidIno32Gen is FILEID_INO32_GEN from include/linux/exportfs.h: a
+// 32-bit inode number followed by a 32-bit generation.
+const fileidIno32Gen = 1
 
 type ghost struct {
 	key    inodeKey
@@ -73,12 +90,15 @@ func newInodeTable(rootFD int, st *unix.Stat_t) *inodeTable {
 		replicas: []int{rootFD},
 		lookups:  1, // the kernel never forgets the root
 	}
+	h, _, err := unix.NameToHandleAt(rootFD, "", unix.AT_EMPTY_PATH)
 	return &inodeTable{
 		byID:       map[uint64]*inode{rootID: root},
 		byKey:      map[inodeKey]*inode{root.key: root},
 		nextID:     rootID + 1,
 		ghosts:     make(map[uint64]ghost),
 		ghostByKey: make(map[inodeKey]uint64),
+		handleIDs:  err == nil && h.Type() == fileidIno32Gen && h.Size() == 8,
+		dev:        st.Dev,
 	}
 }
 
@@ -94,6 +114,11 @@ func (t *inodeTable) get(id uint64) *inode {
 // object is already known (a hard link, a repeated lookup) fd is closed.
 func (t *inodeTable) add(fd int, st *unix.Stat_t) *inode {
 	key := inodeKey{st.Dev, st.Ino}
+	if n := t.ref(key); n != nil {
+		unix.Close(fd)
+		return n
+	}
+	hid := t.handleID(fd, st)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if n := t.byKey[key]; n != nil {
@@ -101,29 +126,69 @@ func (t *inodeTable) add(fd int, st *unix.Stat_t) *inode {
 		unix.Close(fd)
 		return n
 	}
-	id := t.nextID
-	if gid, ok := t.ghostByKey[key]; ok {
-		// Same (dev, ino): the same object again, unless the number
-		// was reused after a delete, which the handle tells apart.
-		if h, _, err := unix.NameToHandleAt(fd, "", unix.AT_EMPTY_PATH); err == nil && sameHandle(h, t.ghosts[gid].handle) {
-			id = gid
-		}
-		delete(t.ghosts, gid)
-		delete(t.ghostByKey, key)
-	}
-	if id == t.nextID {
-		t.nextID++
-	}
 	n := &inode{
-		id:       id,
-		key:      key,
-		mode:     st.Mode & unix.S_IFMT,
-		replicas: []int{fd},
-		lookups:  1,
+		id:         hid,
+		key:        key,
+		mode:       st.Mode & unix.S_IFMT,
+		replicas:   []int{fd},
+		lookups:    1,
+		fromHandle: hid != 0 && !t.taken(hid),
+	}
+	if !n.fromHandle {
+		n.id = t.countedID(fd, key)
 	}
 	t.byID[n.id] = n
 	t.byKey[key] = n
 	return n
+}
+
+// ref takes a kernel reference on the known object key, if any.
+func (t *inodeTable) ref(key inodeKey) *inode {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := t.byKey[key]
+	if n != nil {
+		n.lookups++
+	}
+	return n
+}
+
+// handleID returns the node id fd's file handle makes (see handleIDs), or 0.
+func (t *inodeTable) handleID(fd int, st *unix.Stat_t) uint64 {
+	if !t.handleIDs || st.Dev != t.dev {
+		return 0
+	}
+	h, _, err := unix.NameToHandleAt(fd, "", unix.AT_EMPTY_PATH)
+	if err != nil || h.Type() != fileidIno32Gen || h.Size() != 8 {
+		return 0
+	}
+	return binary.NativeEndian.Uint64(h.Bytes())
+}
+
+// taken reports whether id is reserved or names a live inode or a ghost;
+// t.mu held. go-fuse keeps the all-ones id for itself.
+func (t *inodeTable) taken(id uint64) bool {
+	_, ghost := t.ghosts[id]
+	return id == 0 || id == rootID || id == ^uint64(0) || t.byID[id] != nil || ghost
+}
+
+// countedID gives an object without a handle id the id of its ghost, when
+// it is the same object again (the handle tells a reused inode number
+// apart), or a fresh one; t.mu held.
+func (t *inodeTable) countedID(fd int, key inodeKey) uint64 {
+	if gid, ok := t.ghostByKey[key]; ok {
+		g := t.ghosts[gid]
+		delete(t.ghosts, gid)
+		delete(t.ghostByKey, key)
+		if h, _, err := unix.NameToHandleAt(fd, "", unix.AT_EMPTY_PATH); err == nil && sameHandle(h, g.handle) {
+			return gid
+		}
+	}
+	for t.taken(t.nextID) {
+		t.nextID++
+	}
+	t.nextID++
+	return t.nextID - 1
 }
 
 // maxGhosts bounds the memory ghosts take (about 100 bytes each); past it,
@@ -134,6 +199,9 @@ const maxGhosts = 1 << 20
 // remember leaves a ghost for a node being forgotten. A deleted object
 // needs none: its handles are stale anyway.
 func (t *inodeTable) remember(node *inode) {
+	if node.fromHandle {
+		return // the id itself is the handle
+	}
 	var st unix.Stat_t
 	if statFD(node.fd(), &st) != nil || st.Nlink == 0 {
 		return
@@ -158,8 +226,8 @@ func sameHandle(a, b unix.FileHandle) bool {
 }
 
 // revive returns the inode with node id id, bringing a forgotten one back
-// from its ghost by opening its file handle on mountFD, with one more
-// kernel reference. It returns nil when the object is gone.
+// by opening its file handle on mountFD (the id itself, or its ghost's),
+// with one more kernel reference. It returns nil when the object is gone.
 func (t *inodeTable) revive(id uint64, mountFD int) (*inode, *unix.Stat_t) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -171,23 +239,40 @@ func (t *inodeTable) revive(id uint64, mountFD int) (*inode, *unix.Stat_t) {
 		n.lookups++
 		return n, &st
 	}
-	g, ok := t.ghosts[id]
-	if !ok {
+	var handle unix.FileHandle
+	g, isGhost := t.ghosts[id]
+	switch {
+	case isGhost:
+		handle = g.handle
+	case t.handleIDs:
+		handle = unix.NewFileHandle(fileidIno32Gen, binary.NativeEndian.AppendUint64(nil, id))
+	default:
 		return nil, nil
 	}
-	fd, err := unix.OpenByHandleAt(mountFD, g.handle, unix.O_PATH|unix.O_CLOEXEC)
+	fd, err := unix.OpenByHandleAt(mountFD, handle, unix.O_PATH|unix.O_CLOEXEC)
 	if err != nil {
 		return nil, nil
 	}
-	if statFD(fd, &st) != nil || (inodeKey{st.Dev, st.Ino}) != g.key || t.byKey[g.key] != nil {
+	if statFD(fd, &st) != nil {
 		unix.Close(fd)
 		return nil, nil
 	}
-	delete(t.ghosts, id)
-	delete(t.ghostByKey, g.key)
-	n := &inode{id: id, key: g.key, mode: g.mode, replicas: []int{fd}, lookups: 1}
+	key := inodeKey{st.Dev, st.Ino}
+	valid := t.byKey[key] == nil
+	if isGhost {
+		valid = valid && key == g.key
+		delete(t.ghosts, id)
+		delete(t.ghostByKey, g.key)
+	} else {
+		valid = valid && t.handleID(fd, &st) == id
+	}
+	if !valid {
+		unix.Close(fd)
+		return nil, nil
+	}
+	n := &inode{id: id, key: key, mode: st.Mode & unix.S_IFMT, replicas: []int{fd}, lookups: 1, fromHandle: !isGhost}
 	t.byID[id] = n
-	t.byKey[g.key] = n
+	t.byKey[key] = n
 	return n, &st
 }
 

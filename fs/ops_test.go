@@ -578,3 +578,42 @@ func TestAppendOnly(t *testing.T) {
 		}
 	})
 }
+
+// TestFileHandlesAcrossRemount opens by a handle taken before the mount
+// was cycled (xfstests generic/477): the handle must not depend on daemon
+// state.
+func TestFileHandlesAcrossRemount(t *testing.T) {
+	requireFUSE(t)
+	tm := mountFS(t, "none", Options{})
+	if !tm.m.fs.inodes.handleIDs {
+		t.Skip("backing filesystem without FILEID_INO32_GEN handles")
+	}
+	writeFile(t, tm.p("f"), "survives")
+	h, _, err := unix.NameToHandleAt(unix.AT_FDCWD, tm.p("f"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tm.m.Unmount(false); err != nil {
+		t.Fatal(err)
+	}
+	m, err := Mount(tm.mnt, Options{Backing: tm.backing})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Unmount(false)
+	mnt, err := os.Open(tm.mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mnt.Close()
+	fd, err := unix.OpenByHandleAt(int(mnt.Fd()), h, unix.O_RDONLY)
+	if err != nil {
+		t.Fatalf("open_by_handle_at after a remount: %v", err)
+	}
+	f := os.NewFile(uintptr(fd), "f")
+	defer f.Close()
+	buf := make([]byte, 16)
+	if n, err := f.Read(buf); err != nil || string(buf[:n]) != "survives" {
+		t.Errorf("read by handle after a remount: %q, %v", buf[:n], err)
+	}
+}
