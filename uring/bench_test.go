@@ -31,6 +31,7 @@ func BenchmarkRead4K(b *testing.B) {
 		for _, name := range []string{"pread", "engine"} {
 			read := readers[name]
 			b.Run(name+"/QD"+strconv.Itoa(qd), func(b *testing.B) {
+				before := e.Stats()
 				b.SetBytes(size)
 				if qd == 1 {
 					buf := make([]byte, size)
@@ -53,6 +54,10 @@ func BenchmarkRead4K(b *testing.B) {
 					})
 				}
 				perOp[name] = b.Elapsed() / time.Duration(b.N)
+				if name == "engine" {
+					st := e.Stats()
+					b.ReportMetric(float64(st.Enters-before.Enters)/float64(st.Requests-before.Requests), "enters/op")
+				}
 				if name == "engine" && perOp["pread"] > 0 {
 					b.ReportMetric(float64(perOp["pread"])/float64(perOp[name]), "x-pread")
 				}

@@ -36,9 +36,12 @@ type Engine struct {
 	inflight     int
 	entering     int       // goroutines inside io_uring_enter
 	polling      bool      // one of them waits for completions
+	submitting   bool      // one of them only submits, and rechecks the SQ after
 	parked       []*waiter // callers sleeping until woken
 	cqes         []*CQE    // reap scratch space
+	stats        EngineStats
 	closed       bool
+	ringClosed   bool  // Close unmapped the ring; woken callers must not touch it
 	err          error // the ring failed; the engine is unusable
 }
 
@@ -88,6 +91,20 @@ func NewEngine(opts EngineOptions) (*Engine, error) {
 	}
 	e.space.L = &e.mu
 	return e, nil
+}
+
+// EngineStats counts the engine's work since NewEngine.
+type EngineStats struct {
+	Requests uint64 // requests submitted
+	Enters   uint64 // io_uring_enter calls: below Requests when submissions were combined
+	Parks    uint64 // times a caller slept waiting for another to deliver its result
+}
+
+// Stats returns the counters.
+func (e *Engine) Stats() EngineStats {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.stats
 }
 
 // Ring exposes the engine's ring for registration (files, buffers). Do
@@ -169,6 +186,7 @@ func (e *Engine) run(ops []op, w *waiter, results []int32) error {
 		}
 	}
 	e.inflight += len(ops)
+	e.stats.Requests += uint64(len(ops))
 	w.remaining = len(ops)
 	e.wait(w)
 	var err error
@@ -218,6 +236,7 @@ func (e *Engine) sqSpace() uint32 {
 // submitLocked submits unconsumed SQEs without waiting, holding e.mu.
 func (e *Engine) submitLocked() error {
 	if n := e.ring.sq.flush(); n > 0 {
+		e.stats.Enters++
 		if _, errno := enter(e.ring.enterFd, n, 0, 0, nil, 0); errno != 0 && !retryable(errno) {
 			e.fail(errno)
 			return e.err
@@ -243,24 +262,48 @@ func (e *Engine) wait(w *waiter) {
 			e.polling = true
 			e.enter(pending, 1, EnterGetEvents)
 			e.polling = false
-		case pending > 0:
-			// Someone else polls; only make sure our SQEs are in.
-			e.enter(pending, 0, 0)
+		case pending > 0 && !e.submitting:
+			// Someone else polls; submit everything queued so far.
+			e.submit(pending)
 		default:
+			// Our SQEs are in, or the caller now in e.submit takes
+			// them when it returns: many requests, one system call.
 			e.park(w)
 			continue
 		}
 		e.reap()
 	}
-	// Leaving: if requests of parked callers are in flight and nobody
-	// polls, hand the poller role to one of them.
-	if !e.polling && e.inflight > 0 && len(e.parked) > 0 {
+	if e.err == nil && !e.ringClosed {
+		e.leave()
+	}
+}
+
+// submit calls io_uring_enter to submit pending SQEs without waiting.
+func (e *Engine) submit(pending uint32) {
+	e.submitting = true
+	e.enter(pending, 0, 0)
+	e.submitting = false
+}
+
+// leave runs when a caller's requests are done, before it returns. SQEs
+// queued by callers that parked while it was submitting are its to send;
+// it sends one more round itself (cheaper than waking anyone), then wakes
+// a parked caller if the ring still needs a submitter or a poller.
+func (e *Engine) leave() {
+	if pending := e.ring.sq.flush(); pending > 0 && !e.submitting {
+		e.submit(pending)
+		e.reap()
+	}
+	needSubmitter := e.ring.sq.flush() > 0 && !e.submitting
+	needPoller := !e.polling && e.inflight > 0
+	if (needSubmitter || needPoller) && len(e.parked) > 0 && e.err == nil {
 		e.unpark(e.parked[len(e.parked)-1])
 	}
 }
 
 // enter calls io_uring_enter with e.mu released.
 func (e *Engine) enter(toSubmit, minComplete, flags uint32) {
+	e.stats.Enters++
 	e.entering++
 	e.mu.Unlock()
 	_, errno := enter(e.ring.enterFd, toSubmit, minComplete, flags, nil, 0)
@@ -287,6 +330,7 @@ func (e *Engine) fail(errno syscall.Errno) {
 }
 
 func (e *Engine) park(w *waiter) {
+	e.stats.Parks++
 	w.parkIdx = len(e.parked)
 	e.parked = append(e.parked, w)
 	e.mu.Unlock()
@@ -360,5 +404,6 @@ func (e *Engine) Close() error {
 	for (e.inflight > 0 && e.err == nil) || e.entering > 0 {
 		e.space.Wait()
 	}
+	e.ringClosed = true
 	return e.ring.Close()
 }
