@@ -37,8 +37,10 @@
 //   - ioctl: only the file attribute commands (chattr, lsattr, project ids)
 //     are forwarded; everything else, FS_IOC_SHUTDOWN above all, gets ENOTTY.
 //     FIEMAP never reaches a FUSE daemon (the VFS answers it).
-//   - File handles: export support is negotiated and forgotten inodes leave
-//     a backing file handle behind, so open_by_handle_at and NFS export work.
+//   - File handles: export support is negotiated. On ext4-like backing
+//     filesystems a node id is the backing file handle itself, so handles
+//     stay valid after the kernel forgets an inode and across remounts;
+//     elsewhere forgotten inodes leave the handle behind in memory.
 //   - Replicas: inodes and open files hold one descriptor per replica, the
 //     first being the primary; mirrors (several replicas) are not served yet.
 package fs
