@@ -56,10 +56,13 @@
 //     poller: one io_uring_enter both submits and waits for a completion.
 //     A lone caller therefore pays one system call per read, like pread,
 //     and never a goroutine hand-off.
-//   - While another caller polls, a caller submits its own SQEs (one
+//   - While another caller polls, a caller submits every queued SQE (one
 //     io_uring_enter without waiting), reaps whatever completed, and
 //     returns at once if its request finished inline; only otherwise it
-//     parks on its own channel.
+//     parks on its own channel. A caller arriving while such a submission
+//     is in the kernel just queues its SQE and parks: the submitter sends
+//     it with everything else queued when it returns, so concurrent
+//     callers share system calls (EngineStats counts them).
 //   - The poller delivers every completion it reaps, waking the callers
 //     whose requests are all done. When it leaves with requests of parked
 //     callers still in flight, it wakes one of them to take over polling.

@@ -66,6 +66,10 @@ func TestEnginePreadPwriteFsync(t *testing.T) {
 	if _, err := e.Pwrite(fd, buf, -2); !errors.As(err, &errno) || errno != syscall.EINVAL {
 		t.Fatalf("Pwrite at offset -2 err = %v, want EINVAL", err)
 	}
+	// A lone caller polls for itself: it never sleeps waiting for another.
+	if st := e.Stats(); st.Requests != 7 || st.Parks != 0 || st.Enters < st.Requests {
+		t.Fatalf("stats %+v, want 7 requests, no parks, an enter per request", st)
+	}
 }
 
 func TestEngineBatchFanOut(t *testing.T) {
