@@ -25,9 +25,12 @@ log() { echo "xfstests: $*" >&2; }
 
 # ---- building the suite --------------------------------------------------
 
-ensure_build_deps() {
+# ensure_deps installs what building and running the suite needs. gawk is not
+# optional: with Debian's default mawk, tests using asort() fail (generic/062).
+ensure_deps() {
 	local pkgs=(xfslibs-dev libacl1-dev libattr1-dev libaio-dev liburing-dev uuid-dev
-		libtool autoconf make gcc pkg-config e2fsprogs attr acl bc psmisc jq)
+		libtool autoconf make gcc pkg-config e2fsprogs xfsprogs attr acl bc psmisc gawk
+		uuid-runtime libcap2-bin jq)
 	local missing=() p
 	for p in "${pkgs[@]}"; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -53,10 +56,10 @@ patch_suite() {
 }
 
 ensure_suite() {
+	ensure_deps
 	[ -f "$SUITE/.built" ] && return
 	[ -f "$TARBALL" ] || die "missing $TARBALL"
 	echo "$TARBALL_SHA256  $TARBALL" | sha256sum -c --quiet - || die "checksum mismatch: $TARBALL"
-	ensure_build_deps
 	log "building xfstests $VERSION in $SUITE"
 	rm -rf "$SUITE"
 	mkdir -p "$SUITE"

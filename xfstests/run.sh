@@ -11,7 +11,7 @@
 # the mode, 1 when any is not (they are printed), 2 on a usage or set-up error.
 set -euo pipefail
 
-accel=none group=quick tests= smoke= reference= timeout=900
+accel=none group=quick tests= smoke= reference= timeout=900 interrupted=
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # XFSTESTS_WORK relocates the images, mounts and raw results, so that two runs
@@ -128,6 +128,7 @@ save_failure() {
 run_mode() {
 	local mode=$1 label=$1 dest rb t result total start selection
 	[ -n "$reference" ] && label=go-fuse-loopback
+	trap 'interrupted=1' INT TERM # a subshell: the caller's trap is not inherited
 	# Whole-group runs are the record and go into the repository; --tests and
 	# --smoke runs are checks and stay in the cache.
 	if [ -n "$tests" ]; then
@@ -161,7 +162,13 @@ run_mode() {
 		run_check "$out" "$rb" "${remaining[@]}" || rc=$?
 		# check prints each test's id at the start of its line when it starts it.
 		mapfile -t started < <(awk '{ print $1 }' "$out" | grep -xF -f <(printf '%s\n' "${remaining[@]}"))
-		[ ${#started[@]} -gt 0 ] || die "check started no test (exit $rc): see $out and $rb/check.stderr"
+		[ -n "$interrupted" ] || [ ${#started[@]} -gt 0 ] ||
+			die "check started no test (exit $rc): see $out and $rb/check.stderr"
+		# Interrupted: record what finished; the test in flight did not.
+		if [ -n "$interrupted" ] && [ ${#started[@]} -gt 0 ] &&
+			[ "$(outcome "${started[-1]}" "$out" "$rb")" = fail ]; then
+			unset 'started[-1]'
+		fi
 		for t in "${started[@]}"; do
 			result=$(outcome "$t" "$out" "$rb")
 			if [ "$rc" -eq 124 ] && [ "$t" = "${started[-1]}" ] && [ "$result" = fail ]; then
@@ -181,6 +188,11 @@ run_mode() {
 			esac
 		done
 		mapfile -t remaining < <(printf '%s\n' "${remaining[@]}" | grep -vxF -f <(printf '%s\n' "${started[@]}") || true)
+		if [ -n "$interrupted" ]; then
+			log "$label: interrupted; ${#remaining[@]} of $total tests not run"
+			total=$((total - ${#remaining[@]}))
+			break
+		fi
 	done
 	unmount_all $(work_mounts)
 
@@ -192,7 +204,7 @@ run_mode() {
 	{
 		echo "$summary"
 		echo "filesystem: $fs"
-		echo "selection: $([ -n "$tests" ] && echo "${smoke:+smoke: }$tests" || echo "group $group, minus xfstests/exclude")"
+		echo "selection: $([ -n "$tests" ] && echo "${smoke:+smoke: }$tests" || echo "group $group, minus xfstests/exclude")${interrupted:+ (INTERRUPTED: only the first $total tests ran)}"
 		echo "xfstests: $VERSION (patch level $PATCH_LEVEL), kernel: $KERNEL, date: $(date -u +%Y-%m-%dT%H:%MZ), duration: $(($(date +%s) - start))s"
 	} >"$dest/summary"
 	log "$label: $summary"
@@ -224,12 +236,17 @@ main() {
 	install_helpers
 	trap 'unmount_all $(work_mounts)' EXIT
 
+	# SIGINT/SIGTERM (forwarded by the watchdog to check as well) end the run
+	# after recording the tests that finished.
+	trap 'interrupted=1' INT TERM
 	for m in $modes; do
 		u=$(run_mode "$m")
 		[ -z "$u" ] || bad+=("$m: $(echo $u)")
+		[ -z "$interrupted" ] || break
 	done
+	[ -z "$interrupted" ] || bad+=("interrupted: the run is incomplete")
 	if [ ${#bad[@]} -gt 0 ]; then
-		printf 'xfstests: unexpected failures (not in xfstests/expected-failures):\n' >&2
+		printf 'xfstests: failed: unexpected failures (not in xfstests/expected-failures) or an incomplete run:\n' >&2
 		printf '  %s\n' "${bad[@]}" >&2
 		exit 1
 	fi
