@@ -16,7 +16,10 @@ import (
 )
 
 const (
-	defaultDepth    = 8
+	defaultDepth = 8
+	// maxDepth keeps a queue's zero-copy slots within io_uring's limit of
+	// registered buffers (IORING_MAX_REG_BUFFERS, 16384).
+	maxDepth        = 1 << 12
 	defaultMaxWrite = 128 << 10 // go-fuse's default MountOptions.MaxWrite
 	minReadBuffer   = 8192      // FUSE_MIN_READ_BUFFER
 )
@@ -37,8 +40,8 @@ func Mount(mountpoint string, fs fuse.RawFileSystem, mo *fuse.MountOptions, opts
 	if opts.Depth == 0 {
 		opts.Depth = defaultDepth
 	}
-	if opts.Depth < 1 || opts.Depth > 1<<15 {
-		return nil, fmt.Errorf("fusering: queue depth %d out of range", opts.Depth)
+	if opts.Depth < 1 || opts.Depth > maxDepth {
+		return nil, fmt.Errorf("fusering: queue depth %d not in 1..%d", opts.Depth, maxDepth)
 	}
 	mountpoint, err = filepath.Abs(mountpoint)
 	if err != nil {

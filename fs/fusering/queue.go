@@ -134,7 +134,9 @@ func pinToCPU(cpu int) {
 
 // setup creates the ring and the entry memory and registers the entries.
 func (q *queue) setup(opts *Options) error {
-	flags := uring.SetupSQE128
+	// SUBMIT_ALL: a command the kernel refuses must not hold back the
+	// ones behind it, which are other entries' commits.
+	flags := uring.SetupSQE128 | uring.SetupSubmitAll
 	if opts.DeferTaskrun {
 		flags |= uring.SetupSingleIssuer | uring.SetupDeferTaskrun
 	}
