@@ -65,3 +65,48 @@ func BenchmarkRead4K(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkMirrorWrite4K writes one 4 KiB block to three mirror files:
+// three pwrites in a row against one Engine Batch, reported as x-pwrite.
+func BenchmarkMirrorWrite4K(b *testing.B) {
+	const mirrors, size = 3, 4096
+	fds := make([]int, mirrors)
+	for i := range fds {
+		fds[i] = int(tempFile(b, make([]byte, 256*size)).Fd())
+	}
+	e := newEngine(b, EngineOptions{Entries: 16})
+	data := make([]byte, size)
+	var pwritePerOp time.Duration
+	b.Run("pwrite", func(b *testing.B) {
+		b.SetBytes(size)
+		for i := 0; b.Loop(); i++ {
+			for _, fd := range fds {
+				if n, err := unix.Pwrite(fd, data, int64(i%256)*size); n != size || err != nil {
+					b.Fatalf("pwrite = %d, %v", n, err)
+				}
+			}
+		}
+		pwritePerOp = b.Elapsed() / time.Duration(b.N)
+	})
+	b.Run("batch", func(b *testing.B) {
+		b.SetBytes(size)
+		batch := e.NewBatch()
+		for i := 0; b.Loop(); i++ {
+			batch.Reset()
+			for _, fd := range fds {
+				batch.Pwrite(fd, data, int64(i%256)*size)
+			}
+			if err := e.Run(batch); err != nil {
+				b.Fatal(err)
+			}
+			for _, res := range batch.Results() {
+				if res != size {
+					b.Fatalf("mirror write res %d", res)
+				}
+			}
+		}
+		if pwritePerOp > 0 {
+			b.ReportMetric(float64(pwritePerOp)/float64(b.Elapsed()/time.Duration(b.N)), "x-pwrite")
+		}
+	})
+}

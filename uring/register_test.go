@@ -3,6 +3,7 @@ package uring
 import (
 	"bytes"
 	"errors"
+	"os"
 	"runtime"
 	"syscall"
 	"testing"
@@ -108,6 +109,13 @@ func TestUringCmdSQE128(t *testing.T) {
 		}
 	})
 	wantErr(t, "uring_cmd on a regular file", c, syscall.EOPNOTSUPP)
+	zero, err := os.OpenFile("/dev/zero", os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zero.Close()
+	c = do(t, r, func(s *SQE) { s.PrepUringCmd(0x1234, int(zero.Fd())) })
+	wantErr(t, "uring_cmd on /dev/zero", c, syscall.EOPNOTSUPP)
 
 	// The success path: SOCKET_URING_OP_SIOCINQ on a UDP socket holding
 	// one datagram reports its size, like ioctl(SIOCINQ).
