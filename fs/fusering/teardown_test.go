@@ -50,21 +50,29 @@ func serveHelper(mnt string) {
 	select {}
 }
 
-// gatedFS holds READ and FSYNC in the daemon until the test opens the gate.
+// gatedFS holds READ and FSYNC in the daemon until the test opens the
+// gate; a READ interrupted meanwhile fails with EINTR.
 type gatedFS struct {
 	fuse.RawFileSystem
-	entered chan uint32 // receives the opcode of each held request
-	gate    chan struct{}
+	entered     chan uint32 // receives the opcode of each held request
+	gate        chan struct{}
+	interrupted chan struct{} // receives each interrupted READ
 }
 
 func newGatedFS(fs fuse.RawFileSystem) *gatedFS {
-	return &gatedFS{RawFileSystem: fs, entered: make(chan uint32, 64), gate: make(chan struct{})}
+	return &gatedFS{RawFileSystem: fs, entered: make(chan uint32, 64), gate: make(chan struct{}),
+		interrupted: make(chan struct{}, 64)}
 }
 
 func (g *gatedFS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
 	g.entered <- opRead
-	<-g.gate
-	return g.RawFileSystem.Read(cancel, in, buf)
+	select {
+	case <-g.gate:
+		return g.RawFileSystem.Read(cancel, in, buf)
+	case <-cancel:
+		g.interrupted <- struct{}{}
+		return nil, fuse.EINTR
+	}
 }
 
 func (g *gatedFS) Fsync(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
@@ -75,7 +83,7 @@ func (g *gatedFS) Fsync(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
 
 func mountGated(t *testing.T, opts Options) (*testMount, *gatedFS) {
 	m := newTestMount(t)
-	g := newGatedFS(mustLoopbackFS(t, m.backing))
+	g := newGatedFS(newBackedFS(t, m.backing, true))
 	return mountOver(t, m, g, testMountOptions(), opts), g
 }
 
@@ -216,6 +224,44 @@ func TestSlowRequestDoesNotStallQueue(t *testing.T) {
 	if st := m.srv.Stats(); st.Offloaded == 0 {
 		t.Errorf("FSYNC was not served off the queue thread: %+v", st)
 	}
+}
+
+// TestInterruptReachesRingRequest interrupts a reader whose READ came over
+// the ring and waits in the daemon: the kernel sends the INTERRUPT over
+// /dev/fuse, and it must cancel the ring request.
+func TestInterruptReachesRingRequest(t *testing.T) {
+	requireRing(t)
+	m, g := mountGated(t, Options{})
+	if err := os.WriteFile(filepath.Join(m.backing, "f"), []byte("interrupt me"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Direct I/O (the gated file system opens files FOPEN_DIRECT_IO): the
+	// caller's own READ, not readahead, which is never interrupted.
+	cat := exec.Command("cat", filepath.Join(m.mnt, "f"))
+	if err := cat.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cat.Wait(); close(exited) }()
+	select {
+	case <-g.entered:
+	case <-time.After(hangLimit):
+		t.Fatal("the READ never reached the daemon")
+	}
+	if err := cat.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-g.interrupted:
+	case <-time.After(hangLimit):
+		close(g.gate)
+		t.Fatal("the INTERRUPT did not reach the READ served over the ring")
+	}
+	waitOrFail(t, exited, "the interrupted reader's exit")
+	if st := m.srv.Stats(); st.Ring.Reads == 0 || st.Dev.Requests == 0 {
+		t.Errorf("want the READ by ring and the INTERRUPT by /dev/fuse: %+v", st)
+	}
+	close(g.gate)
 }
 
 // connectionID returns the FUSE connection number of the mount at mnt:
