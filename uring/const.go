@@ -111,6 +111,9 @@ const (
 	AsyncCancelUserdata uint32 = 1 << 4
 	AsyncCancelOp       uint32 = 1 << 5
 
+	NopInjectResult uint32 = 1 << 0 // IORING_NOP_INJECT_RESULT: complete with SQE.Len as res
+	NopCQE32        uint32 = 1 << 5 // IORING_NOP_CQE32: big CQE carrying SQE.Off and SQE.Addr
+
 	UringCmdFixed uint32 = 1 << 0 // IORING_URING_CMD_FIXED
 
 	SpliceFdInFixed uint32 = 1 << 31 // SPLICE_F_FD_IN_FIXED

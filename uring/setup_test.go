@@ -169,3 +169,28 @@ func TestUnavailableIsClear(t *testing.T) {
 	}
 	t.Log(err)
 }
+
+func TestBigCQE(t *testing.T) {
+	r := newRing(t, 4, &Options{Flags: SetupCQE32})
+	for i := range uint64(6) { // more than the SQ: the 32-byte stride wraps
+		sqe := r.GetSQE()
+		sqe.PrepNop()
+		sqe.OpFlags = NopCQE32
+		sqe.Off, sqe.Addr = 0x1000+i, 0x2000+i
+		sqe.SetUserData(i)
+		if _, err := r.SubmitAndWait(1); err != nil {
+			t.Fatal(err)
+		}
+		c, err := r.WaitCQE()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if errors.Is(c.Err(), syscall.EINVAL) {
+			t.Skip("kernel lacks IORING_NOP_CQE32")
+		}
+		if c.UserData != i || c.Res != 0 || c.Big()[0] != 0x1000+i || c.Big()[1] != 0x2000+i {
+			t.Fatalf("CQE %d: %+v big %#x", i, *c, *c.Big())
+		}
+		r.CQESeen()
+	}
+}
