@@ -86,11 +86,15 @@ func Probe(impl Implemented) *Report {
 		r.Accel[n] = u.patched(n)
 	}
 	for _, n := range Accels {
-		if !r.Accel[n].Available {
-			continue
-		}
-		if err := impl(n); err != nil {
-			r.Accel[n] = unavailable("%v", err)
+		switch {
+		case !r.Accel[n].Available:
+		case !r.FUSE.Available:
+			// Every acceleration speeds up a mount that cannot happen.
+			r.Accel[n] = unavailable("FUSE unusable: %s", r.FUSE.Reason)
+		default:
+			if err := impl(n); err != nil {
+				r.Accel[n] = unavailable("%v", err)
+			}
 		}
 	}
 	applyEnvDisable(r.Accel, os.Getenv(EnvDisable))
@@ -110,7 +114,7 @@ func (r *Report) probeFUSE() (FUSE, kernelFUSE) {
 	}
 	dev, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
 	if err != nil {
-		f.Status = unavailable("cannot open /dev/fuse: %v", err)
+		f.Status = unavailable("%v", err)
 		return f, kernelFUSE{}
 	}
 	dev.Close()

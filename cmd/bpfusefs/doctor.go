@@ -52,11 +52,11 @@ func printDoctor(w io.Writer, r *features.Report) {
 	fmt.Fprintf(tw, "io_uring\t%s\n", uring)
 	fmt.Fprintf(tw, "io_uring bpf-ops\t%s\n", yesNo(r.BPFOps))
 
-	fmt.Fprintf(tw, "\naccel\t\n")
+	fmt.Fprintf(tw, "\naccel\n")
 	for _, n := range features.Accels {
 		fmt.Fprintf(tw, "  %s\t%s\n", n, yesNo(r.Accel[n]))
 	}
-	fmt.Fprintf(tw, "\npatched kernel\t\n")
+	fmt.Fprintf(tw, "\npatched kernel\n")
 	for _, n := range features.Patched {
 		fmt.Fprintf(tw, "  %s\t%s\n", n, yesNo(r.Accel[n]))
 	}

@@ -44,7 +44,7 @@ func waitLive(t *testing.T, mnt string) {
 
 func mounted(mnt string) bool {
 	e, ok, err := findMount(mnt)
-	return err == nil && ok && e.FSType == "fuse.bpfusefs"
+	return err == nil && ok && e.FSType == fsType
 }
 
 // daemonGone reports whether the daemon of mnt has removed its control

@@ -25,16 +25,9 @@ func runHelper(args []string) error {
 // FUSE mount; every other option is left as it is, and the remount
 // succeeds.
 func remount(cfg mountConfig) error {
-	mnt, err := canonicalMountpoint(cfg.Mountpoint)
+	mnt, e, err := findOurMount("remount", cfg.Mountpoint)
 	if err != nil {
-		return fmt.Errorf("remount: %w", err)
-	}
-	e, ok, err := findMount(mnt)
-	switch {
-	case err != nil:
-		return fmt.Errorf("remount: %w", err)
-	case !ok || e.FSType != "fuse.bpfusefs":
-		return fmt.Errorf("remount: %s is not a bpfusefs mount", mnt)
+		return err
 	}
 	if !cfg.readOnlySet || cfg.ReadOnly == e.readOnly() {
 		return nil

@@ -111,6 +111,9 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "  bpfusefs --version")
 	fmt.Fprintln(w, "  bpfusefs mount --help   mount flags and -o options")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Installed as "+helperName+", it is the helper of mount -t fuse.bpfusefs.")
+	fmt.Fprintln(w, "Exit status: 0 success, 1 failure, 2 bad command line.")
 }
 
 // wantJSON splits a --json flag off the arguments of stats and doctor.

@@ -11,6 +11,28 @@ import (
 	"syscall"
 )
 
+// fsType is the filesystem type of bpfusefs mounts in mountinfo.
+const fsType = "fuse.bpfusefs"
+
+// findOurMount finds the bpfusefs mount at path, for the command op (which
+// prefixes the errors); it returns the canonical mount point.
+func findOurMount(op, path string) (string, mountEntry, error) {
+	mnt, err := canonicalMountpoint(path)
+	if err != nil {
+		return "", mountEntry{}, fmt.Errorf("%s: %w", op, err)
+	}
+	e, ok, err := findMount(mnt)
+	switch {
+	case err != nil:
+		return "", e, fmt.Errorf("%s: %w", op, err)
+	case !ok:
+		return "", e, fmt.Errorf("%s: %s is not a mount point", op, mnt)
+	case e.FSType != fsType:
+		return "", e, fmt.Errorf("%s: %s is a %s mount, not bpfusefs", op, mnt, e.FSType)
+	}
+	return mnt, e, nil
+}
+
 // mountEntry is one line of /proc/self/mountinfo.
 type mountEntry struct {
 	Mountpoint string

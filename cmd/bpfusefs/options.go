@@ -121,8 +121,28 @@ func (c *mountConfig) parseOptions(opts string) error {
 // argScanner walks a command line in which flags and operands may be
 // mixed, as mount(8) mixes them when it calls a helper.
 type argScanner struct {
-	args []string
-	pos  int
+	args     []string
+	pos      int
+	operands []string
+}
+
+// nextFlag returns the next flag, collecting the operands before it; "--"
+// makes the rest operands.
+func (s *argScanner) nextFlag() (string, bool) {
+	for s.pos < len(s.args) {
+		arg := s.args[s.pos]
+		s.pos++
+		switch {
+		case arg == "--":
+			s.operands = append(s.operands, s.args[s.pos:]...)
+			s.pos = len(s.args)
+		case !strings.HasPrefix(arg, "-") || arg == "-":
+			s.operands = append(s.operands, arg)
+		default:
+			return arg, true
+		}
+	}
+	return "", false
 }
 
 func (s *argScanner) next() (string, bool) {
@@ -151,19 +171,10 @@ func (s *argScanner) value(flag, inline string, hasInline bool) (string, error) 
 func parseMountArgs(args []string) (cfg mountConfig, help bool, err error) {
 	cfg.Accel = "auto"
 	s := argScanner{args: args}
-	var operands []string
 	for {
-		arg, ok := s.next()
+		arg, ok := s.nextFlag()
 		if !ok {
 			break
-		}
-		if arg == "--" {
-			operands = append(operands, s.args[s.pos:]...)
-			break
-		}
-		if !strings.HasPrefix(arg, "-") || arg == "-" {
-			operands = append(operands, arg)
-			continue
 		}
 		name, inline, hasInline := strings.Cut(arg, "=")
 		if strings.HasPrefix(arg, "-o") && !strings.HasPrefix(arg, "--") {
@@ -197,7 +208,7 @@ func parseMountArgs(args []string) (cfg mountConfig, help bool, err error) {
 			return cfg, false, usagef("mount: unknown flag %s", arg)
 		}
 	}
-	return cfg, false, cfg.finish(operands)
+	return cfg, false, cfg.finish(s.operands)
 }
 
 // parseHelperArgs parses mount(8)'s helper command line:
@@ -206,15 +217,10 @@ func parseMountArgs(args []string) (cfg mountConfig, help bool, err error) {
 func parseHelperArgs(args []string) (mountConfig, error) {
 	cfg := mountConfig{Accel: "auto", Daemon: true}
 	s := argScanner{args: args}
-	var operands []string
 	for {
-		arg, ok := s.next()
+		arg, ok := s.nextFlag()
 		if !ok {
 			break
-		}
-		if !strings.HasPrefix(arg, "-") {
-			operands = append(operands, arg)
-			continue
 		}
 		switch {
 		case arg == "-o" || arg == "-t" || arg == "-N":
@@ -226,7 +232,7 @@ func parseHelperArgs(args []string) (mountConfig, error) {
 				if err := cfg.parseOptions(v); err != nil {
 					return cfg, err
 				}
-			} else if arg == "-t" && v != "fuse.bpfusefs" && v != "bpfusefs" {
+			} else if arg == "-t" && v != fsType && v != "bpfusefs" {
 				return cfg, usagef("mount helper: type %s is not fuse.bpfusefs", v)
 			}
 			// -N: mount(8) already entered the target namespace for us.
@@ -241,7 +247,7 @@ func parseHelperArgs(args []string) (mountConfig, error) {
 			return cfg, usagef("mount helper: unknown flag %s", arg)
 		}
 	}
-	return cfg, cfg.finish(operands)
+	return cfg, cfg.finish(s.operands)
 }
 
 // finish checks the operands and the values that need more than parsing.

@@ -41,18 +41,9 @@ func runUmount(args []string) error {
 // umount unmounts and, unless lazy, waits for the daemon to finish so that
 // the mount's resources (control socket, backing fds) are gone on return.
 func umount(path string, lazy bool) error {
-	mnt, err := canonicalMountpoint(path)
+	mnt, _, err := findOurMount("umount", path)
 	if err != nil {
-		return fmt.Errorf("umount: %w", err)
-	}
-	e, ok, err := findMount(mnt)
-	switch {
-	case err != nil:
-		return fmt.Errorf("umount: %w", err)
-	case !ok:
-		return fmt.Errorf("umount: %s is not a mount point", mnt)
-	case e.FSType != "fuse.bpfusefs":
-		return fmt.Errorf("umount: %s is a %s mount, not bpfusefs", mnt, e.FSType)
+		return err
 	}
 	// Ask the daemon to tell us when it is done before the mount goes: a
 	// daemon we cannot reach (another user's, or dead) is simply not
