@@ -32,6 +32,10 @@ disk_size=""
 bpfusefs=$repo/bin/bpfusefs
 bench_args=${BENCHFLAGS:-}
 accel=${BPFUSEFS_VM_ACCEL:-}
+# Host programs the suites run (GNU semantics the busybox applets lack:
+# cp -a keeping xattrs, ACLs, file attributes, sqlite3, git...). fio is
+# left to --bench: its libraries alone are 80 MB, slow to boot under TCG.
+read -ra host_tools <<<"${BPFUSEFS_VM_TOOLS:-tar cp setfattr getfattr setfacl getfacl chattr lsattr sqlite3 rsync git flock mount umount}"
 disk=""
 
 usage() {
@@ -92,6 +96,7 @@ parse_args() {
 			;;
 		--bpfusefs) bpfusefs=${2:?} && shift ;;
 		--bench-args) bench_args=${2?} && shift ;;
+		--tools) read -ra host_tools <<<"${2?}" && shift ;;
 		--mem) mem=${2:?} && shift ;;
 		--smp) smp=${2:?} && shift ;;
 		-h | --help) usage && exit 0 ;;
@@ -101,12 +106,13 @@ parse_args() {
 	done
 	timeout=$(seconds "$timeout")
 	boot_timeout=$(seconds "$boot_timeout")
-	seconds "$test_timeout" >/dev/null
+	test_timeout=$(seconds "$test_timeout")
 	if [ "$mode" = bench ]; then
 		[ "$bpfusefs" != none ] || die $EXIT_USAGE "--bench needs a bpfusefs binary"
 		"$bpfusefs" bench -h >/dev/null 2>&1 ||
 			die $EXIT_SETUP "$bpfusefs has no bench subcommand ('bpfusefs bench -h' fails): nothing to run"
 		[ -n "$disk_size" ] || disk_size=4G # benchmarks want a real block file system under them
+		[[ " ${host_tools[*]} " == *" fio "* ]] || host_tools+=(fio) # the reference for I/O numbers
 	fi
 }
 
@@ -228,10 +234,26 @@ build_tests() {
 	[ $n -gt 0 ] || die $EXIT_USAGE "no packages with tests in: ${packages[*]:-./...}"
 }
 
+# add_host_tool copies host program $1 into the guest's /usr/local/bin (ahead
+# of busybox in PATH) with the shared libraries ldd lists, at their host paths.
+add_host_tool() {
+	local path lib
+	path=$(command -v "$1") || {
+		log "host has no $1: the guest will not either"
+		return 0
+	}
+	cp -L "$path" "$root/usr/local/bin/$1"
+	for lib in $(ldd "$path" 2>/dev/null | grep -o '/[^ ]*'); do
+		[ -e "$root$lib" ] && continue
+		mkdir -p "$root$(dirname "$lib")"
+		cp -L "$lib" "$root$lib"
+	done
+}
+
 # build_payload assembles the guest's root file system in $root.
 build_payload() {
 	root=$work/root
-	mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,etc,src,lib/modules,proc,sys,dev,tmp,run,root,mnt}
+	mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,usr/local/bin,etc,src,lib/modules,proc,sys,dev,tmp,run,root,mnt}
 	cp "$(dpkg -L busybox-static | grep -m1 '/bin/busybox$')" "$root/bin/busybox"
 	cp "$here/guest/init" "$root/init"
 	cp "$here/guest/vmtest-run" "$root/bin/vmtest-run"
@@ -242,17 +264,20 @@ build_payload() {
 		cp "$bpfusefs" "$root/bin/bpfusefs"
 	fi
 	[ "$mode" = bench ] || build_tests
+	local tool
+	for tool in "${host_tools[@]}"; do
+		add_host_tool "$tool"
+	done
 	guest_modules=""
 	if [ -n "$kernel_modules" ]; then
 		add_module virtio_blk # the scratch disk
 		add_module loop       # tests that build file systems on image files
 	fi
-	local flags="-test.timeout=$test_timeout"
+	local flags="-test.timeout=${test_timeout}s"
 	[ "$full" = 1 ] || flags+=" -test.short"
-	{
-		printf 'VMTEST_%s=%q\n' MODE "$mode" TEST_RUN "$test_run" TEST_FLAGS "$flags" \
-			BENCH_ARGS "$bench_args" MODULES "${guest_modules# }"
-	} >"$root/etc/vmtest.conf"
+	printf 'VMTEST_%s=%q\n' MODE "$mode" TEST_RUN "$test_run" TEST_FLAGS "$flags" \
+		TEST_SECONDS "$test_timeout" GRACE 30 BENCH_ARGS "$bench_args" \
+		MODULES "${guest_modules# }" >"$root/etc/vmtest.conf"
 }
 
 # make_initramfs packs $root as a newc cpio, zstd-compressed when the kernel
