@@ -76,7 +76,7 @@ func (b *Batch) Fsync(fd int, datasync bool) {
 
 // Add queues a request prepared by prep (called while submitting). prep
 // may set SQEIOLink to chain it to the next request of the batch. Memory
-// the SQE points to must stay reachable until Run returns.
+// the SQE points to must be pinned (runtime.Pinner) until Run returns.
 func (b *Batch) Add(prep func(*SQE)) {
 	b.ops = append(b.ops, op{kind: opPrep, prep: prep})
 }

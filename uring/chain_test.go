@@ -33,11 +33,11 @@ func TestLinkChainFailingHead(t *testing.T) {
 		wantRest syscall.Errno // 0: the rest runs
 	}{{SQEIOLink, syscall.ECANCELED}, {SQEIOHardlink, 0}} {
 		sqe := r.GetSQE()
-		sqe.PrepRead(-1, make([]byte, 4), 0) // fails with EBADF
+		sqe.PrepRead(-1, pinnedBytes(t, make([]byte, 4)), 0) // fails with EBADF
 		sqe.SetFlags(tc.link)
 		sqe.SetUserData(1)
 		sqe = r.GetSQE()
-		sqe.PrepWrite(int(f.Fd()), []byte("CHAINED"), 0)
+		sqe.PrepWrite(int(f.Fd()), pinnedBytes(t, []byte("CHAINED")), 0)
 		sqe.SetFlags(tc.link)
 		sqe.SetUserData(2)
 		sqe = r.GetSQE()
@@ -61,13 +61,13 @@ func TestLinkChainFailingHead(t *testing.T) {
 
 func TestTimeout(t *testing.T) {
 	r := newRing(t, 8, nil)
-	ts := DurationTimespec(5 * time.Millisecond)
-	wantErr(t, "pure timeout", do(t, r, func(s *SQE) { s.PrepTimeout(&ts, 0, 0) }), syscall.ETIME)
+	ts := pinned(t, new(DurationTimespec(5*time.Millisecond)))
+	wantErr(t, "pure timeout", do(t, r, func(s *SQE) { s.PrepTimeout(ts, 0, 0) }), syscall.ETIME)
 
 	// A count timeout completes with 0 once that many other CQEs posted.
-	long := DurationTimespec(time.Minute)
+	long := pinned(t, new(DurationTimespec(time.Minute)))
 	sqe := r.GetSQE()
-	sqe.PrepTimeout(&long, 1, 0)
+	sqe.PrepTimeout(long, 1, 0)
 	sqe.SetUserData(1)
 	sqe = r.GetSQE()
 	sqe.PrepNop()
@@ -81,14 +81,14 @@ func TestTimeout(t *testing.T) {
 func TestLinkTimeoutCancelsStuckRead(t *testing.T) {
 	r := newRing(t, 8, nil)
 	rfd, _ := pipe(t)
-	buf := make([]byte, 8)
-	ts := DurationTimespec(10 * time.Millisecond)
+	buf := pinnedBytes(t, make([]byte, 8))
+	ts := pinned(t, new(DurationTimespec(10*time.Millisecond)))
 	sqe := r.GetSQE()
 	sqe.PrepRead(rfd, buf, 0) // an empty pipe never completes
 	sqe.SetFlags(SQEIOLink)
 	sqe.SetUserData(1)
 	sqe = r.GetSQE()
-	sqe.PrepLinkTimeout(&ts, 0)
+	sqe.PrepLinkTimeout(ts, 0)
 	sqe.SetUserData(2)
 	got := submitAll(t, r, 2)
 	wantErr(t, "read", got[1], syscall.ECANCELED)
@@ -98,7 +98,7 @@ func TestLinkTimeoutCancelsStuckRead(t *testing.T) {
 func TestCancel(t *testing.T) {
 	r := newRing(t, 8, nil)
 	rfd, _ := pipe(t)
-	buf := make([]byte, 8)
+	buf := pinnedBytes(t, make([]byte, 8))
 	sqe := r.GetSQE()
 	sqe.PrepRead(rfd, buf, 0)
 	sqe.SetUserData(7)

@@ -24,10 +24,10 @@
 //
 // Memory handed to the kernel by address (read buffers, iovecs, statx
 // results) must stay reachable and in place until the request completes:
-// keep it in the heap (runtime.Pinner, or unix.Mmap for long-lived
-// buffers) and runtime.KeepAlive it after reaping. Paths, timespecs and
-// open_how are copied during submission and only need to live until
-// Submit returns.
+// pin it with runtime.Pinner (which also takes it off the movable goroutine
+// stack) or use unix.Mmap for long-lived buffers. Paths, timespecs and
+// open_how are copied during submission and need this only until Submit
+// returns.
 //
 // Waiting retries EINTR, which Go's preemption signals cause routinely.
 // SubmitAndWaitTimeout and WaitCQETimeout bound a wait with

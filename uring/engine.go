@@ -134,7 +134,7 @@ func (e *Engine) Fsync(fd int, datasync bool) error {
 // Do runs one request prepared by prep and returns its CQE result; err is
 // the syscall.Errno of a negative result, or an engine failure. The engine
 // sets the user data and clears SQECQESkipSuccess and link flags. Memory
-// the SQE points to must stay reachable until Do returns.
+// the SQE points to must be pinned (runtime.Pinner) until Do returns.
 func (e *Engine) Do(prep func(*SQE)) (res int32, err error) {
 	return e.one(op{kind: opPrep, prep: prep})
 }

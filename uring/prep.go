@@ -9,11 +9,13 @@ import (
 // Prep helpers, named and laid out like liburing's io_uring_prep_*. Each one
 // overwrites the first 64 bytes of the SQE (flags and user data included).
 //
-// Memory: the SQE carries raw addresses. Buffers, iovecs and result
-// structs (statx) must stay reachable and unmoved until the request
-// completes (keep them in the heap, e.g. with runtime.Pinner, and use
-// runtime.KeepAlive after reaping). Paths, timespecs and open_how are copied
-// by the kernel while submitting and only need to live until Submit returns.
+// Memory: the SQE carries raw addresses, which the garbage collector does
+// not see. Everything it points to must be pinned (runtime.Pinner, which
+// also moves it off the goroutine stack, where stack growth would move it)
+// or allocated outside Go (unix.Mmap). Buffers, iovecs and result structs
+// (statx) must stay so until the request completes; paths, timespecs and
+// open_how are copied by the kernel while submitting and only until Submit
+// returns.
 
 func (s *SQE) prepRW(op Op, fd int, addr unsafe.Pointer, length uint32, off uint64) {
 	*s = SQE{Opcode: op, Fd: int32(fd), Off: off, Addr: uint64(uintptr(addr)), Len: length}

@@ -63,8 +63,9 @@ func TestPrepVectored(t *testing.T) {
 	f := tempFile(t, []byte("hello, vectored world"))
 	fd := int(f.Fd())
 
-	a, b := make([]byte, 5), make([]byte, 7)
+	a, b := pinnedBytes(t, make([]byte, 5)), pinnedBytes(t, make([]byte, 7))
 	iov := iovecsOf([][]byte{a, b})
+	pinned(t, &iov[0])
 	mustRes(t, "readv", do(t, r, func(s *SQE) { s.PrepReadv(fd, iov, 0) }), 12)
 	wa, wb := make([]byte, 5), make([]byte, 7)
 	if _, err := unix.Preadv(fd, [][]byte{wa, wb}, 0); err != nil {
@@ -74,7 +75,8 @@ func TestPrepVectored(t *testing.T) {
 		t.Fatalf("readv got %q %q, preadv %q %q", a, b, wa, wb)
 	}
 
-	iov = iovecsOf([][]byte{[]byte("VEC"), []byte("TORED")})
+	iov = iovecsOf([][]byte{pinnedBytes(t, []byte("VEC")), pinnedBytes(t, []byte("TORED"))})
+	pinned(t, &iov[0])
 	mustRes(t, "writev", do(t, r, func(s *SQE) { s.PrepWritev(fd, iov, 7) }), 8)
 	got, _ := os.ReadFile(f.Name())
 	if string(got) != "hello, VECTORED world" {
@@ -167,14 +169,14 @@ func TestPrepPathOps(t *testing.T) {
 	c := do(t, r, func(s *SQE) { s.PrepOpenat(dfd, cstr(t, "new"), unix.O_CREAT|unix.O_WRONLY, 0o640) })
 	mustRes(t, "openat", c, -1)
 	fd := int(c.Res)
-	mustRes(t, "write", do(t, r, func(s *SQE) { s.PrepWrite(fd, []byte("abc"), 0) }), 3)
+	mustRes(t, "write", do(t, r, func(s *SQE) { s.PrepWrite(fd, pinnedBytes(t, []byte("abc")), 0) }), 3)
 	mustRes(t, "close", do(t, r, func(s *SQE) { s.PrepClose(fd) }), 0)
 	if err := unix.Close(fd); err != syscall.EBADF {
 		t.Fatalf("fd still open after IORING_OP_CLOSE: %v", err)
 	}
 
 	// openat2 with RESOLVE_BENEATH: like openat2(2), escaping fails.
-	how := &unix.OpenHow{Flags: unix.O_RDONLY, Resolve: unix.RESOLVE_BENEATH}
+	how := pinned(t, &unix.OpenHow{Flags: unix.O_RDONLY, Resolve: unix.RESOLVE_BENEATH})
 	c = do(t, r, func(s *SQE) { s.PrepOpenat2(dfd, cstr(t, "new"), how) })
 	mustRes(t, "openat2", c, -1)
 	unix.Close(int(c.Res))
@@ -185,9 +187,9 @@ func TestPrepPathOps(t *testing.T) {
 	}
 
 	// statx against statx(2).
-	var st, ref unix.Statx_t
+	st, ref := pinned(t, new(unix.Statx_t)), unix.Statx_t{}
 	mustRes(t, "statx", do(t, r, func(s *SQE) {
-		s.PrepStatx(dfd, cstr(t, "new"), 0, unix.STATX_BASIC_STATS, &st)
+		s.PrepStatx(dfd, cstr(t, "new"), 0, unix.STATX_BASIC_STATS, st)
 	}), 0)
 	if err := unix.Statx(dfd, "new", 0, unix.STATX_BASIC_STATS, &ref); err != nil {
 		t.Fatal(err)

@@ -102,16 +102,28 @@ func (r *Ring) RegisterFilesSparse(n uint32) error {
 // UpdateFiles replaces slots off.. of the file table with fds (-1 clears a
 // slot, RegisterFilesSkip keeps it) and returns how many were updated.
 func (r *Ring) UpdateFiles(off uint32, fds []int32) (int, error) {
-	up := rsrcUpdate{offset: off, data: uint64(uintptr(unsafe.Pointer(unsafe.SliceData(fds))))}
-	n, err := register(r.fd, RegisterFilesUpdate, unsafe.Pointer(&up), uint32(len(fds)))
-	runtime.KeepAlive(fds)
-	return n, err
+	var pin runtime.Pinner
+	defer pin.Unpin()
+	up := rsrcUpdate{offset: off, data: uint64(pinnedAddr(&pin, unsafe.SliceData(fds)))}
+	return register(r.fd, RegisterFilesUpdate, unsafe.Pointer(&up), uint32(len(fds)))
 }
 
 // UnregisterFiles removes the file table.
 func (r *Ring) UnregisterFiles() error {
 	_, err := register(r.fd, UnregisterFiles, nil, 0)
 	return err
+}
+
+// pinnedAddr returns the address of *p for a pointer nested in a syscall
+// argument. Pinning moves the object to the heap and keeps it there and
+// alive until pin is unpinned: the kernel reads it by address, which a
+// moving goroutine stack would invalidate.
+func pinnedAddr[T any](pin *runtime.Pinner, p *T) uintptr {
+	if p == nil {
+		return 0
+	}
+	pin.Pin(p)
+	return uintptr(unsafe.Pointer(p))
 }
 
 func iovecsOf(bufs [][]byte) []unix.Iovec {
@@ -148,10 +160,11 @@ func (r *Ring) RegisterBuffersSparse(n uint32) error {
 // UpdateBuffers replaces slots off.. of the buffer table with bufs (an
 // empty slice clears a slot) and returns how many were updated.
 func (r *Ring) UpdateBuffers(off uint32, bufs [][]byte) (int, error) {
+	var pin runtime.Pinner
+	defer pin.Unpin()
 	iovs := iovecsOf(bufs)
-	up := rsrcUpdate2{offset: off, data: uint64(uintptr(unsafe.Pointer(unsafe.SliceData(iovs)))), nr: uint32(len(bufs))}
+	up := rsrcUpdate2{offset: off, data: uint64(pinnedAddr(&pin, unsafe.SliceData(iovs))), nr: uint32(len(bufs))}
 	n, err := register(r.fd, RegisterBuffersUpdate, unsafe.Pointer(&up), uint32(unsafe.Sizeof(up)))
-	runtime.KeepAlive(iovs)
 	if err == nil {
 		r.keepBuffers(off, bufs[:n])
 	}
@@ -204,14 +217,15 @@ func (r *Ring) UnregisterRingFd() error {
 	return nil
 }
 
-// regionDesc mirrors struct io_uring_region_desc.
+// regionDesc mirrors struct io_uring_region_desc. The region is always
+// kernel-allocated here, so user_addr, flags and id stay zero.
 type regionDesc struct {
-	userAddr   uint64
+	_          uint64 // user_addr
 	size       uint64
-	flags      uint32
-	id         uint32
+	_          uint32 // flags
+	_          uint32 // id
 	mmapOffset uint64
-	resv       [4]uint64
+	_          [4]uint64
 }
 
 // memRegionReg mirrors struct io_uring_mem_region_reg.
@@ -275,10 +289,11 @@ const MemRegionWaitArg uint64 = 1
 // reach the same memory as IOU_REGION_MEM. A ring has at most one; it is
 // unmapped by Close.
 func (r *Ring) RegisterMemRegion(size int, flags uint64) ([]byte, error) {
-	desc := regionDesc{size: uint64(size)}
-	reg := memRegionReg{regionUptr: uint64(uintptr(unsafe.Pointer(&desc))), flags: flags}
+	var pin runtime.Pinner
+	defer pin.Unpin()
+	desc := &regionDesc{size: uint64(size)}
+	reg := memRegionReg{regionUptr: uint64(pinnedAddr(&pin, desc)), flags: flags}
 	_, err := register(r.fd, RegisterMemRegion, unsafe.Pointer(&reg), 1)
-	runtime.KeepAlive(&desc)
 	if err != nil {
 		return nil, err
 	}

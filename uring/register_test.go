@@ -31,7 +31,7 @@ func TestRegisteredFiles(t *testing.T) {
 	if n, err := r.UpdateFiles(2, []int32{int32(f.Fd())}); err != nil || n != 1 {
 		t.Fatalf("UpdateFiles = %d, %v", n, err)
 	}
-	buf := make([]byte, len(content))
+	buf := pinnedBytes(t, make([]byte, len(content)))
 	c := do(t, r, func(s *SQE) {
 		s.PrepRead(2, buf, 0)
 		s.SetFlags(SQEFixedFile)

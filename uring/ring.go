@@ -36,6 +36,12 @@ type Ring struct {
 
 	ringMem, cqMem, sqeMem, regionMem []byte
 
+	// waitArg is the IORING_ENTER_EXT_ARG argument of timed waits.
+	waitArg struct {
+		arg getEventsArg
+		ts  Timespec
+	}
+
 	// keep holds memory the kernel references after registration (fixed
 	// buffers), so that the GC never frees it underneath the kernel.
 	keep map[uint32][]byte
@@ -226,16 +232,17 @@ func (r *Ring) submitAndWait(n uint32, deadline *time.Time) (int, error) {
 		}
 		var arg unsafe.Pointer
 		var argSize uintptr
-		var ts Timespec
-		ea := getEventsArg{sigmaskSz: 8}
 		if deadline != nil && n > 0 {
 			left := time.Until(*deadline)
 			if left <= 0 {
 				return submitted, enterError(syscall.ETIME)
 			}
-			ts = DurationTimespec(left)
-			ea.ts = uint64(uintptr(unsafe.Pointer(&ts)))
-			arg, argSize, flags = unsafe.Pointer(&ea), unsafe.Sizeof(ea), flags|EnterExtArg
+			// The argument points to the timespec by address: both
+			// live in the Ring, in the heap, where nothing moves.
+			w := &r.waitArg
+			w.ts = DurationTimespec(left)
+			w.arg = getEventsArg{sigmaskSz: 8, ts: uint64(uintptr(unsafe.Pointer(&w.ts)))}
+			arg, argSize, flags = unsafe.Pointer(&w.arg), unsafe.Sizeof(w.arg), flags|EnterExtArg
 		}
 		got, errno := enter(r.enterFd, pending, n, flags, arg, argSize)
 		if errno == 0 {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"syscall"
 	"testing"
 
@@ -44,7 +45,23 @@ func tempFile(t testing.TB, content []byte) *os.File {
 	return f
 }
 
-// run submits the prepared SQEs and returns their CQEs by user data.
+// pinned keeps *p in place until the test ends, as memory the kernel
+// reaches by address must be: pinning also moves it off the goroutine
+// stack, which can move.
+func pinned[T any](t testing.TB, p *T) *T {
+	var pin runtime.Pinner
+	pin.Pin(p)
+	t.Cleanup(pin.Unpin)
+	return p
+}
+
+// pinnedBytes pins the array behind b.
+func pinnedBytes(t testing.TB, b []byte) []byte {
+	pinned(t, &b[0])
+	return b
+}
+
+// submitAll submits the prepared SQEs and returns their CQEs by user data.
 func submitAll(t testing.TB, r *Ring, n uint32) map[uint64]CQE {
 	t.Helper()
 	if _, err := r.SubmitAndWait(n); err != nil {
@@ -74,11 +91,11 @@ func TestReadWriteMatchesSyscalls(t *testing.T) {
 	content := bytes.Repeat([]byte("0123456789abcdef"), 1024)
 	f := tempFile(t, content)
 
-	buf := make([]byte, 4096)
+	buf := pinnedBytes(t, make([]byte, 4096))
 	sqe := r.GetSQE()
 	sqe.PrepRead(int(f.Fd()), buf, 100)
 	sqe.SetUserData(1)
-	patch := []byte("io_uring was here")
+	patch := pinnedBytes(t, []byte("io_uring was here"))
 	sqe = r.GetSQE()
 	sqe.PrepWrite(int(f.Fd()), patch, 9000)
 	sqe.SetUserData(2)
@@ -98,7 +115,7 @@ func TestReadWriteMatchesSyscalls(t *testing.T) {
 func TestReadBadFdIsErrno(t *testing.T) {
 	r := newRing(t, 4, nil)
 	sqe := r.GetSQE()
-	sqe.PrepRead(-5, make([]byte, 8), 0)
+	sqe.PrepRead(-5, pinnedBytes(t, make([]byte, 8)), 0)
 	got := submitAll(t, r, 1)
 	c := got[0]
 	if err := c.Err(); !errors.Is(err, syscall.EBADF) {
