@@ -12,7 +12,8 @@ import (
 
 // BenchmarkRead4K compares 4 KiB reads of a file in the page cache through
 // the Engine with plain pread, at queue depth 1 (one goroutine) and 32 (32
-// goroutines), and reports the Engine's throughput relative to pread as x-pread.
+// goroutines, or one goroutine with a 32-read Batch), and reports the
+// Engine's throughput relative to pread as x-pread.
 func BenchmarkRead4K(b *testing.B) {
 	const blocks, size = 1024, 4096
 	content := make([]byte, blocks*size)
@@ -26,6 +27,7 @@ func BenchmarkRead4K(b *testing.B) {
 		"pread":  func(p []byte, off int64) (int, error) { return unix.Pread(fd, p, off) },
 		"engine": func(p []byte, off int64) (int, error) { return e.Pread(fd, p, off) },
 	}
+	var preadQD32 time.Duration
 	for _, qd := range []int{1, 32} {
 		perOp := map[string]time.Duration{}
 		for _, name := range []string{"pread", "engine"} {
@@ -63,7 +65,40 @@ func BenchmarkRead4K(b *testing.B) {
 				}
 			})
 		}
+		if qd == 32 {
+			preadQD32 = perOp["pread"]
+		}
 	}
+	// Depth 32 from one goroutine: 32 reads in one Batch per iteration
+	// (a read-ahead), against the 32-goroutine pread above.
+	b.Run("batch/QD32", func(b *testing.B) {
+		const depth = 32
+		b.SetBytes(depth * size)
+		bufs := make([][]byte, depth)
+		for i := range bufs {
+			bufs[i] = make([]byte, size)
+		}
+		batch := e.NewBatch()
+		rnd := rand.New(rand.NewPCG(1, 2))
+		for b.Loop() {
+			batch.Reset()
+			for _, buf := range bufs {
+				batch.Pread(fd, buf, int64(rnd.IntN(blocks))*size)
+			}
+			if err := e.Run(batch); err != nil {
+				b.Fatal(err)
+			}
+			for _, res := range batch.Results() {
+				if res != size {
+					b.Fatalf("batched read res %d", res)
+				}
+			}
+		}
+		if preadQD32 > 0 {
+			perRead := b.Elapsed() / time.Duration(b.N*depth)
+			b.ReportMetric(float64(preadQD32)/float64(perRead), "x-pread")
+		}
+	})
 }
 
 // BenchmarkMirrorWrite4K writes one 4 KiB block to three mirror files:
