@@ -105,6 +105,7 @@ func (e *Engine) Run(b *Batch) error {
 	b.results = append(b.results[:0], make([]int32, len(b.ops))...)
 	w := waiterPool.Get().(*waiter)
 	if err := e.run(b.ops, w, b.results); err != nil {
+		b.results = b.results[:0]
 		return err // w may still be referenced by a slot: not pooled
 	}
 	waiterPool.Put(w)

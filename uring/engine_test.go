@@ -105,6 +105,19 @@ func TestEngineBatchFanOut(t *testing.T) {
 		t.Errorf("dead mirror res %d, want -EBADF", res[mirrors])
 	}
 
+	// An empty batch is done at once; one larger than the SQ is refused
+	// rather than split (which could break its links).
+	b.Reset()
+	if err := e.Run(b); err != nil || len(b.Results()) != 0 {
+		t.Fatalf("empty batch: %v, %v", err, b.Results())
+	}
+	for range e.Ring().SQEntries() + 1 {
+		b.Add(func(s *SQE) { s.PrepNop() })
+	}
+	if err := e.Run(b); err == nil || len(b.Results()) != 0 {
+		t.Fatalf("batch of %d on a %d-entry SQ: %v, results %v", b.Len(), e.Ring().SQEntries(), err, b.Results())
+	}
+
 	b.Reset()
 	for _, fd := range files {
 		b.Fsync(fd, true)
