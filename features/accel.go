@@ -35,6 +35,11 @@ const (
 // Accels lists the accelerations --accel accepts by name.
 var Accels = []Name{Engine, Passthrough, Fusering, BPF}
 
+// preference is the order in which auto takes accelerations: the kernel
+// serving a file beats BPF in the kernel, which beats the daemon on a ring,
+// which beats the daemon with plain system calls.
+var preference = []Name{Passthrough, BPF, Fusering, Engine}
+
 // Patched lists the patched-kernel features doctor reports.
 var Patched = []Name{MultiCQ, OpBPF, OpCopyFileRange}
 
@@ -122,7 +127,7 @@ func (s Set) with(n Name) Set {
 // never nil, so that JSON shows an empty list rather than null.
 func (s Set) Names() []Name {
 	names := []Name{}
-	for _, n := range []Name{Passthrough, BPF, Fusering, Engine} {
+	for _, n := range preference {
 		if s.Has(n) {
 			names = append(names, n)
 		}
@@ -148,15 +153,27 @@ func (e *UnavailableError) Error() string {
 	return fmt.Sprintf("accel %s is not available: %s", e.Name, e.Reason)
 }
 
+// Checker tells whether this build of bpfusefs can serve a set of
+// accelerations together (nil) or why not. The kernel may support more than
+// the filesystem serves, or serves in combination; the fs package has the
+// last word.
+type Checker func(Set) error
+
 // Resolve turns a request into the set of accelerations to turn on, given
-// what is available. Auto takes every available acceleration; a name asked
-// for explicitly that is unavailable is an *UnavailableError.
-func Resolve(req Request, avail map[Name]Status) (Set, error) {
+// what the kernel offers. Auto takes, in order of preference, each
+// available acceleration that check accepts together with those taken
+// before it. A name asked for explicitly that is unavailable is an
+// *UnavailableError; whether the build serves the names together is left
+// to the mount, which fails with the reason.
+func Resolve(req Request, avail map[Name]Status, check Checker) (Set, error) {
 	var set Set
 	if req.Auto {
-		for _, n := range Accels {
-			if avail[n].Available {
-				set = set.with(n)
+		for _, n := range preference {
+			if !avail[n].Available {
+				continue
+			}
+			if candidate := set.with(n); check(candidate) == nil {
+				set = candidate
 			}
 		}
 		return set, nil

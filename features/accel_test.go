@@ -72,7 +72,7 @@ func TestResolve(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := Resolve(req, avail)
+		got, err := Resolve(req, avail, acceptAll)
 		if tt.wantErr != "" {
 			var ue *UnavailableError
 			if !errors.As(err, &ue) || err.Error() != tt.wantErr {
@@ -86,12 +86,61 @@ func TestResolve(t *testing.T) {
 	}
 }
 
+func acceptAll(Set) error { return nil }
+
+// TestResolveAutoCombinations: auto keeps to combinations the build
+// serves, preferring passthrough, then bpf, fusering, engine.
+func TestResolveAutoCombinations(t *testing.T) {
+	avail := map[Name]Status{}
+	for _, n := range Accels {
+		avail[n] = available()
+	}
+	tests := []struct {
+		name  string
+		check Checker
+		want  Set
+	}{
+		{"everything together", acceptAll, Set{Engine: true, Passthrough: true, Fusering: true, BPF: true}},
+		{
+			"fusering not with passthrough",
+			func(s Set) error {
+				if s.Fusering && s.Passthrough {
+					return errors.New("fusering with passthrough")
+				}
+				return nil
+			},
+			Set{Passthrough: true, BPF: true, Engine: true},
+		},
+		{
+			"only engine served",
+			func(s Set) error {
+				if s != (Set{Engine: true}) {
+					return errors.New("not served")
+				}
+				return nil
+			},
+			Set{Engine: true},
+		},
+	}
+	for _, tt := range tests {
+		got, err := Resolve(Request{Auto: true}, avail, tt.check)
+		if err != nil || got != tt.want {
+			t.Errorf("%s: auto = %+v, %v; want %+v", tt.name, got, err, tt.want)
+		}
+	}
+	// Explicit names are not second-guessed: the mount reports conflicts.
+	req, _ := ParseRequest("passthrough,fusering")
+	if got, err := Resolve(req, avail, func(Set) error { return errors.New("no") }); err != nil || got != (Set{Passthrough: true, Fusering: true}) {
+		t.Errorf("explicit passthrough,fusering = %+v, %v", got, err)
+	}
+}
+
 func TestResolveAutoNothingAvailable(t *testing.T) {
 	avail := map[Name]Status{}
 	for _, n := range Accels {
 		avail[n] = unavailable("no")
 	}
-	got, err := Resolve(Request{Auto: true}, avail)
+	got, err := Resolve(Request{Auto: true}, avail, acceptAll)
 	if err != nil || got != (Set{}) {
 		t.Fatalf("auto with nothing available = %+v, %v; want none", got, err)
 	}

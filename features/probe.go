@@ -53,25 +53,40 @@ type URing struct {
 	Opcodes []string `json:"opcodes"`
 }
 
-// Implemented tells whether this build of bpfusefs can run an acceleration
-// (nil) or why not. The kernel may support more than the filesystem serves
-// yet; the fs package answers this at run time.
-type Implemented func(Name) error
-
 // EnvDisable names the environment variable that marks accelerations or
 // features unavailable, as if the kernel lacked them. It exists so that
 // tests can exercise the "kernel without X" paths on a kernel that has X.
 const EnvDisable = "BPFUSEFS_TEST_DISABLE"
 
-// Probe examines the kernel and the calling user. It mounts a small test
-// filesystem when it can (root and /dev/fuse) to read the kernel's
-// FUSE_INIT and to try a passthrough backing file.
-func Probe(impl Implemented) *Report {
+// Probe examines the kernel and the calling user, and asks check which
+// accelerations this build serves, alone and (for auto) together. It mounts
+// small test filesystems when it can (root and /dev/fuse).
+func Probe(check Checker) *Report {
+	r := ProbeKernel()
+	for _, n := range Accels {
+		if !r.Accel[n].Available {
+			continue
+		}
+		if err := check(Set{}.with(n)); err != nil {
+			r.Accel[n] = unavailable("%v", err)
+		}
+	}
+	set, _ := Resolve(Request{Auto: true}, r.Accel, check)
+	r.Auto = set.Names()
+	return r
+}
+
+// ProbeKernel examines the kernel and the calling user only: Accel says
+// what the kernel offers, Auto is left empty. It mounts a small test
+// filesystem when it can, to read the kernel's FUSE_INIT and to try a
+// passthrough backing file.
+func ProbeKernel() *Report {
 	r := &Report{
 		Kernel:      kernelRelease(),
 		UID:         os.Geteuid(),
 		CapSysAdmin: hasCapSysAdmin(),
 		Accel:       map[Name]Status{},
+		Auto:        []Name{},
 	}
 	var k kernelFUSE
 	r.FUSE, k = r.probeFUSE()
@@ -85,22 +100,15 @@ func Probe(impl Implemented) *Report {
 	for _, n := range Patched {
 		r.Accel[n] = u.patched(n)
 	}
-	for _, n := range Accels {
-		switch {
-		case !r.Accel[n].Available:
-		case !r.FUSE.Available:
-			// Every acceleration speeds up a mount that cannot happen.
-			r.Accel[n] = unavailable("FUSE unusable: %s", r.FUSE.Reason)
-		default:
-			if err := impl(n); err != nil {
-				r.Accel[n] = unavailable("%v", err)
+	if !r.FUSE.Available {
+		// Every acceleration speeds up a mount that cannot happen.
+		for _, n := range Accels {
+			if r.Accel[n].Available {
+				r.Accel[n] = unavailable("FUSE unusable: %s", r.FUSE.Reason)
 			}
 		}
 	}
 	applyEnvDisable(r.Accel, os.Getenv(EnvDisable))
-
-	set, _ := Resolve(Request{Auto: true}, r.Accel)
-	r.Auto = set.Names()
 	return r
 }
 

@@ -12,8 +12,8 @@ import (
 // reason}, with a reason whenever unavailable, and "auto" lists exactly
 // the available accelerations.
 func TestReportJSONShape(t *testing.T) {
-	r := Probe(func(n Name) error {
-		if n == Fusering {
+	r := Probe(func(s Set) error {
+		if s.Fusering {
 			return errors.New("not in this build")
 		}
 		return nil
@@ -60,7 +60,7 @@ func TestReportJSONShape(t *testing.T) {
 
 func TestProbeHonoursEnvDisable(t *testing.T) {
 	t.Setenv(EnvDisable, "engine,passthrough")
-	r := Probe(func(Name) error { return nil })
+	r := Probe(acceptAll)
 	for _, n := range []Name{Engine, Passthrough} {
 		if r.Accel[n].Available || slices.Contains(r.Auto, n) {
 			t.Errorf("%s still available with %s set: %+v, auto %v", n, EnvDisable, r.Accel[n], r.Auto)

@@ -10,31 +10,38 @@ import (
 	"github.com/bpfusefs/bpfusefs/fs"
 )
 
-// implemented asks the fs package whether it can serve an acceleration
-// the kernel supports, by mounting a scratch directory with it on: fs
-// refuses what it cannot serve. Passthrough needs no scratch mount, the
-// kernel probe already mounted one and registered a backing file.
-func implemented(n features.Name) error {
-	switch n {
-	case features.Engine:
-		return tryFSMount(fs.Options{Engine: true})
-	case features.Fusering:
-		return tryFSMount(fs.Options{Fusering: true})
-	case features.BPF:
+// fsChecker returns a features.Checker that asks the fs package whether it
+// serves a set of accelerations, by mounting a scratch directory with them:
+// fs refuses what it cannot serve, before mounting anything. Answers are
+// remembered, since auto asks about growing sets.
+func fsChecker() features.Checker {
+	answers := map[features.Set]error{}
+	return func(set features.Set) error {
+		if err, ok := answers[set]; ok {
+			return err
+		}
+		err := checkFS(set)
+		answers[set] = err
+		return err
+	}
+}
+
+func checkFS(set features.Set) error {
+	if set.BPF {
 		// fs.Options has no switch for it: the filesystem has no BPF path.
 		return errors.New("this bpfusefs build has no BPF offload")
 	}
-	return nil
-}
-
-// tryFSMount mounts an empty scratch directory with opts and unmounts it.
-func tryFSMount(opts fs.Options) error {
 	dir, err := os.MkdirTemp("", "bpfusefs-probe-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	opts.Backing = filepath.Join(dir, "backing")
+	opts := fs.Options{
+		Backing:     filepath.Join(dir, "backing"),
+		Engine:      set.Engine,
+		Passthrough: set.Passthrough,
+		Fusering:    set.Fusering,
+	}
 	mnt := filepath.Join(dir, "mnt")
 	for _, d := range []string{opts.Backing, mnt} {
 		if err := os.Mkdir(d, 0o700); err != nil {

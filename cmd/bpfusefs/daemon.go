@@ -32,19 +32,19 @@ type daemonRequest struct {
 	Accel  features.Set `json:"accel"`
 }
 
-func daemonConfigFromEnv() (daemonRequest, bool) {
+// daemonRequestFromEnv returns the request of a parent started with -d,
+// if this process is such a daemon.
+func daemonRequestFromEnv() (req daemonRequest, isDaemon bool, err error) {
 	v, ok := os.LookupEnv(envDaemon)
 	if !ok {
-		return daemonRequest{}, false
+		return req, false, nil
 	}
 	// Programs the daemon runs (none today) must not think they are one.
 	os.Unsetenv(envDaemon)
-	var req daemonRequest
 	if err := json.Unmarshal([]byte(v), &req); err != nil {
-		fmt.Fprintf(os.Stderr, "bpfusefs: bad %s: %v\n", envDaemon, err)
-		os.Exit(exitFailure)
+		return req, true, fmt.Errorf("bad %s: %w", envDaemon, err)
 	}
-	return req, true
+	return req, true, nil
 }
 
 func startDaemon(cfg mountConfig, set features.Set) error {

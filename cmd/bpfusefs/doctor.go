@@ -19,7 +19,7 @@ func runDoctor(args []string) error {
 	if len(operands) != 0 {
 		return usagef("doctor takes no operands")
 	}
-	report := features.Probe(implemented)
+	report := features.Probe(fsChecker())
 	if asJSON {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")

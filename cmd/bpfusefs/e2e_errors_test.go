@@ -30,16 +30,54 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Fatalf("gave up waiting for %s", what)
 }
 
-// waitLive waits until a foreground daemon finished mounting: its control
-// socket answers only after fs.Mount returned. Killing a daemon earlier,
-// while go-fuse's own first request to the mount is in flight, leaves a
-// process stuck in the kernel waiting for a reply it would give itself.
-func waitLive(t *testing.T, mnt string) {
+// foreground is a `bpfusefs mount` running in the foreground.
+type foreground struct {
+	cmd  *exec.Cmd
+	logs bytes.Buffer
+	done chan struct{} // closed when the process has exited
+	err  error         // its exit status, once done
+}
+
+// wait waits for the daemon to exit.
+func (d *foreground) wait() error {
+	<-d.done
+	return d.err
+}
+
+// startForeground starts `bpfusefs mount ARGS` in the foreground and waits
+// until the mount is live: its control socket answers only after fs.Mount
+// returned. (Killing a daemon earlier, while go-fuse's own first request
+// to the mount is in flight, would leave a process stuck in the kernel
+// waiting for a reply it would give itself.) The daemon is killed at the
+// end of the test if still running.
+func startForeground(t *testing.T, mnt string, args ...string) *foreground {
 	t.Helper()
+	d := &foreground{cmd: exec.Command(binary, append([]string{"mount"}, args...)...), done: make(chan struct{})}
+	d.cmd.Stdout, d.cmd.Stderr = &d.logs, &d.logs
+	must(t, d.cmd.Start())
+	go func() {
+		d.err = d.cmd.Wait()
+		close(d.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-d.done:
+		default:
+			_ = d.cmd.Process.Kill()
+			<-d.done
+			_ = syscall.Unmount(mnt, syscall.MNT_DETACH)
+		}
+	})
 	waitFor(t, "the foreground mount", func() bool {
+		select {
+		case <-d.done:
+			t.Fatalf("bpfusefs mount %v exited (%v) before the mount was live:\n%s", args, d.err, d.logs.String())
+		default:
+		}
 		_, err := fetchStats(mnt)
 		return err == nil
 	})
+	return d
 }
 
 func mounted(mnt string) bool {
@@ -201,7 +239,7 @@ func TestDaemonReturnsWhenLive(t *testing.T) {
 
 func TestAccelUnavailableByName(t *testing.T) {
 	requireMount(t)
-	r := features.Probe(implemented)
+	r := features.Probe(fsChecker())
 	tested := false
 	for _, n := range features.Accels {
 		if st := r.Accel[n]; !st.Available {
@@ -306,18 +344,7 @@ func TestSIGTERMDuringWrites(t *testing.T) {
 	for _, mode := range accelModes(t) {
 		t.Run(mode, func(t *testing.T) {
 			backing, mnt := newDirs(t)
-			daemon := exec.Command(binary, "mount", "--accel", mode, backing, mnt)
-			var logs bytes.Buffer
-			daemon.Stdout, daemon.Stderr = &logs, &logs
-			must(t, daemon.Start())
-			t.Cleanup(func() {
-				if daemon.ProcessState == nil {
-					_ = daemon.Process.Kill()
-					_ = daemon.Wait()
-					_ = syscall.Unmount(mnt, syscall.MNT_DETACH)
-				}
-			})
-			waitLive(t, mnt)
+			daemon := startForeground(t, mnt, "--accel", mode, backing, mnt)
 
 			f, err := os.Create(filepath.Join(mnt, "data"))
 			must(t, err)
@@ -336,7 +363,7 @@ func TestSIGTERMDuringWrites(t *testing.T) {
 			for synced < 4 {
 				writeChunk()
 			}
-			must(t, daemon.Process.Signal(syscall.SIGTERM))
+			must(t, daemon.cmd.Process.Signal(syscall.SIGTERM))
 			// Keep writing while the daemon tries to unmount: the open
 			// file keeps the mount busy until the daemon detaches it.
 			waitFor(t, "the daemon to detach the busy mount", func() bool {
@@ -347,8 +374,8 @@ func TestSIGTERMDuringWrites(t *testing.T) {
 				writeChunk()
 			}
 			must(t, f.Close())
-			if err := daemon.Wait(); err != nil {
-				t.Fatalf("daemon after SIGTERM: %v\n%s", err, logs.String())
+			if err := daemon.wait(); err != nil {
+				t.Fatalf("daemon after SIGTERM: %v\n%s", err, daemon.logs.String())
 			}
 			if mounted(mnt) {
 				t.Error("still mounted after the daemon exited")
@@ -363,8 +390,8 @@ func TestSIGTERMDuringWrites(t *testing.T) {
 			}
 			// The file was open at SIGTERM: the daemon had to detach the
 			// mount and serve the writer to the end.
-			if !strings.Contains(logs.String(), "detaching") {
-				t.Errorf("daemon log does not show a lazy detach:\n%s", logs.String())
+			if !strings.Contains(daemon.logs.String(), "detaching") {
+				t.Errorf("daemon log does not show a lazy detach:\n%s", daemon.logs.String())
 			}
 		})
 	}
@@ -439,11 +466,9 @@ func TestMountHelper(t *testing.T) {
 func TestKilledDaemon(t *testing.T) {
 	requireMount(t)
 	backing, mnt := newDirs(t)
-	daemon := exec.Command(binary, "mount", backing, mnt)
-	must(t, daemon.Start())
-	waitLive(t, mnt)
-	must(t, daemon.Process.Kill())
-	_ = daemon.Wait()
+	daemon := startForeground(t, mnt, backing, mnt)
+	must(t, daemon.cmd.Process.Kill())
+	_ = daemon.wait()
 	t.Cleanup(func() { cleanupMount(t, mnt) })
 
 	// (A stat could still be answered from the kernel's attribute cache.)

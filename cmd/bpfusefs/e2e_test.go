@@ -81,7 +81,7 @@ func requireTools(t *testing.T, tools ...string) {
 func accelModes(t *testing.T) []string {
 	t.Helper()
 	modes := []string{"none"}
-	r := features.Probe(implemented)
+	r := features.Probe(fsChecker())
 	for _, n := range features.Accels {
 		if r.Accel[n].Available {
 			modes = append(modes, string(n))

@@ -72,8 +72,10 @@ func run(argv []string) int {
 }
 
 func dispatch(argv []string) error {
-	if cfg, ok := daemonConfigFromEnv(); ok {
-		return runDaemonChild(cfg)
+	if req, isDaemon, err := daemonRequestFromEnv(); err != nil {
+		return err
+	} else if isDaemon {
+		return runDaemonChild(req)
 	}
 	if filepath.Base(argv[0]) == helperName {
 		return runHelper(argv[1:])

@@ -32,7 +32,8 @@ flags:
                      ordinary mount flags (noatime, nosuid, _netdev...) are
                      accepted and ignored; allow_other implies
                      default_permissions unless nodefault_permissions
-  --log FILE         daemon log (default: next to the control socket)
+  --log FILE         log file (default: stderr; with -d, a file next to
+                     the control socket, removed after a clean run)
   --debug            log every FUSE request
   -h, --help         show this help
 `
@@ -62,15 +63,22 @@ func mount(cfg mountConfig) error {
 	if err != nil {
 		return &usageError{err.Error()}
 	}
-	report := features.Probe(implemented)
-	set, err := features.Resolve(req, report.Accel)
+	set, err := features.Resolve(req, features.ProbeKernel().Accel, fsChecker())
 	if err != nil {
 		return err
 	}
 	if cfg.Daemon {
 		return startDaemon(cfg, set)
 	}
-	return serve(cfg, set, os.Stderr, nil)
+	if cfg.LogFile == "" {
+		return serve(cfg, set, os.Stderr, nil)
+	}
+	logFile, err := os.OpenFile(cfg.LogFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("log: %w", err)
+	}
+	defer logFile.Close()
+	return serve(cfg, set, logFile, nil)
 }
 
 // checkPaths makes the paths absolute and checks them, so that the usual
