@@ -23,15 +23,33 @@ import (
 // detects hangs and is never a performance assertion.
 const hangLimit = 30 * time.Second
 
-// helperEnv names the mount point a re-executed test binary serves.
-const helperEnv = "FUSERING_TEST_HELPER_MOUNT"
+// The test binary, re-executed, is a helper process: a daemon serving the
+// mount point named by helperEnv, or a reader of the file named by
+// readerEnv.
+const (
+	helperEnv = "FUSERING_TEST_HELPER_MOUNT"
+	readerEnv = "FUSERING_TEST_HELPER_READ"
+)
 
 func TestMain(m *testing.M) {
 	if mnt := os.Getenv(helperEnv); mnt != "" {
 		serveHelper(mnt)
 		return
 	}
+	if name := os.Getenv(readerEnv); name != "" {
+		readHelper(name)
+		return
+	}
 	os.Exit(m.Run())
+}
+
+// readHelper makes one read(2) of name, which the test interrupts.
+func readHelper(name string) {
+	fd, err := unix.Open(name, unix.O_RDONLY, 0)
+	if err == nil {
+		_, err = unix.Read(fd, make([]byte, 4096))
+	}
+	fmt.Println("read:", err)
 }
 
 // serveHelper is the daemon of TestDaemonKilled: it mounts a loopback of
@@ -235,20 +253,23 @@ func TestInterruptReachesRingRequest(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(m.backing, "f"), []byte("interrupt me"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	// Direct I/O (the gated file system opens files FOPEN_DIRECT_IO): the
-	// caller's own READ, not readahead, which is never interrupted.
-	cat := exec.Command("cat", filepath.Join(m.mnt, "f"))
-	if err := cat.Start(); err != nil {
+	// One plain read(2) of a file opened FOPEN_DIRECT_IO (as the gated
+	// file system does): the caller's own READ, not readahead, which is
+	// never interrupted. Even SIGKILL first makes the kernel send an
+	// INTERRUPT; the reader then waits for the answer to die.
+	reader := exec.Command(os.Args[0], "-test.run=^$")
+	reader.Env = append(os.Environ(), readerEnv+"="+filepath.Join(m.mnt, "f"))
+	if err := reader.Start(); err != nil {
 		t.Fatal(err)
 	}
 	exited := make(chan struct{})
-	go func() { cat.Wait(); close(exited) }()
+	go func() { reader.Wait(); close(exited) }()
 	select {
 	case <-g.entered:
 	case <-time.After(hangLimit):
 		t.Fatal("the READ never reached the daemon")
 	}
-	if err := cat.Process.Signal(syscall.SIGINT); err != nil {
+	if err := reader.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	select {
