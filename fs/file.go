@@ -209,6 +209,11 @@ func (fs *fileSystem) release(fh uint64) {
 		if err := h.node.backing.Close(fs.server, h.passthrough); err != nil {
 			fs.log.Printf("release: %v", err)
 		}
+		if h.passthrough && !h.node.backing.Active() {
+			// Writes through mappings of the backing file changed its
+			// times behind the kernel's attribute cache.
+			fs.server.InodeNotify(h.node.id, -1, 0)
+		}
 	}
 	h.close()
 }

@@ -14,6 +14,17 @@ import (
 // directly in the backing directory stays invisible.
 const cacheTimeout = time.Second
 
+// attrTimeout is how long the kernel may cache n's attributes. While the
+// kernel does n's I/O itself (passthrough), writes through a shared mmap
+// change the backing file's mtime and ctime without the kernel's copy of
+// them knowing, so it must ask every time.
+func attrTimeout(n *inode) time.Duration {
+	if n.backing.Active() {
+		return 0
+	}
+	return cacheTimeout
+}
+
 // fileSystem serves FUSE requests from a backing directory in the style of
 // libfuse's passthrough_hp: every inode the kernel knows holds an O_PATH
 // descriptor of its backing object and every operation is a *at syscall
@@ -52,7 +63,7 @@ func (fs *fileSystem) fillEntry(n *inode, st *unix.Stat_t, out *fuse.EntryOut) {
 	out.NodeId = n.id
 	out.Generation = 0
 	out.SetEntryTimeout(cacheTimeout)
-	out.SetAttrTimeout(cacheTimeout)
+	out.SetAttrTimeout(attrTimeout(n))
 	attrFromStat(&out.Attr, st)
 }
 
@@ -170,7 +181,7 @@ func (fs *fileSystem) attr(n *inode, out *fuse.AttrOut) fuse.Status {
 	if err := statFD(n.fd(), &st); err != nil {
 		return status(err)
 	}
-	out.SetTimeout(cacheTimeout)
+	out.SetTimeout(attrTimeout(n))
 	attrFromStat(&out.Attr, &st)
 	return fuse.OK
 }
@@ -187,7 +198,7 @@ func (fs *fileSystem) Statx(cancel <-chan struct{}, in *fuse.StatxIn, out *fuse.
 	if err := unix.Statx(n.fd(), "", flags, int(in.SxMask), &stx); err != nil {
 		return status(err)
 	}
-	out.SetTimeout(cacheTimeout)
+	out.SetTimeout(attrTimeout(n))
 	out.Statx.FromStatx(&stx)
 	return fuse.OK
 }

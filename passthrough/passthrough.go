@@ -116,6 +116,14 @@ func (s *Slot) Open(r Registrar, fd int, eligible bool) (id int32, passthrough b
 	return id, true, nil
 }
 
+// Active reports whether the kernel is doing the inode's I/O through its
+// backing file (some passthrough open, or a mapping of one, is live).
+func (s *Slot) Active() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.direct > 0
+}
+
 // Close ends an open and unregisters the backing file with the last
 // passthrough open.
 func (s *Slot) Close(r Registrar, passthrough bool) error {
