@@ -77,17 +77,6 @@ func ParseRequest(spec string) (Request, error) {
 	return req, nil
 }
 
-// String formats the request the way ParseRequest reads it.
-func (r Request) String() string {
-	switch {
-	case r.Auto:
-		return "auto"
-	case len(r.Names) == 0:
-		return "none"
-	}
-	return Join(r.Names, ",")
-}
-
 // Set is the accelerations a mount turns on.
 type Set struct {
 	Engine, Passthrough, Fusering, BPF bool

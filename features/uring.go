@@ -1,6 +1,10 @@
 package features
 
-import "github.com/bpfusefs/bpfusefs/uring"
+import (
+	"slices"
+
+	"github.com/bpfusefs/bpfusefs/uring"
+)
 
 // engineOps are the opcodes uring.Engine submits (Pread, Pwrite, Fsync).
 var engineOps = []uring.Op{uring.OpRead, uring.OpWrite, uring.OpFsync}
@@ -62,12 +66,11 @@ func (u ioURing) patched(n Name) Status {
 		return unavailable("io_uring unusable: %v", u.err)
 	}
 	if name, ok := patchedOps[n]; ok {
-		for _, have := range opNames(u.features) {
-			if have == name {
-				return available()
-			}
+		names := opNames(u.features)
+		if slices.Contains(names, name) {
+			return available()
 		}
-		return unavailable("kernel lacks IORING_OP_%s (not among the %d opcodes its io_uring probe lists)", name, len(opNames(u.features)))
+		return unavailable("kernel lacks IORING_OP_%s (not among the %d opcodes its io_uring probe lists)", name, len(names))
 	}
 	name := patchedRegisterOps[n]
 	for op := range u.features.RegisterOps {
