@@ -63,9 +63,11 @@ func mount(cfg mountConfig) error {
 	if err != nil {
 		return &usageError{err.Error()}
 	}
-	set, err := features.Resolve(req, features.ProbeKernel().Accel, fsChecker())
-	if err != nil {
-		return err
+	var set features.Set // --accel none needs no probing
+	if req.Auto || len(req.Names) > 0 {
+		if set, err = features.Resolve(req, features.ProbeKernel().Accel, fsChecker()); err != nil {
+			return err
+		}
 	}
 	if cfg.Daemon {
 		return startDaemon(cfg, set)
