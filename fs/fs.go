@@ -273,9 +273,9 @@ func utime(valid, set, now uint32, sec uint64, nsec uint32) unix.Timespec {
 // killPriv does what a local filesystem does when a caller without
 // CAP_FSETID writes or truncates a file (FUSE_HANDLE_KILLPRIV_V2 makes it
 // the daemon's job): drop set-user-ID; drop set-group-ID when the group can
-// execute or the caller is not in the file's group (the kernel's
-// setattr_should_drop_sgid; the daemon only knows the caller's fsgid); and
-// drop file capabilities.
+// execute or the caller is neither in the file's group nor root (the
+// kernel's setattr_should_drop_sgid; the daemon only knows the caller's
+// fsgid, and takes root for CAP_FSETID); and drop file capabilities.
 //
 // The kernel may hold the old mode in its attribute cache (after FALLOCATE,
 // say), so a change is followed by an invalidation.
@@ -289,7 +289,7 @@ func (fs *fileSystem) killPriv(n *inode, caller fuse.Caller) error {
 		return nil
 	}
 	mode := st.Mode &^ unix.S_ISUID
-	if mode&unix.S_IXGRP != 0 || caller.Gid != st.Gid {
+	if mode&unix.S_IXGRP != 0 || (caller.Gid != st.Gid) {
 		mode &^= unix.S_ISGID
 	}
 	if mode != st.Mode {

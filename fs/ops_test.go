@@ -258,6 +258,19 @@ func TestCredentials(t *testing.T) {
 			t.Errorf("file of a non-member in a setgid dir: gid %d mode %o, want gid 1234 without setgid", st.Gid, st.Mode)
 		}
 
+		// Root's chown drops set-user-ID but keeps a set-group-ID that
+		// marks mandatory locking (no group execute).
+		writeFile(t, tm.p("chown"), "")
+		if err := unix.Chmod(tm.p("chown"), 06744); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(tm.p("chown"), nobody, nobody); err != nil {
+			t.Fatal(err)
+		}
+		if st := stat(t, tm.p("chown")); st.Mode&07777 != 02744 {
+			t.Errorf("after root's chown: mode %o, want 2744", st.Mode&07777)
+		}
+
 		// Modifying a file drops its set-ID bits (killpriv), as locally:
 		// set-group-ID too, since nobody is not in the file's group. The
 		// mount must show it at once, not after the attribute timeout.
