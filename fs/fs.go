@@ -289,7 +289,7 @@ func (fs *fileSystem) killPriv(n *inode, caller fuse.Caller) error {
 		return nil
 	}
 	mode := st.Mode &^ unix.S_ISUID
-	if mode&unix.S_IXGRP != 0 || (caller.Gid != st.Gid) {
+	if mode&unix.S_IXGRP != 0 || (caller.Uid != 0 && caller.Gid != st.Gid) {
 		mode &^= unix.S_ISGID
 	}
 	if mode != st.Mode {
