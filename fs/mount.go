@@ -307,7 +307,9 @@ func (fs *fileSystem) mountOptions(opts Options, logger *log.Logger) *fuse.Mount
 		ExtraCapabilities: fuse.CAP_HANDLE_KILLPRIV_V2 |
 			// File handles (name_to_handle_at, NFS export) survive the
 			// kernel forgetting inodes: see inodeTable.ghosts.
-			fuse.CAP_EXPORT_SUPPORT,
+			fuse.CAP_EXPORT_SUPPORT |
+			// SETXATTR carries FUSE_SETXATTR_ACL_KILL_SGID.
+			fuse.CAP_SETXATTR_EXT,
 		// Like a local filesystem mounted by root, set-ID programs and
 		// devices work unless asked otherwise (go-fuse's default is
 		// fusermount's nosuid,nodev; MS_MGC_VAL means "no flags").

@@ -271,6 +271,22 @@ func TestCredentials(t *testing.T) {
 			t.Errorf("after root's chown: mode %o, want 2744", st.Mode&07777)
 		}
 
+		// Setting an access ACL as a non-member of the file's group
+		// drops set-group-ID (generic/375).
+		writeFile(t, tm.p("acl"), "")
+		if err := os.Chown(tm.p("acl"), nobody, 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Chmod(tm.p("acl"), 02755); err != nil {
+			t.Fatal(err)
+		}
+		run(t, nobody, "setfacl -m u::rwx,g::rwx,o::rwx "+tm.p("acl"))
+		for _, path := range []string{tm.p("acl"), tm.b("acl")} {
+			if st := stat(t, path); st.Mode&07777 != 0777 {
+				t.Errorf("%s after a non-member's setfacl: mode %o, want 777", path, st.Mode&07777)
+			}
+		}
+
 		// Modifying a file drops its set-ID bits (killpriv), as locally:
 		// set-group-ID too, since nobody is not in the file's group. The
 		// mount must show it at once, not after the attribute timeout.

@@ -94,9 +94,31 @@ func (fs *fileSystem) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, attr
 		return fuse.Status(unix.ESTALE)
 	}
 	flags := int(in.Flags)
-	return status(fs.xattrOp(n,
+	err := fs.xattrOp(n,
 		func(path string) error { return unix.Setxattr(path, attr, data, flags) },
-		func(dir int, name string) error { return setxattrat(dir, name, attr, data, flags) }))
+		func(dir int, name string) error { return setxattrat(dir, name, attr, data, flags) })
+	if err == nil && in.SetXAttrFlags&fuse.SETXATTR_ACL_KILL_SGID != 0 {
+		err = fs.dropSetgid(n)
+	}
+	return status(err)
+}
+
+// dropSetgid clears S_ISGID after the kernel found that the caller who set
+// an access ACL is not in the file's group (FUSE_SETXATTR_ACL_KILL_SGID):
+// the daemon set it as root, for whom the backing filesystem keeps the bit.
+func (fs *fileSystem) dropSetgid(n *inode) error {
+	var st unix.Stat_t
+	if err := statFD(n.fd(), &st); err != nil {
+		return err
+	}
+	if st.Mode&unix.S_ISGID == 0 {
+		return nil
+	}
+	if err := unix.Fchmodat(n.fd(), "", st.Mode&07777&^unix.S_ISGID, unix.AT_EMPTY_PATH); err != nil {
+		return err
+	}
+	fs.server.InodeNotify(n.id, -1, 0)
+	return nil
 }
 
 func (fs *fileSystem) RemoveXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string) fuse.Status {
