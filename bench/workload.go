@@ -50,14 +50,16 @@ const (
 
 // File names the workloads use inside each system's directory.
 const (
-	fioReadFile  = "fio.dat"     // read passes and random writes
-	fioSeqFile   = "fio-seq.dat" // sequential writes, fresh each pass
-	metaDir      = "meta"
-	treeDir      = "tree"
-	copyFile     = "copy.dat"
-	appDir       = "app"
-	replicaGroup = "replica"
+	fioReadFile = "fio.dat"     // read passes and random writes
+	fioSeqFile  = "fio-seq.dat" // sequential writes, fresh each pass
+	metaDir     = "meta"
+	treeDir     = "tree"
+	copyFile    = "copy.dat"
+	appDir      = "app"
 )
+
+// replicaGroup is the --workloads group of the 2-replica variants.
+const replicaGroup = "replica"
 
 // workloads lists every workload in report order.
 func workloads() []workload {
