@@ -57,9 +57,10 @@
 //     A lone caller therefore pays one system call per read, like pread,
 //     and never a goroutine hand-off.
 //   - While another caller polls, a caller submits every queued SQE (one
-//     io_uring_enter without waiting), reaps whatever completed, and
-//     returns at once if its request finished inline; only otherwise it
-//     parks on its own channel. A caller arriving while such a submission
+//     io_uring_enter without waiting) and parks on its own channel; it
+//     does not reap, because only the poller may consume completions
+//     while it waits in the kernel (see reapUnlessPolled: a reaper racing
+//     the poller's entry could leave it asleep with nothing in flight). A caller arriving while such a submission
 //     is in the kernel just queues its SQE and parks: the submitter sends
 //     it with everything else queued when it returns, so concurrent
 //     callers share system calls (EngineStats counts them).

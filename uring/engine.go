@@ -271,7 +271,7 @@ func (e *Engine) wait(w *waiter) {
 			e.park(w)
 			continue
 		}
-		e.reap()
+		e.reapUnlessPolled()
 	}
 	if e.err == nil && !e.ringClosed {
 		e.leave()
@@ -292,7 +292,7 @@ func (e *Engine) submit(pending uint32) {
 func (e *Engine) leave() {
 	if pending := e.ring.sq.flush(); pending > 0 && !e.submitting {
 		e.submit(pending)
-		e.reap()
+		e.reapUnlessPolled()
 	}
 	needSubmitter := e.ring.sq.flush() > 0 && !e.submitting
 	needPoller := !e.polling && e.inflight > 0
@@ -301,11 +301,18 @@ func (e *Engine) leave() {
 	}
 }
 
+// testHookBeforePoll, when set by a test, runs after the poller released
+// e.mu and before it enters the kernel: the window other callers race in.
+var testHookBeforePoll func()
+
 // enter calls io_uring_enter with e.mu released.
 func (e *Engine) enter(toSubmit, minComplete, flags uint32) {
 	e.stats.Enters++
 	e.entering++
 	e.mu.Unlock()
+	if minComplete > 0 && testHookBeforePoll != nil {
+		testHookBeforePoll()
+	}
 	_, errno := enter(e.ring.enterFd, toSubmit, minComplete, flags, nil, 0)
 	e.mu.Lock()
 	e.entering--
@@ -347,6 +354,19 @@ func (e *Engine) unpark(w *waiter) {
 	e.parked = e.parked[:last]
 	w.parkIdx = -1
 	w.wake <- struct{}{}
+}
+
+// reapUnlessPolled reaps unless another caller is the poller. Only the
+// poller may consume completions while it polls: io_uring_enter waits until
+// the CQ tail passes the head it saw on entry plus one, so a caller that
+// reaped the poller's own completion just before the poller entered the
+// kernel would leave it asleep until some unrelated completion arrives,
+// forever if none is in flight. Completions left in the CQ wake the poller,
+// which delivers them.
+func (e *Engine) reapUnlessPolled() {
+	if !e.polling {
+		e.reap()
+	}
 }
 
 // reap consumes all ready completions and delivers their results.

@@ -379,3 +379,49 @@ func TestEngineHandoff(t *testing.T) {
 		t.Errorf("engine not idle: inflight %d parked %d polling %v free %d", e.inflight, len(e.parked), e.polling, len(e.free))
 	}
 }
+
+// TestEnginePollerNotRobbed puts a second caller into the window between
+// the poller releasing the lock and entering the kernel. The second caller's
+// submission sends the poller's SQE too, and both reads complete inline. The
+// completions must stay in the CQ for the poller: io_uring_enter waits for
+// the CQ tail to pass the head it sees on entry, so a poller whose SQE was
+// already submitted and whose completion was consumed by another caller
+// would sleep until an unrelated completion arrives, forever on an idle ring.
+func TestEnginePollerNotRobbed(t *testing.T) {
+	e := newEngine(t, EngineOptions{Entries: 8})
+	fd := int(tempFile(t, bytes.Repeat([]byte{3}, 4096)).Fd())
+
+	second := make(chan error, 1)
+	var once sync.Once
+	testHookBeforePoll = func() {
+		once.Do(func() {
+			go func() {
+				buf := make([]byte, 4096)
+				_, err := e.Pread(fd, buf, 0)
+				second <- err
+			}()
+			// Wait until the second caller either returned or parked.
+			for len(second) == 0 {
+				e.mu.Lock()
+				parked := len(e.parked)
+				e.mu.Unlock()
+				if parked > 0 {
+					break
+				}
+				runtime.Gosched()
+			}
+			if n := e.ring.CQReady(); n != 2 {
+				t.Errorf("%d completions left for the poller, want both (another caller consumed them)", n)
+			}
+		})
+	}
+	t.Cleanup(func() { testHookBeforePoll = nil })
+
+	buf := make([]byte, 4096)
+	if _, err := e.Pread(fd, buf, 0); err != nil {
+		t.Fatalf("poller: %v", err)
+	}
+	if err := <-second; err != nil {
+		t.Fatalf("second caller: %v", err)
+	}
+}
