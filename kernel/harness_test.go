@@ -52,9 +52,10 @@ func needVM(t *testing.T) {
 }
 
 // vmtest runs vmtest.sh from the repository root, with the smallest guest
-// (no bpfusefs, no host tools: a quicker boot), and returns its combined
-// output and exit status.
-func vmtest(t *testing.T, args ...string) (string, int) {
+// (no bpfusefs, no host tools: a quicker boot), checks that it exits with
+// status want and prints every string in wants, and returns its output. The
+// output is logged when the test fails.
+func vmtest(t *testing.T, args []string, want int, wants ...string) string {
 	t.Helper()
 	cmd := exec.CommandContext(t.Context(), "kernel/vmtest.sh", append([]string{"--bpfusefs", "none", "--tools", ""}, args...)...)
 	cmd.Dir = ".."
@@ -62,76 +63,54 @@ func vmtest(t *testing.T, args ...string) (string, int) {
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = time.Minute
 	out, err := cmd.CombinedOutput()
-	var exit *exec.ExitError
-	switch {
-	case err == nil:
-		return string(out), 0
-	case errors.As(err, &exit):
-		return string(out), exit.ExitCode()
-	default:
-		t.Fatalf("kernel/vmtest.sh %s: %v", strings.Join(args, " "), err)
-		return "", 0
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("vmtest.sh %s:\n%s", strings.Join(args, " "), out)
+		}
+	})
+	code := 0
+	if exit := (*exec.ExitError)(nil); errors.As(err, &exit) {
+		code = exit.ExitCode()
+	} else if err != nil {
+		t.Fatalf("kernel/vmtest.sh: %v", err)
 	}
+	if code != want {
+		t.Errorf("exit status %d, want %d", code, want)
+	}
+	for _, w := range wants {
+		if !strings.Contains(string(out), w) {
+			t.Errorf("output lacks %q", w)
+		}
+	}
+	return string(out)
 }
 
 func TestFailingGuestTestFailsTheRun(t *testing.T) {
 	needVM(t)
-	out, code := vmtest(t, "--packages", "./kernel/testdata/failing", "--timeout", "5m")
-	if code != exitTestsFailed {
-		t.Errorf("exit status %d, want %d", code, exitTestsFailed)
-	}
-	for _, want := range []string{
+	vmtest(t, []string{"--packages", "./kernel/testdata/failing", "--timeout", "5m"}, exitTestsFailed,
 		"deliberate failure inside the guest", // the test's own message, streamed from the guest
 		"--- FAIL: TestDeliberateFailure",
-		"VMTEST-RESULT status=fail passed=0 failed=1",
-	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("output lacks %q", want)
-		}
-	}
-	if t.Failed() {
-		t.Logf("vmtest.sh output:\n%s", out)
-	}
+		"VMTEST-RESULT status=fail passed=0 failed=1")
 }
 
 func TestHungGuestIsStoppedByTimeout(t *testing.T) {
 	needVM(t)
-	out, code := vmtest(t, "--packages", "./kernel/testdata/hanging", "--timeout", "60s")
-	if code != exitGuestUnfinished {
-		t.Errorf("exit status %d, want %d", code, exitGuestUnfinished)
-	}
-	for _, want := range []string{
+	out := vmtest(t, []string{"--packages", "./kernel/testdata/hanging", "--timeout", "60s"}, exitGuestUnfinished,
 		"sleeping until the harness gives up", // the guest did reach the test
 		"the guest did not finish within 60s",
-		"console tail:",
-	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("output lacks %q", want)
-		}
-	}
+		"console tail:")
 	if strings.Contains(out, "VMTEST-RESULT") {
 		t.Error("a guest that never finished printed a result line")
-	}
-	if t.Failed() {
-		t.Logf("vmtest.sh output:\n%s", out)
 	}
 }
 
 func TestGuestThatNeverReachesInitIsRetriedOnce(t *testing.T) {
 	needVM(t)
 	// No kernel reaches init within a second under emulation.
-	out, code := vmtest(t, "--packages", "./kernel/testdata/failing", "--boot-timeout", "1s")
-	if code != exitGuestUnfinished {
-		t.Errorf("exit status %d, want %d", code, exitGuestUnfinished)
-	}
+	out := vmtest(t, []string{"--packages", "./kernel/testdata/failing", "--boot-timeout", "1s"}, exitGuestUnfinished,
+		"the guest never reached init")
 	if n := strings.Count(out, "booting again"); n != 1 {
 		t.Errorf("booted again %d times, want once", n)
-	}
-	if !strings.Contains(out, "the guest never reached init") {
-		t.Error("output does not say the guest never reached init")
-	}
-	if t.Failed() {
-		t.Logf("vmtest.sh output:\n%s", out)
 	}
 }
 

@@ -45,7 +45,7 @@ usage() {
 		  --tests REGEXP     -test.run pattern passed to every test binary
 		  --packages 'P...'  go packages whose tests run (default: every package with
 		                     tests except the harness's own; e.g. './uring ./fs')
-		  --full             do not pass -test.short (the default under emulation)
+		  --full             do not pass -test.short (passed by default: the guest is emulated)
 		  --timeout D        bound on the whole guest run (default $timeout)
 		  --boot-timeout D   bound on reaching /init; retried once (default $boot_timeout)
 		  --test-timeout D   -test.timeout for each test binary (default $test_timeout)
@@ -53,6 +53,8 @@ usage() {
 		                     mounted at \$BPFUSEFS_VM_SCRATCH in the guest
 		  --bpfusefs PATH    binary to put in the guest, or 'none' (default bin/bpfusefs)
 		  --bench-args ARGS  arguments for bpfusefs bench (default \$BENCHFLAGS)
+		  --tools 'T...'     host programs copied into the guest with their libraries
+		                     (default: ${host_tools[*]})
 		  --mem M, --smp N   guest memory (default $mem) and vCPUs (default $smp)
 		Durations: 90s, 20m, 1h or plain seconds.
 	EOF
@@ -168,16 +170,20 @@ module_file() {
 	find "$kernel_modules/kernel" \( -name "$1.ko*" -o -name "${1//_/-}.ko*" \) -print -quit
 }
 
-# module_depends prints the modules $1 (a .ko, .ko.xz, .ko.zst or .ko.gz)
-# depends on, read from its .modinfo strings: the host may have no kmod.
-module_depends() {
-	local cat=cat
+# module_cat prints module file $1 (.ko, .ko.xz, .ko.zst or .ko.gz) uncompressed.
+module_cat() {
 	case $1 in
-	*.xz) cat="xz -dc" ;;
-	*.zst) cat="zstd -dcq" ;;
-	*.gz) cat="gzip -dc" ;;
+	*.xz) xz -dc "$1" ;;
+	*.zst) zstd -dcq "$1" ;;
+	*.gz) gzip -dc "$1" ;;
+	*) cat "$1" ;;
 	esac
-	$cat "$1" | grep -a -o 'depends=[[:alnum:]_,-]*' | head -n 1 | sed 's/^depends=//; s/,/ /g'
+}
+
+# module_depends prints the modules module file $1 depends on, read from its
+# .modinfo strings: the host may have no kmod.
+module_depends() {
+	module_cat "$1" | grep -a -o -m 1 'depends=[[:alnum:]_,-]*' | sed 's/^depends=//; s/,/ /g'
 }
 
 # add_module unpacks module $1 and, first, its dependencies into the guest's
@@ -195,12 +201,7 @@ add_module() {
 	for dep in $(module_depends "$file"); do
 		add_module "$dep"
 	done
-	case $file in
-	*.xz) xz -dc "$file" ;;
-	*.zst) zstd -dcq "$file" ;;
-	*.gz) gzip -dc "$file" ;;
-	*) cat "$file" ;;
-	esac >"$root/lib/modules/$name.ko"
+	module_cat "$file" >"$root/lib/modules/$name.ko"
 	guest_modules+=" $name"
 }
 
