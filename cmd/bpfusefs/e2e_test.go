@@ -39,6 +39,11 @@ func runTests(m *testing.M) int {
 	case err != nil:
 		noMountReason = "needs /dev/fuse: " + err.Error()
 	}
+	// A prebuilt binary (the VM harness's guest has no Go toolchain).
+	if prebuilt := os.Getenv("BPFUSEFS_BIN"); prebuilt != "" {
+		binary = prebuilt
+		return m.Run()
+	}
 	dir, err := os.MkdirTemp("", "bpfusefs-e2e-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
