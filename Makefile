@@ -32,7 +32,7 @@ demo: build
 	scripts/demo.sh
 
 vmtest: build
-	kernel/vmtest.sh $(if $(KERNEL),--kernel $(KERNEL)) $(if $(TESTS),--tests '$(TESTS)')
+	kernel/vmtest.sh $(if $(KERNEL),--kernel $(KERNEL)) $(if $(TESTS),--tests '$(TESTS)') $(if $(PKGS),--packages '$(PKGS)')
 
 vmshell: build
 	kernel/vmtest.sh --shell $(if $(KERNEL),--kernel $(KERNEL))
