@@ -1,0 +1,34 @@
+package bpf
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/cilium/ebpf/btf"
+)
+
+// ErrUnavailable is wrapped by the errors of Available and Attach when the
+// running kernel cannot run io_uring BPF loops (no BTF, no io_uring bpf-ops).
+var ErrUnavailable = errors.New("io_uring bpf-ops unavailable")
+
+// Available reports whether the running kernel has io_uring bpf-ops (Linux
+// 7.1+ with CONFIG_IO_URING_BPF_OPS): its BTF must describe struct
+// io_uring_bpf_ops and the kfuncs the loop calls. A nil result says the
+// program can be loaded; the verifier has the last word (see Attach).
+func Available() error {
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		return fmt.Errorf("%w: kernel BTF: %w", ErrUnavailable, err)
+	}
+	var ops *btf.Struct
+	if err := spec.TypeByName("io_uring_bpf_ops", &ops); err != nil {
+		return fmt.Errorf("%w: kernel BTF has no struct io_uring_bpf_ops: %w", ErrUnavailable, err)
+	}
+	for _, name := range []string{"bpf_io_uring_submit_sqes", "bpf_io_uring_get_region"} {
+		var fn *btf.Func
+		if err := spec.TypeByName(name, &fn); err != nil {
+			return fmt.Errorf("%w: kernel BTF has no kfunc %s: %w", ErrUnavailable, name, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,101 @@
+/* SPDX-License-Identifier: (MIT OR GPL-2.0) */
+/*
+ * The few kernel and uapi definitions the io_uring loop programs need,
+ * written from Linux 7.3 (include/uapi/linux/io_uring.h, io_uring/loop.h,
+ * io_uring/bpf-ops.h) instead of a multi-megabyte vmlinux.h. Kernel-internal
+ * structs carry preserve_access_index, so their field offsets are relocated
+ * (CO-RE) against the running kernel's BTF at load time; uapi structs are ABI.
+ */
+#ifndef BPFUSEFS_IOU_H
+#define BPFUSEFS_IOU_H
+
+typedef unsigned char __u8;
+typedef unsigned short __u16;
+typedef unsigned int __u32;
+typedef unsigned long long __u64;
+typedef signed int __s32;
+typedef signed long long __s64;
+typedef unsigned long size_t;
+
+#define SEC(name) __attribute__((section(name), used))
+#define __ksym __attribute__((section(".ksyms")))
+#define __weak __attribute__((weak))
+#define __uint(name, val) int(*name)[val]
+#define __type(name, val) typeof(val) *name
+#define READ_ONCE(x) (*(volatile typeof(x) *)&(x))
+#define WRITE_ONCE(x, v) (*(volatile typeof(x) *)&(x) = (v))
+
+/* Helpers by their fixed uapi numbers (include/uapi/linux/bpf.h). */
+static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
+
+enum { BPF_MAP_TYPE_ARRAY = 2 };
+
+/* struct io_uring_sqe, 64 bytes (uapi). */
+struct io_uring_sqe {
+	__u8 opcode;
+	__u8 flags;
+	__u16 ioprio;
+	__s32 fd;
+	__u64 off;
+	__u64 addr;
+	__u32 len;
+	__u32 rw_flags;
+	__u64 user_data;
+	__u16 buf_index;
+	__u16 personality;
+	__s32 splice_fd_in;
+	__u64 addr3;
+	__u64 __pad2;
+};
+
+/* struct io_uring_cqe without the CQE32 extension (uapi). */
+struct io_uring_cqe {
+	__u64 user_data;
+	__s32 res;
+	__u32 flags;
+};
+
+enum {
+	IORING_OP_READ = 22,
+	IORING_OP_WRITE = 23,
+};
+
+/* io_uring/io_uring_types.h: the head of the ring region (IOU_REGION_CQ). */
+struct io_uring {
+	__u32 head;
+	__u32 tail;
+} __attribute__((preserve_access_index));
+
+struct io_rings {
+	struct io_uring sq, cq;
+	struct io_uring_cqe cqes[];
+} __attribute__((preserve_access_index));
+
+/* io_uring/loop.h and io_uring/bpf-ops.h. */
+struct iou_ctx {}; /* opaque; kfunc BTF matching needs a definition, not a forward */
+
+struct iou_loop_params {
+	__u32 cq_wait_idx; /* CQ tail to sleep until; a hint, wakeups may come early */
+} __attribute__((preserve_access_index));
+
+enum {
+	IOU_LOOP_CONTINUE = 0,
+	IOU_LOOP_STOP = 1,
+};
+
+enum {
+	IOU_REGION_MEM = 0, /* the parameter region (IORING_REGISTER_MEM_REGION) */
+	IOU_REGION_CQ = 1,  /* struct io_rings followed by the CQEs */
+	IOU_REGION_SQ = 2,  /* the SQE array */
+};
+
+struct io_uring_bpf_ops {
+	int (*loop_step)(struct iou_ctx *ctx, struct iou_loop_params *lp);
+	__u32 ring_fd;
+};
+
+extern int bpf_io_uring_submit_sqes(struct iou_ctx *ctx, __u32 nr) __ksym;
+extern __u8 *bpf_io_uring_get_region(struct iou_ctx *ctx, __u32 region_id,
+				     const size_t rdwr_buf_size) __ksym;
+
+#endif
