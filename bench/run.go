@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Run measures every selected workload on every selected system and returns
@@ -141,7 +142,9 @@ func (r *round) run(ctx context.Context, systems []*system) (results []Result, e
 		for pass := range r.cfg.Runs {
 			for k := range live {
 				m := live[(k+pass)%len(live)]
-				if m.results[i].Error == "" {
+				if m.env.inst.aborted() {
+					m.results[i].Skipped = "daemon killed after hanging in an earlier workload"
+				} else if m.results[i].Error == "" {
 					measureOnce(ctx, m.env, w, &m.results[i])
 				}
 				if ctx.Err() != nil {
@@ -190,30 +193,48 @@ func missingTool(w workload) string {
 	return ""
 }
 
-// measureOnce runs one pass of w into res, with the daemon's CPU time
-// around the timed part; a failure ends the workload on that system.
+// passTimeout bounds one timed pass: generous, since a loaded machine is
+// slow, but finite.
+func passTimeout(cfg *Config) time.Duration {
+	return max(2*time.Minute, 30*time.Duration(cfg.Runtime)*time.Second)
+}
+
+// measureOnce runs one pass of w into res; a failure ends the workload on
+// that system.
 func measureOnce(ctx context.Context, e *env, w workload, res *Result) {
-	if err := w.prepare(ctx, e); err != nil {
-		res.Error = "prepare: " + err.Error()
+	// A daemon that stops answering would block the pass forever, in fio
+	// or in a syscall of this process alike; killing it aborts its FUSE
+	// connection, which fails the blocked calls.
+	limit := passTimeout(e.cfg)
+	hung := time.AfterFunc(limit, e.inst.abort)
+	v, cpu, err := prepareAndMeasure(ctx, e, w)
+	if !hung.Stop() {
+		res.Error = fmt.Sprintf("hung: no progress in %v, daemon killed", limit)
 		return
 	}
-	before, err := e.inst.daemonCPU()
-	if err != nil {
-		res.Error = err.Error()
-		return
-	}
-	v, err := w.measure(ctx, e)
-	if err != nil {
-		res.Error = err.Error()
-		return
-	}
-	after, err := e.inst.daemonCPU()
 	if err != nil {
 		res.Error = err.Error()
 		return
 	}
 	res.Runs = append(res.Runs, v)
 	if e.inst.pid != 0 {
-		res.DaemonCPURuns = append(res.DaemonCPURuns, after-before)
+		res.DaemonCPURuns = append(res.DaemonCPURuns, cpu)
 	}
+}
+
+// prepareAndMeasure runs one pass of w, returning its figure and the
+// daemon's CPU seconds during the timed part.
+func prepareAndMeasure(ctx context.Context, e *env, w workload) (v, cpu float64, err error) {
+	if err := w.prepare(ctx, e); err != nil {
+		return 0, 0, fmt.Errorf("prepare: %w", err)
+	}
+	before, err := e.inst.daemonCPU()
+	if err != nil {
+		return 0, 0, err
+	}
+	if v, err = w.measure(ctx, e); err != nil {
+		return 0, 0, err
+	}
+	after, err := e.inst.daemonCPU()
+	return v, after - before, err
 }

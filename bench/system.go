@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -47,7 +48,21 @@ type instance struct {
 	// pid is the daemon serving dir, 0 natively.
 	pid  int
 	stop func(ctx context.Context) error
+	// kill ends a hung daemon; nil natively.
+	kill   func()
+	killed atomic.Bool
 }
+
+// abort kills a hung daemon, which aborts its FUSE connection.
+func (inst *instance) abort() {
+	if inst.kill != nil {
+		inst.killed.Store(true)
+		inst.kill()
+	}
+}
+
+// aborted reports whether abort killed the daemon.
+func (inst *instance) aborted() bool { return inst.killed.Load() }
 
 // daemonCPU is the CPU seconds the daemon has used so far; 0 natively.
 func (inst *instance) daemonCPU() (float64, error) {
@@ -82,7 +97,7 @@ func (s *system) start(ctx context.Context, backing, mnt string, mirrors []strin
 		return nil, err
 	}
 	return &instance{dir: mnt, backings: backings, writeDirs: []string{mnt},
-		pid: cmd.Process.Pid, stop: d.stop}, nil
+		pid: cmd.Process.Pid, stop: d.stop, kill: d.kill}, nil
 }
 
 // daemonProcess is a running FUSE daemon the bench started.
