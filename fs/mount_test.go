@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/bpfusefs/bpfusefs/fs/fusering"
+	"github.com/bpfusefs/bpfusefs/internal/fusetest"
 	"github.com/bpfusefs/bpfusefs/passthrough"
 	"golang.org/x/sys/unix"
 )
@@ -218,19 +219,9 @@ func isErrno(err error, errno unix.Errno) bool {
 // it.
 func TestFusering(t *testing.T) {
 	requireFUSE(t)
-	const param = "/sys/module/fuse/parameters/enable_uring"
-	old, err := os.ReadFile(param)
-	if err != nil {
-		t.Skipf("kernel without FUSE-over-io_uring: %v", err)
+	if err := fusetest.SetEnableURing(t, "Y"); err != nil {
+		t.Skip(err)
 	}
-	if err := os.WriteFile(param, []byte("Y"), 0); err != nil {
-		t.Skipf("cannot set enable_uring: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := os.WriteFile(param, old, 0); err != nil {
-			t.Errorf("restoring enable_uring: %v", err)
-		}
-	})
 	if err := fusering.Available(); err != nil {
 		t.Skip(err)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/bpfusefs/bpfusefs/control"
 	"github.com/bpfusefs/bpfusefs/features"
 	"github.com/bpfusefs/bpfusefs/fs"
+	"github.com/bpfusefs/bpfusefs/internal/fusetest"
 )
 
 // waitFor polls cond until it holds; the bound only keeps a broken build
@@ -239,6 +240,12 @@ func TestDaemonReturnsWhenLive(t *testing.T) {
 
 func TestAccelUnavailableByName(t *testing.T) {
 	requireMount(t)
+	// Hold enable_uring at N for the whole test: fusering is then one of
+	// the unavailable accels, and tests in other packages cannot flip it
+	// between the probe here and the daemon's own.
+	if err := fusetest.SetEnableURing(t, "N"); err != nil {
+		t.Logf("enable_uring not held: %v", err)
+	}
 	r := features.Probe(fsChecker())
 	tested := false
 	for _, n := range features.Accels {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/bpfusefs/bpfusefs/control"
 	"github.com/bpfusefs/bpfusefs/features"
+	"github.com/bpfusefs/bpfusefs/internal/fusetest"
 )
 
 // binary is the bpfusefs built for the tests; empty when it was not built.
@@ -101,6 +102,11 @@ func accelModes(t *testing.T) []string {
 func forEachAccel(t *testing.T, fn func(t *testing.T, backing, mnt string)) {
 	t.Helper()
 	requireMount(t)
+	// FUSE-over-io_uring is off by default: turn it on (and back off
+	// after) so that the fusering mode is tested too where the kernel has it.
+	if err := fusetest.SetEnableURing(t, "Y"); err != nil {
+		t.Logf("fusering not enabled: %v", err)
+	}
 	for _, mode := range accelModes(t) {
 		t.Run(mode, func(t *testing.T) {
 			backing, mnt := mountDaemon(t, "--accel", mode)

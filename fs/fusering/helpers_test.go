@@ -3,13 +3,14 @@ package fusering
 import (
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
+
+	"github.com/bpfusefs/bpfusefs/internal/fusetest"
 )
 
 // setEnableURing sets the fuse module's enable_uring parameter for the
@@ -22,18 +23,9 @@ func setEnableURing(t testing.TB, value string) {
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		t.Skipf("no /dev/fuse: %v", err)
 	}
-	old, err := os.ReadFile(enableURingParam)
-	if err != nil {
-		t.Skipf("kernel has no FUSE-over-io_uring: %v", err)
+	if err := fusetest.SetEnableURing(t, value); err != nil {
+		t.Skip(err)
 	}
-	if err := os.WriteFile(enableURingParam, []byte(value), 0); err != nil {
-		t.Skipf("cannot set enable_uring: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := os.WriteFile(enableURingParam, []byte(strings.TrimSpace(string(old))), 0); err != nil {
-			t.Errorf("restoring enable_uring: %v", err)
-		}
-	})
 }
 
 // requireRing prepares a test that mounts over the ring.
