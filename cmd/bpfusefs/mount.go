@@ -29,7 +29,8 @@ flags:
                        ro, rw, allow_other, default_permissions,
                        nodefault_permissions, debug, fsname=NAME,
                        accel=A:B, mirror=DIR:DIR, log=FILE
-                     ordinary mount flags (noatime, nosuid, _netdev...) are
+                     mount flags (nosuid, nodev, noexec, noatime, sync...)
+                     apply as in mount(8); others (_netdev, nofail...) are
                      accepted and ignored; allow_other implies
                      default_permissions unless nodefault_permissions
   --log FILE         log file (default: stderr; with -d, a file next to
@@ -166,6 +167,7 @@ func serve(cfg mountConfig, set features.Set, logw io.Writer, ready *readiness) 
 		AllowOther:         cfg.AllowOther,
 		DefaultPermissions: cfg.defaultPermissions(),
 		Debug:              cfg.Debug,
+		MountFlags:         cfg.MountFlags,
 		FSName:             cfg.FSName,
 		Logger:             logger,
 	})

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/bpfusefs/bpfusefs/features"
+	"golang.org/x/sys/unix"
 )
 
 // usageError is a mistake on the command line: exit code 2 and a hint.
@@ -30,6 +31,8 @@ type mountConfig struct {
 	FSName             string `json:"fsname,omitempty"`
 	Daemon             bool   `json:"daemon,omitempty"`
 	LogFile            string `json:"log,omitempty"`
+	// MountFlags are the mount(2) flags of options like nosuid and noexec.
+	MountFlags uintptr `json:"mount_flags,omitempty"`
 	// Remount asks to change the options of an existing mount.
 	Remount bool `json:"remount,omitempty"`
 	// Unknown are the -o options bpfusefs does not know; they are
@@ -54,11 +57,23 @@ func (c *mountConfig) defaultPermissions() bool {
 // without acting on them: mount(8) passes them to every helper.
 var ordinaryOptions = map[string]bool{
 	"defaults": true, "auto": true, "noauto": true, "user": true, "nouser": true,
-	"users": true, "nofail": true, "_netdev": true, "exec": true, "noexec": true,
-	"suid": true, "nosuid": true, "dev": true, "nodev": true, "atime": true,
-	"noatime": true, "relatime": true, "norelatime": true, "strictatime": true,
-	"lazytime": true, "nodiratime": true, "diratime": true, "sync": true,
-	"async": true, "loud": true, "silent": true,
+	"users": true, "nofail": true, "_netdev": true, "norelatime": true,
+	"lazytime": true, "loud": true, "silent": true,
+}
+
+// flagOptions are the mount(8) options that set a mount(2) flag, and
+// their opposites that clear it, as mount(8) itself applies them.
+var flagOptions = map[string]struct {
+	flag uintptr
+	set  bool
+}{
+	"nosuid": {unix.MS_NOSUID, true}, "suid": {unix.MS_NOSUID, false},
+	"nodev": {unix.MS_NODEV, true}, "dev": {unix.MS_NODEV, false},
+	"noexec": {unix.MS_NOEXEC, true}, "exec": {unix.MS_NOEXEC, false},
+	"noatime": {unix.MS_NOATIME, true}, "atime": {unix.MS_NOATIME, false},
+	"nodiratime": {unix.MS_NODIRATIME, true}, "diratime": {unix.MS_NODIRATIME, false},
+	"relatime": {unix.MS_RELATIME, true}, "strictatime": {unix.MS_STRICTATIME, true},
+	"sync": {unix.MS_SYNCHRONOUS, true}, "async": {unix.MS_SYNCHRONOUS, false},
 }
 
 // parseOptions applies a mount(8)-style -o list. Inside -o a list value
@@ -107,6 +122,14 @@ func (c *mountConfig) parseOptions(opts string) error {
 			}
 			c.LogFile = value
 		default:
+			if f, ok := flagOptions[opt]; ok {
+				if f.set {
+					c.MountFlags |= f.flag
+				} else {
+					c.MountFlags &^= f.flag
+				}
+				break
+			}
 			// Unknown options are ignored rather than refused: mount(8)
 			// passes options meant for itself or for other tools
 			// (x-systemd.*, comment=, user_id= on remount...).

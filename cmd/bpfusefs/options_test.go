@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func boolPtr(b bool) *bool { return &b }
@@ -50,11 +52,12 @@ func TestParseMountArgs(t *testing.T) {
 			want: mountConfig{Backing: "/b", Mountpoint: "/m", Accel: "auto", readOnlySet: true},
 		},
 		{
-			name: "ordinary and unknown options are accepted",
-			args: []string{"-o", "noatime,nosuid,nodev,exec,_netdev,nofail,x-systemd.automount,frobnicate=3", "/b", "/m"},
+			name: "flag options set mount flags, ordinary and unknown options are accepted",
+			args: []string{"-o", "noatime,nosuid,nodev,noexec,exec,_netdev,nofail,x-systemd.automount,frobnicate=3", "/b", "/m"},
 			want: mountConfig{
 				Backing: "/b", Mountpoint: "/m", Accel: "auto",
-				Unknown: []string{"x-systemd.automount", "frobnicate=3"},
+				MountFlags: unix.MS_NOATIME | unix.MS_NOSUID | unix.MS_NODEV,
+				Unknown:    []string{"x-systemd.automount", "frobnicate=3"},
 			},
 		},
 		{
@@ -116,6 +119,7 @@ func TestParseHelperArgs(t *testing.T) {
 			want: mountConfig{
 				Backing: "/b", Mountpoint: "/m", Accel: "auto", Daemon: true, readOnlySet: true,
 				AllowOther: true, DefaultPermissions: boolPtr(true),
+				MountFlags: unix.MS_NOATIME | unix.MS_NOSUID | unix.MS_NODEV,
 			},
 		},
 		{
