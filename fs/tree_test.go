@@ -31,7 +31,11 @@ func randomWorkload(t *testing.T, root string, seed uint64) map[string]*[]byte {
 		sort.Strings(ns)
 		return ns
 	}
-	for step := 0; step < 400; step++ {
+	steps := 400
+	if testing.Short() { // the VM harness runs -short under emulation
+		steps = 100
+	}
+	for step := 0; step < steps; step++ {
 		p := func(rel string) string { return filepath.Join(root, rel) }
 		existing := names()
 		switch op := rng.IntN(10); {
