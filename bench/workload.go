@@ -207,7 +207,7 @@ func metaWorkloads() []workload {
 		}
 	}
 	return []workload{
-		meta("meta-create", "create (open O_CREAT|O_EXCL, close) --files empty files in one directory",
+		meta("meta-create", "create (open O_CREAT+O_EXCL, close) --files empty files in one directory",
 			func(ctx context.Context, e *env) error { return freshDir(e.path(metaDir)) }, createFiles),
 		meta("meta-stat", "lstat each of those files", ensure, statFiles),
 		meta("meta-unlink", "unlink each of those files", ensure, unlinkFiles),
