@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+
+	"github.com/bpfusefs/bpfusefs/bench"
 )
 
 // version is set at build time: -ldflags '-X main.version=...'.
@@ -40,6 +42,7 @@ func init() {
 		{"umount", "[-l] MOUNTPOINT", "unmount; the daemon then exits", runUmount},
 		{"stats", "[--json] MOUNTPOINT", "live counters of a mount's daemon", runStats},
 		{"doctor", "[--json]", "what this kernel and user can accelerate, and why not", runDoctor},
+		{"bench", "[flags]", "measure every accel mode against native and go-fuse's loopback (make bench)", bench.Command},
 		{"install-helper", "[DIR]", "install " + helperName + " in DIR (default /sbin) for mount(8)", runInstallHelper},
 		{"help", "", "show this help", func([]string) error { usage(os.Stdout); return nil }},
 	}
