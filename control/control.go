@@ -73,6 +73,7 @@ type response struct {
 // Server serves a control socket.
 type Server struct {
 	path   string
+	file   os.FileInfo // the socket file as created, to recognise it at Close
 	owner  int
 	handle Handler
 	ln     *net.UnixListener
@@ -82,25 +83,38 @@ type Server struct {
 }
 
 // Listen creates the control socket at path, serving requests from uid
-// owner and from root. The socket's directory is created 0700 if missing;
-// a stale socket left by a dead daemon is replaced, a live one is an error.
+// owner and from root. The socket's directory is created 0700 if missing.
+//
+// A socket already at path is replaced, even one a daemon still answers
+// on: the caller owns the name. A daemon listens only once its mount is
+// live, and a mount point cannot be mounted twice, so another daemon there
+// serves a mount that was unmounted or detached and is on its way out;
+// umount(8) returns before that daemon exits, and the next mount of the
+// same directory must not wait for it (xfstests remounts at once).
 func Listen(path string, owner int, handle Handler) (*Server, error) {
 	if err := privateDir(filepath.Dir(path)); err != nil {
 		return nil, err
 	}
-	if err := RemoveStale(path); err != nil {
-		return nil, err
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("control socket: replacing %s: %w", path, err)
 	}
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	if err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
+	// Close removes the file only while it is still ours (see Close).
+	ln.SetUnlinkOnClose(false)
 	// The directory already keeps others out; the mode is the second lock.
 	if err := os.Chmod(path, 0o600); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
-	s := &Server{path: path, owner: owner, handle: handle, ln: ln, done: make(chan struct{})}
+	fi, err := os.Lstat(path)
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	s := &Server{path: path, file: fi, owner: owner, handle: handle, ln: ln, done: make(chan struct{})}
 	go s.serve()
 	return s, nil
 }
@@ -215,7 +229,14 @@ func (s *Server) Close() error {
 	var err error
 	s.close.Do(func() {
 		close(s.done)
-		err = s.ln.Close() // also removes the socket file
+		err = s.ln.Close()
+		// A daemon that mounted the same directory since may have put
+		// its own socket at the path: leave that one alone.
+		if fi, statErr := os.Lstat(s.path); statErr == nil && os.SameFile(fi, s.file) {
+			if rmErr := os.Remove(s.path); err == nil && rmErr != nil && !errors.Is(rmErr, os.ErrNotExist) {
+				err = rmErr
+			}
+		}
 		s.conns.Wait()
 	})
 	return err

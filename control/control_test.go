@@ -84,16 +84,29 @@ func TestCloseRemovesSocketAndAnswersWait(t *testing.T) {
 	}
 }
 
-func TestStaleSocketReplacedLiveOneRefused(t *testing.T) {
+func TestSocketTakenOverByTheNewDaemon(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "c.sock")
-	s, err := Listen(path, os.Geteuid(), statsHandler)
+	old, err := Listen(path, os.Geteuid(), func(string) (any, error) { return "old", nil })
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Listen(path, os.Geteuid(), statsHandler); err == nil || !strings.Contains(err.Error(), "another daemon") {
-		t.Errorf("second Listen on a live socket = %v, want refusal", err)
+	// The same directory mounted again while the old daemon still exits:
+	// the new daemon takes the name, and the old one's Close keeps off it.
+	s, err := Listen(path, os.Geteuid(), func(string) (any, error) { return "new", nil })
+	if err != nil {
+		t.Fatalf("Listen while the old daemon still answers: %v", err)
+	}
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var who string
+	if err := Call(path, "stats", &who); err != nil || who != "new" {
+		t.Errorf("after the old daemon closed, the socket answers %q, %v; want the new daemon", who, err)
 	}
 	s.Close()
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("socket still there after the new daemon's Close: %v", err)
+	}
 
 	// A daemon killed without cleanup leaves a socket file nobody listens on.
 	stale, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
