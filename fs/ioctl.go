@@ -64,6 +64,11 @@ func (fs *fileSystem) Ioctl(cancel <-chan struct{}, in *fuse.IoctlIn, inbuf []by
 	if errno != 0 {
 		return fuse.Status(errno)
 	}
+	if in.Cmd == fsIocSetFlags || in.Cmd == fsIocFSSetXattr {
+		// Setting file attributes changes the ctime behind the kernel's
+		// attribute cache (generic/277); offset -1: attributes only.
+		fs.server.InodeNotify(h.node.id, -1, 0)
+	}
 	copy(outbuf, arg[:size])
 	out.Result = 0
 	return fuse.OK

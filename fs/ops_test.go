@@ -485,8 +485,21 @@ func TestIoctlAllowList(t *testing.T) {
 			t.Errorf("backing after the refused shutdown: %q", got)
 		}
 
-		// chattr/lsattr go through the allow-list.
+		// chattr/lsattr go through the allow-list, and the ctime the
+		// change set is visible at once (generic/277).
+		var before unix.Stat_t
+		if err := unix.Stat(tm.p("f"), &before); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond) // let the clock move past before's ctime
 		run(t, 0, "chattr +A "+tm.p("f"))
+		var after unix.Stat_t
+		if err := unix.Stat(tm.p("f"), &after); err != nil {
+			t.Fatal(err)
+		}
+		if after.Ctim == before.Ctim {
+			t.Errorf("ctime through the mount unchanged after chattr: %v", after.Ctim)
+		}
 		out, err := exec.Command("lsattr", tm.b("f")).CombinedOutput()
 		if err != nil || !strings.Contains(strings.Fields(string(out))[0], "A") {
 			t.Errorf("lsattr of the backing file after chattr +A: %s %v", out, err)
