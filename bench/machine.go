@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -15,6 +14,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/bpfusefs/bpfusefs/internal/mountinfo"
 	"golang.org/x/sys/unix"
 )
 
@@ -146,46 +146,8 @@ func parseStatCPU(stat []byte) (float64, error) {
 
 // isMounted reports whether a FUSE filesystem is mounted at dir.
 func isMounted(dir string) (bool, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return false, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		// mountinfo: ID parent maj:min root mountpoint options [optional...] - fstype source superopts
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 || unescapeMountinfo(fields[4]) != dir {
-			continue
-		}
-		for i, f := range fields {
-			if f == "-" && i+1 < len(fields) && strings.HasPrefix(fields[i+1], "fuse") {
-				return true, nil
-			}
-		}
-	}
-	return false, sc.Err()
-}
-
-// unescapeMountinfo undoes the octal escapes (\040 for space and so on)
-// mountinfo uses in paths.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+	e, ok, err := mountinfo.Find(dir)
+	return ok && strings.HasPrefix(e.FSType, "fuse"), err
 }
 
 // runCommand runs a program to completion in dir with its output sent to

@@ -162,9 +162,3 @@ func TestSelfCommand(t *testing.T) {
 		t.Errorf("selfCommand = %q for arguments that are not the process's", got)
 	}
 }
-
-func TestUnescapeMountinfo(t *testing.T) {
-	if got := unescapeMountinfo(`/tmp/a\040b\134c`); got != `/tmp/a b\c` {
-		t.Errorf("unescapeMountinfo = %q", got)
-	}
-}

@@ -17,6 +17,7 @@ import (
 	"github.com/bpfusefs/bpfusefs/features"
 	"github.com/bpfusefs/bpfusefs/fs"
 	"github.com/bpfusefs/bpfusefs/internal/fusetest"
+	"github.com/bpfusefs/bpfusefs/internal/mountinfo"
 )
 
 // waitFor polls cond until it holds; the bound only keeps a broken build
@@ -82,7 +83,7 @@ func startForeground(t *testing.T, mnt string, args ...string) *foreground {
 }
 
 func mounted(mnt string) bool {
-	e, ok, err := findMount(mnt)
+	e, ok, err := mountinfo.Find(mnt)
 	return err == nil && ok && e.FSType == fsType
 }
 

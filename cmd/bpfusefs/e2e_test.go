@@ -21,6 +21,7 @@ import (
 	"github.com/bpfusefs/bpfusefs/control"
 	"github.com/bpfusefs/bpfusefs/features"
 	"github.com/bpfusefs/bpfusefs/internal/fusetest"
+	"github.com/bpfusefs/bpfusefs/internal/mountinfo"
 )
 
 // binary is the bpfusefs built for the tests; empty when it was not built.
@@ -161,7 +162,7 @@ func mountDaemon(t *testing.T, flags ...string) (backing, mnt string) {
 // cleanupMount unmounts mnt if a test left it mounted, and checks that
 // the daemon's control socket went away with it.
 func cleanupMount(t *testing.T, mnt string) {
-	if _, mounted, _ := findMount(mnt); mounted {
+	if _, mounted, _ := mountinfo.Find(mnt); mounted {
 		if out, code := bpfusefs(t, nil, "umount", mnt); code != 0 {
 			t.Errorf("umount %s: exit %d\n%s", mnt, code, out)
 			_ = syscall.Unmount(mnt, syscall.MNT_DETACH)

@@ -29,7 +29,7 @@ func remount(cfg mountConfig) error {
 	if err != nil {
 		return err
 	}
-	if !cfg.readOnlySet || cfg.ReadOnly == e.readOnly() {
+	if !cfg.readOnlySet || cfg.ReadOnly == e.ReadOnly() {
 		return nil
 	}
 	var flags uintptr = unix.MS_REMOUNT

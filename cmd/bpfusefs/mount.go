@@ -13,6 +13,7 @@ import (
 	"github.com/bpfusefs/bpfusefs/control"
 	"github.com/bpfusefs/bpfusefs/features"
 	"github.com/bpfusefs/bpfusefs/fs"
+	"github.com/bpfusefs/bpfusefs/internal/mountinfo"
 )
 
 const mountUsage = `usage: bpfusefs mount [flags] BACKING MOUNTPOINT
@@ -114,7 +115,7 @@ func (c *mountConfig) checkPaths() error {
 	if c.Mountpoint, err = filepath.EvalSymlinks(mnt); err != nil {
 		return fmt.Errorf("mountpoint: %w", err)
 	}
-	switch e, busy, err := findMount(c.Mountpoint); {
+	switch e, busy, err := mountinfo.Find(c.Mountpoint); {
 	case err != nil:
 		return fmt.Errorf("mountpoint %s: %w", c.Mountpoint, err)
 	case busy:
