@@ -18,7 +18,8 @@ import (
 // the kernel, one io_uring_enter for the whole file), by Go driving the same
 // READ/WRITE pairs on a plain ring, and by a pread/pwrite loop. It reports
 // ms per GiB for each, readwrite/bpf and uring/bpf (above 1: the program
-// is faster).
+// is faster). The source is under TMPDIR: put it on a disk filesystem, as
+// tmpfs reads are punted to io-wq (see the package doc).
 func BenchmarkCopy4K(b *testing.B) {
 	requireLoop(b)
 	ring, region := newLoopRing(b)

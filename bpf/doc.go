@@ -94,12 +94,15 @@
 //     queue IORING_OP_FILES_UPDATE through Loop.GetSQE, or hand the update
 //     to the queue thread the way fusering's workers hand finished replies
 //     (the wake eventfd, whose read completion is handed off to Go).
-//   - Measure first. In the TCG guest BenchmarkCopy4K runs the program
-//     about 2.3x faster than Go driving the same READ/WRITE pairs on a
-//     plain ring, but 3x slower than pread/pwrite, with under two CQEs per
-//     loop_step: the requests mostly complete asynchronously (io-wq or task
-//     work) instead of inline inside bpf_io_uring_submit_sqes, and each
-//     completion wakes the loop. Find out which request goes async
-//     (FMODE_NOWAIT of the target, IOSQE flags) and measure on hardware
-//     before building the FUSE path on the same mechanism.
+//   - Which requests stay inline. On the 7.3 guest kernel (io_uring
+//     tracepoint io_uring_queue_async_work) a buffered READ from ext4's
+//     page cache and a WRITE to /dev/zero complete inline inside
+//     bpf_io_uring_submit_sqes, so one loop_step chains many of them; a
+//     READ from tmpfs and a buffered WRITE to ext4 are punted to io-wq
+//     (no FMODE_NOWAIT / buffered async write support), and each such
+//     completion wakes the loop once. The FUSE path's backing files are on
+//     disk filesystems: READ offload stays inline, WRITE fan-out costs an
+//     io-wq hop per replica unless the filesystem does async buffered
+//     writes (XFS and btrfs do). BenchmarkCopy4K measures it (run it with
+//     TMPDIR on a disk filesystem).
 package bpf
