@@ -191,7 +191,8 @@ int loop_step(unsigned long long *args)
 	struct io_rings *rings;
 	struct loop_stats *st;
 	__u32 head, tail, key = 0, n, i;
-	int ret;
+	__u64 user_data;
+	int ret, res;
 
 	st = bpf_map_lookup_elem(&stats, &key);
 	sqes = (void *)bpf_io_uring_get_region(ctx, IOU_REGION_SQ,
@@ -229,17 +230,22 @@ int loop_step(unsigned long long *args)
 		if (head == tail)
 			break;
 		cqe = &rings->cqes[head & (cq_entries - 1)];
-		if (cqe->user_data & LOOP_TAG) {
-			__sync_fetch_and_add(&st->own_cqes, 1);
-			copy_step(ctx, &sqes[0], sh, st, cqe->user_data, cqe->res);
-		} else {
-			if (!hand_off(sh, cqe->user_data, cqe->res, cqe->flags))
+		user_data = cqe->user_data;
+		res = cqe->res;
+		if (!(user_data & LOOP_TAG)) {
+			if (!hand_off(sh, user_data, res, cqe->flags))
 				break;
 			__sync_fetch_and_add(&st->handed_off, 1);
 		}
-		head++;
+		/* Free the slot before issuing more: requests that complete
+		 * inline post their CQE at once, and a CQ the program has
+		 * not released would overflow. */
+		WRITE_ONCE(rings->cq.head, ++head);
+		if (user_data & LOOP_TAG) {
+			__sync_fetch_and_add(&st->own_cqes, 1);
+			copy_step(ctx, &sqes[0], sh, st, user_data, res);
+		}
 	}
-	WRITE_ONCE(rings->cq.head, head);
 
 	n = sh->handoff_tail - sh->handoff_head;
 	if (n >= sh->want || n >= HANDOFF_ENTRIES)
