@@ -160,7 +160,9 @@ type Server struct {
 	logger     *log.Logger
 	// initialized: INIT was answered and fs.Init called, so fs.OnUnmount
 	// is due at the end.
-	initialized    bool
+	// initSrv is go-fuse's Server that answered INIT on a dup of the
+	// connection; nil until then.
+	initSrv        *fuse.Server
 	kernelSettings fuse.InitIn
 
 	queues      []*queue
@@ -231,8 +233,12 @@ func (s *Server) Wait() {
 	s.loops.Wait()
 	s.waitOnce.Do(func() {
 		closeFd(s.devFd)
-		if s.initialized {
-			s.fs.OnUnmount()
+		if s.initSrv != nil {
+			// It never served, so it still holds its descriptor of the
+			// connection. Serving now sees the connection gone at once
+			// (ENODEV): it closes that descriptor and calls the file
+			// system's OnUnmount, as after any go-fuse mount.
+			s.initSrv.Serve()
 		}
 	})
 }

@@ -84,13 +84,12 @@ func (s *Server) start(o *fuse.MountOptions, opts *Options, cpus int) error {
 	if err != nil {
 		return os.NewSyscallError("dup /dev/fuse", err)
 	}
-	// It owns initFd from here, on failure too. It keeps it open until
-	// it is garbage collected: it never serves, so it never closes.
+	// It owns initFd from here, on failure too; Wait makes it close it.
 	srv, err := fuse.NewServer(s.fs, "/dev/fd/"+strconv.Itoa(initFd), o)
 	if err != nil {
 		return fmt.Errorf("fusering: FUSE_INIT: %w", err)
 	}
-	s.initialized = true
+	s.initSrv = srv
 	s.kernelSettings = *srv.KernelSettings()
 	s.ps = fuse.NewProtocolServer(s.fs, o)
 	init, err := s.replayInit(&s.kernelSettings)
