@@ -23,6 +23,13 @@ LOOPBACK=$CACHE/go-fuse-loopback
 die() { echo "xfstests: $*" >&2; exit 2; }
 log() { echo "xfstests: $*" >&2; }
 
+# usage prints the header comment of the script that was run (lines 2-11)
+# and exits with status $1.
+usage() {
+	sed -n '2,11s/^# \{0,1\}//p' "${BASH_SOURCE[-1]}"
+	exit "${1:-0}"
+}
+
 # ---- building the suite --------------------------------------------------
 
 # ensure_deps installs what building and running the suite needs. gawk is not

@@ -18,11 +18,6 @@ accel=none group=quick tests= smoke= reference= timeout=900 interrupted=
 # (the reference and bpfusefs, say) can proceed side by side.
 WORK=${XFSTESTS_WORK:-$CACHE/xfstests-work}
 
-usage() {
-	sed -n '2,11s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
-	exit "${1:-0}"
-}
-
 parse_args() {
 	while [ $# -gt 0 ]; do
 		case $1 in

@@ -16,11 +16,6 @@ accel=none minutes=10 reference=
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 WORK=$CACHE/xfstests-soak
 
-usage() {
-	sed -n '2,11s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
-	exit "${1:-0}"
-}
-
 parse_args() {
 	while [ $# -gt 0 ]; do
 		case $1 in
