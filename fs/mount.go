@@ -65,7 +65,12 @@ import (
 // one set here is required, and Mount fails when it is unavailable.
 type Options struct {
 	Backing string   // backing directory (absolute)
-	Mirrors []string // extra replicas (issue 5): not served yet, Mount refuses them
+	Mirrors []string // extra replicas: every mutation reaches each of them too
+
+	// MirrorRepair names the replica (Backing or one of Mirrors) whose
+	// tree is copied over the others at mount when they disagree; empty,
+	// a disagreement refuses the mount.
+	MirrorRepair string
 
 	Engine      bool // daemon I/O through the io_uring Engine
 	Passthrough bool // regular files served by the kernel (FUSE passthrough)

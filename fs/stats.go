@@ -30,6 +30,8 @@ type ReplicaStats struct {
 	Path   string `json:"path"`
 	State  string `json:"state"` // "ok" or "degraded"
 	Errors uint64 `json:"errors"`
+	// Cause is the failure that degraded the replica.
+	Cause string `json:"cause,omitempty"`
 }
 
 // Data paths, in the order Stats.Paths lists them.
