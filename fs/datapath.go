@@ -8,63 +8,146 @@ import (
 
 // dataPath does a mount's backing file I/O in the daemon. Every
 // implementation gives byte-identical results; they differ in how the
-// syscalls reach the kernel. Each call works on all of a handle's replicas:
-// reads are served by one, writes reach all of them.
+// syscalls reach the kernel. A read is served by one replica; writes and
+// syncs reach every replica at once, and report each one's outcome.
 type dataPath interface {
-	read(h *handle, p []byte, off int64) (int, error)
-	write(h *handle, p []byte, off int64) (int, error)
-	fsync(h *handle, datasync bool) error
+	read(fd int, p []byte, off int64) (int, error)
+	// write writes all of p at off to each descriptor of fds, skipping
+	// -1, and sets errs[i] to the outcome for fds[i] (errSkipped when
+	// skipped).
+	write(fds []int, p []byte, off int64, errs []error)
+	// fsync syncs each descriptor of fds like write writes.
+	fsync(fds []int, datasync bool, errs []error)
 	// path is the Stats.Paths index this implementation counts under.
 	path() int
 	close() error
 }
 
-// syscallPath is the reference: pread(2) and pwrite(2).
+// syscallPath is the reference: pread(2) and pwrite(2), one replica after
+// the other.
 type syscallPath struct{}
 
-func (syscallPath) read(h *handle, p []byte, off int64) (int, error) {
+func (syscallPath) read(fd int, p []byte, off int64) (int, error) {
 	for {
-		n, err := unix.Pread(h.fd(), p, off)
+		n, err := unix.Pread(fd, p, off)
 		if err != unix.EINTR {
 			return n, err
 		}
 	}
 }
 
-func (syscallPath) write(h *handle, p []byte, off int64) (int, error) {
-	return fullWrite(p, off, func(p []byte, off int64) (int, error) {
-		return unix.Pwrite(h.fd(), p, off)
+func (syscallPath) write(fds []int, p []byte, off int64, errs []error) {
+	forEach(fds, errs, func(fd int) error {
+		return fullWrite(p, off, func(p []byte, off int64) (int, error) { return unix.Pwrite(fd, p, off) })
 	})
 }
 
-func (syscallPath) fsync(h *handle, datasync bool) error {
-	if datasync {
-		return unix.Fdatasync(h.fd())
-	}
-	return unix.Fsync(h.fd())
+func (syscallPath) fsync(fds []int, datasync bool, errs []error) {
+	forEach(fds, errs, func(fd int) error { return syncFD(fd, datasync) })
 }
 
 func (syscallPath) path() int    { return pathSyscall }
 func (syscallPath) close() error { return nil }
 
+// forEach sets errs[i] to fn(fds[i]), or errSkipped where fds[i] is -1.
+func forEach(fds []int, errs []error, fn func(fd int) error) {
+	for i, fd := range fds {
+		if fd < 0 {
+			errs[i] = errSkipped
+			continue
+		}
+		errs[i] = fn(fd)
+	}
+}
+
+// pickReader chooses the replica an open file reads from: opens take
+// turns over the healthy replicas, spreading readers across mirrors.
+func (fs *fileSystem) pickReader(fds []int) int {
+	if !fs.replicas.mirrored() {
+		return 0
+	}
+	turn := int(fs.readTurn.Add(1))
+	for k := range fds {
+		i := (turn + k) % len(fds)
+		if fds[i] >= 0 && fs.replicas.healthy(i) {
+			return i
+		}
+	}
+	return fs.replicas.leader()
+}
+
+// read reads from h's reader replica. A replica failing with a fault is
+// degraded and the read retried on the next one, until the last healthy
+// replica answers.
+func (fs *fileSystem) read(h *handle, p []byte, off int64) (int, error) {
+	for {
+		i := int(h.reader.Load())
+		if h.fds[i] < 0 || !fs.replicas.healthy(i) {
+			i = fs.pickReader(h.fds)
+			h.reader.Store(int32(i))
+		}
+		n, err := fs.data.read(h.fds[i], p, off)
+		if err == nil || !replicaFault(err) || !fs.replicas.degrade(i, "read", err) {
+			return n, err
+		}
+	}
+}
+
+// write writes all of p at off to every healthy replica of h (see
+// replicaSet for who wins when they disagree).
+func (fs *fileSystem) write(h *handle, p []byte, off int64) error {
+	h.written.Store(true)
+	if !fs.replicas.mirrored() {
+		var errs [1]error
+		fs.data.write(h.fds, p, off, errs[:])
+		return errs[0]
+	}
+	fds, errs := fs.targets(h)
+	fs.data.write(fds, p, off, errs)
+	return fs.replicas.settle("write", errs)
+}
+
+func (fs *fileSystem) fsync(h *handle, datasync bool) error {
+	if !fs.replicas.mirrored() {
+		var errs [1]error
+		fs.data.fsync(h.fds, datasync, errs[:])
+		return errs[0]
+	}
+	fds, errs := fs.targets(h)
+	fs.data.fsync(fds, datasync, errs)
+	return fs.replicas.settle("fsync", errs)
+}
+
+// targets returns the descriptors of h on the healthy replicas (-1
+// elsewhere) and room for their outcomes.
+func (fs *fileSystem) targets(h *handle) ([]int, []error) {
+	fds := make([]int, len(h.fds))
+	for i, fd := range h.fds {
+		fds[i] = -1
+		if fs.replicas.healthy(i) {
+			fds[i] = fd
+		}
+	}
+	return fds, make([]error, len(fds))
+}
+
 // fullWrite repeats a positional write until p is written or it fails: a
 // short write is finished, never reported as success.
-func fullWrite(p []byte, off int64, pwrite func([]byte, int64) (int, error)) (int, error) {
-	done := 0
-	for done < len(p) {
-		n, err := pwrite(p[done:], off+int64(done))
+func fullWrite(p []byte, off int64, pwrite func([]byte, int64) (int, error)) error {
+	for len(p) > 0 {
+		n, err := pwrite(p, off)
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
-			return done, err
+			return err
 		}
 		if n == 0 {
-			return done, unix.EIO
+			return unix.EIO
 		}
-		done += n
+		p, off = p[n:], off+int64(n)
 	}
-	return done, nil
+	return nil
 }
 
 // directAlign is the alignment O_DIRECT backing I/O gets; 4096 satisfies

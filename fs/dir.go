@@ -73,12 +73,23 @@ func (fs *fileSystem) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse
 	if n == nil {
 		return fuse.Status(unix.ESTALE)
 	}
-	fd, err := unix.Openat(n.fd(), ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	fd, err := openDir(n.fd())
 	if err != nil {
 		return status(err)
 	}
-	out.Fh = fs.handles.add(&handle{node: n, fds: []int{fd}, dir: &dirStream{fd: fd}})
+	// Entries are listed from the leader; the other replicas are only
+	// opened for FSYNCDIR.
+	fds := make([]int, len(n.replicas))
+	for i := range fds {
+		fds[i] = -1
+	}
+	fds[fs.replicas.leader()] = fd
+	out.Fh = fs.handles.add(&handle{node: n, fds: fds, dir: &dirStream{fd: fd}})
 	return fuse.OK
+}
+
+func openDir(fd int) (int, error) {
+	return unix.Openat(fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 }
 
 func (fs *fileSystem) dirHandle(hdr *fuse.InHeader, fh uint64) *handle {
@@ -127,8 +138,22 @@ func (fs *fileSystem) FsyncDir(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.St
 	if h == nil {
 		return fuse.EBADF
 	}
-	if in.FsyncFlags&1 != 0 {
-		return status(unix.Fdatasync(h.fd()))
+	return status(fs.replicas.apply("fsyncdir", h.node.replicas, func(i, fd int) error {
+		if h.fds[i] >= 0 {
+			return syncFD(h.fds[i], in.FsyncFlags&1 != 0)
+		}
+		dir, err := openDir(fd)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(dir)
+		return syncFD(dir, in.FsyncFlags&1 != 0)
+	}))
+}
+
+func syncFD(fd int, datasync bool) error {
+	if datasync {
+		return unix.Fdatasync(fd)
 	}
-	return status(unix.Fsync(h.fd()))
+	return unix.Fsync(fd)
 }

@@ -14,11 +14,13 @@ func openFlags(flags uint32) int {
 	return int(flags) &^ (unix.O_CREAT | unix.O_EXCL | unix.O_NOCTTY | unix.O_NOFOLLOW)
 }
 
-// finishOpen registers an open backing descriptor as a handle and decides
-// who serves its I/O.
-func (fs *fileSystem) finishOpen(n *inode, fd int, flags int, out *fuse.OpenOut) fuse.Status {
-	h := &handle{node: n, fds: []int{fd}, direct: flags&unix.O_DIRECT != 0}
+// finishOpen registers the open backing descriptors of each replica as a
+// handle and decides who serves its I/O.
+func (fs *fileSystem) finishOpen(n *inode, fds []int, flags int, out *fuse.OpenOut) fuse.Status {
+	h := &handle{node: n, fds: fds, direct: flags&unix.O_DIRECT != 0}
+	h.reader.Store(int32(fs.pickReader(fds)))
 	if fs.passthrough {
+		fd := h.fd()
 		id, ok, err := n.backing.Open(fs.server, fd, fs.passthroughEligible(n, fd))
 		if err != nil {
 			// The kernel refused this backing file (a backing
@@ -63,36 +65,40 @@ func (fs *fileSystem) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.Op
 		return fuse.Status(unix.ESTALE)
 	}
 	flags := openFlags(in.Flags)
-	fd, err := fs.proc.reopen(n.fd(), flags)
+	fds, err := fs.openEach("open", n.replicas, func(fd int) (int, error) { return fs.proc.reopen(fd, flags) })
 	if err != nil {
 		return status(err)
+	}
+	if flags&unix.O_TRUNC != 0 {
+		fs.syncTimes(n)
 	}
 	if in.Mode&fuse.OPEN_KILL_SUIDGID != 0 {
 		if err := fs.killPriv(n, in.Caller); err != nil {
-			unix.Close(fd)
+			closeFDs(fds)
 			return status(err)
 		}
 	}
-	return fs.finishOpen(n, fd, flags, out)
+	return fs.finishOpen(n, fds, flags, out)
 }
 
-// newFile turns the descriptor of a just-created file into an inode and a
-// handle, answering CREATE and TMPFILE.
-func (fs *fileSystem) newFile(fd, flags int, out *fuse.CreateOut) fuse.Status {
-	pathFD, err := fs.proc.reopen(fd, unix.O_PATH)
+// newFile turns the descriptors of a just-created file (one per replica)
+// into an inode and a handle, answering CREATE and TMPFILE.
+func (fs *fileSystem) newFile(fds []int, flags int, out *fuse.CreateOut) fuse.Status {
+	pathFDs, err := fs.openEach("open", fds, func(fd int) (int, error) { return fs.proc.reopen(fd, unix.O_PATH) })
 	if err != nil {
-		unix.Close(fd)
+		closeFDs(fds)
 		return status(err)
 	}
 	var st unix.Stat_t
-	if err := statFD(pathFD, &st); err != nil {
-		unix.Close(fd)
-		unix.Close(pathFD)
+	if err := statFD(pathFDs[fs.replicas.leader()], &st); err != nil {
+		closeFDs(fds)
+		closeFDs(pathFDs)
 		return status(err)
 	}
-	n := fs.inodes.add(pathFD, &st)
+	n := fs.inodes.add(pathFDs, &st)
+	fs.syncTimes(n)
 	fs.fillEntry(n, &st, &out.EntryOut)
-	return fs.finishOpen(n, fd, flags, &out.OpenOut)
+	return fs.finishOpen(n, fds, flags, &out.OpenOut)
 }
 
 func (fs *fileSystem) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
@@ -101,15 +107,17 @@ func (fs *fileSystem) Create(cancel <-chan struct{}, in *fuse.CreateIn, name str
 		return st
 	}
 	flags := int(in.Flags) &^ (unix.O_NOCTTY | unix.O_NOFOLLOW)
-	var fd int
+	var fds []int
 	err := fs.asCaller(in.Caller, in.Umask, func() (err error) {
-		fd, err = openBeneath(parent.fd(), name, flags|unix.O_CREAT, in.Mode&07777)
+		fds, err = fs.openEach("create "+name, parent.replicas, func(dir int) (int, error) {
+			return openBeneath(dir, name, flags|unix.O_CREAT, in.Mode&07777)
+		})
 		return err
 	})
 	if err != nil {
 		return status(err)
 	}
-	return fs.newFile(fd, flags, out)
+	return fs.newFile(fds, flags, out)
 }
 
 // Tmpfile makes an unnamed file (O_TMPFILE) in the backing directory; a
@@ -120,15 +128,17 @@ func (fs *fileSystem) Tmpfile(cancel <-chan struct{}, in *fuse.CreateIn, out *fu
 		return fuse.Status(unix.ESTALE)
 	}
 	flags := int(in.Flags)&^(unix.O_CREAT|unix.O_NOCTTY|unix.O_NOFOLLOW) | unix.O_TMPFILE
-	var fd int
+	var fds []int
 	err := fs.asCaller(in.Caller, in.Umask, func() (err error) {
-		fd, err = unix.Openat(parent.fd(), ".", flags|unix.O_CLOEXEC, in.Mode&07777)
+		fds, err = fs.openEach("tmpfile", parent.replicas, func(dir int) (int, error) {
+			return unix.Openat(dir, ".", flags|unix.O_CLOEXEC, in.Mode&07777)
+		})
 		return err
 	})
 	if err != nil {
 		return status(err)
 	}
-	return fs.newFile(fd, flags, out)
+	return fs.newFile(fds, flags, out)
 }
 
 func (fs *fileSystem) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
@@ -141,7 +151,7 @@ func (fs *fileSystem) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) 
 	if h.direct {
 		dst, bounce = alignedBuffer(p)
 	}
-	n, err := fs.data.read(h, dst, int64(in.Offset))
+	n, err := fs.read(h, dst, int64(in.Offset))
 	if err != nil {
 		fs.stats.errors.Add(1)
 		return nil, status(err)
@@ -171,14 +181,14 @@ func (fs *fileSystem) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byt
 			src = buf
 		}
 	}
-	n, err := fs.data.write(h, src, int64(in.Offset))
-	fs.stats.bytesWritten.Add(uint64(n))
+	err := fs.write(h, src, int64(in.Offset))
 	if err != nil {
 		fs.stats.errors.Add(1)
-		return uint32(n), status(err)
+		return 0, status(err)
 	}
+	fs.stats.bytesWritten.Add(uint64(len(data)))
 	fs.stats.paths[fs.data.path()].Add(1)
-	return uint32(n), fuse.OK
+	return uint32(len(data)), fuse.OK
 }
 
 // Flush has nothing to do: locks are kept by the kernel, and the backing
@@ -205,6 +215,9 @@ func (fs *fileSystem) release(fh uint64) {
 	if h == nil {
 		return
 	}
+	if h.written.Load() {
+		fs.syncTimes(h.node)
+	}
 	if fs.passthrough && h.dir == nil {
 		if err := h.node.backing.Close(fs.server, h.passthrough); err != nil {
 			fs.log.Printf("release: %v", err)
@@ -223,7 +236,8 @@ func (fs *fileSystem) Fsync(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Statu
 	if h == nil {
 		return fuse.EBADF
 	}
-	if err := fs.data.fsync(h, in.FsyncFlags&1 != 0); err != nil {
+	fs.syncTimes(h.node)
+	if err := fs.fsync(h, in.FsyncFlags&1 != 0); err != nil {
 		fs.stats.errors.Add(1)
 		return status(err)
 	}
@@ -238,7 +252,11 @@ func (fs *fileSystem) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) fu
 	if err := fs.killPrivOfCaller(in.Caller, h.node); err != nil {
 		return status(err)
 	}
-	if err := unix.Fallocate(h.fd(), in.Mode, int64(in.Offset), int64(in.Length)); err != nil {
+	h.written.Store(true)
+	err := fs.replicas.apply("fallocate", h.fds, func(_, fd int) error {
+		return unix.Fallocate(fd, in.Mode, int64(in.Offset), int64(in.Length))
+	})
+	if err != nil {
 		fs.stats.errors.Add(1)
 		return status(err)
 	}
@@ -284,11 +302,50 @@ func (fs *fileSystem) CopyFileRange(cancel <-chan struct{}, in *fuse.CopyFileRan
 	if err := fs.killPrivOfCaller(in.Caller, dst.node); err != nil {
 		return 0, status(err)
 	}
-	offIn, offOut := int64(in.OffIn), int64(in.OffOut)
-	n, err := unix.CopyFileRange(src.fd(), &offIn, dst.fd(), &offOut, int(min(in.Len, maxCopyChunk)), int(in.Flags))
+	dst.written.Store(true)
+	// The leader copies what it can; every other replica then copies
+	// exactly as much, so they stay identical.
+	length := int64(min(in.Len, maxCopyChunk))
+	copied := int64(-1)
+	err := fs.replicas.apply("copy_file_range", dst.fds, func(i, fd int) error {
+		if copied < 0 {
+			n, err := copyRange(src.fds[i], int64(in.OffIn), fd, int64(in.OffOut), length, int(in.Flags), false)
+			copied = n
+			return err
+		}
+		_, err := copyRange(src.fds[i], int64(in.OffIn), fd, int64(in.OffOut), copied, int(in.Flags), true)
+		return err
+	})
 	if err != nil {
 		fs.stats.errors.Add(1)
 		return 0, status(err)
 	}
-	return uint32(n), fuse.OK
+	return uint32(copied), fuse.OK
+}
+
+// copyRange copies up to length bytes with copy_file_range(2); with all
+// set it continues after short copies until length bytes are copied (an
+// early end of the source is then an error).
+func copyRange(src int, offIn int64, dst int, offOut int64, length int64, flags int, all bool) (int64, error) {
+	var done int64
+	for done < length {
+		n, err := unix.CopyFileRange(src, &offIn, dst, &offOut, int(length-done), flags)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return done, err
+		}
+		if n == 0 {
+			if all {
+				return done, unix.EIO
+			}
+			break
+		}
+		done += int64(n)
+		if !all {
+			break
+		}
+	}
+	return done, nil
 }

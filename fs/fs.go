@@ -2,6 +2,7 @@ package fs
 
 import (
 	"log"
+	"sync/atomic"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -34,18 +35,16 @@ type fileSystem struct {
 	// kernel handles locally because they are not negotiated) get ENOSYS.
 	fuse.RawFileSystem
 
-	proc procFD
-	// rootPath is the backing directory as /proc/self/fd names it.
-	rootPath string
-	// mountFD is the backing root opened for open_by_handle_at, which
-	// refuses O_PATH descriptors.
-	mountFD int
-	inodes  *inodeTable
-	handles *handleTable
+	proc     procFD
+	replicas *replicaSet
+	inodes   *inodeTable
+	handles  *handleTable
 	// creds creates objects with the caller's identity; nil when the
 	// daemon is not root, in which case objects belong to the daemon.
 	creds *credWorkers
 	data  dataPath
+	// readTurn spreads open files over the replicas (pickReader).
+	readTurn atomic.Uint32
 	// passthrough is set when opens of eligible files go to the kernel.
 	passthrough bool
 	// fusering is set when requests arrive over FUSE-over-io_uring.
@@ -73,21 +72,46 @@ func (fs *fileSystem) lookup(parent *inode, name string, out *fuse.EntryOut) fus
 	if !validName(name) {
 		return fuse.ENOENT
 	}
-	fd, err := openBeneath(parent.fd(), name, unix.O_PATH|unix.O_NOFOLLOW, 0)
+	fds, err := fs.openEach("lookup", parent.replicas, func(dir int) (int, error) {
+		return openBeneath(dir, name, unix.O_PATH|unix.O_NOFOLLOW, 0)
+	})
 	if err != nil {
 		return status(err)
 	}
-	return fs.addEntry(fd, out)
+	return fs.addEntry(fds, out)
 }
 
-// addEntry answers a lookup with fd, an O_PATH descriptor it takes over.
-func (fs *fileSystem) addEntry(fd int, out *fuse.EntryOut) fuse.Status {
+// openEach opens one object on every replica as one mutation (see
+// replicaSet.apply), open getting the replica's descriptor from fds. The
+// result holds -1 for replicas where nothing was opened.
+func (fs *fileSystem) openEach(op string, fds []int, open func(fd int) (int, error)) ([]int, error) {
+	opened := make([]int, len(fds))
+	for i := range opened {
+		opened[i] = -1
+	}
+	err := fs.replicas.apply(op, fds, func(i, fd int) error {
+		nfd, err := open(fd)
+		if err == nil {
+			opened[i] = nfd
+		}
+		return err
+	})
+	if err != nil {
+		closeFDs(opened)
+		return nil, err
+	}
+	return opened, nil
+}
+
+// addEntry answers a lookup with fds, the O_PATH descriptors of the object
+// on each replica, which it takes over.
+func (fs *fileSystem) addEntry(fds []int, out *fuse.EntryOut) fuse.Status {
 	var st unix.Stat_t
-	if err := statFD(fd, &st); err != nil {
-		unix.Close(fd)
+	if err := statFD(fds[fs.replicas.leader()], &st); err != nil {
+		closeFDs(fds)
 		return status(err)
 	}
-	fs.fillEntry(fs.inodes.add(fd, &st), &st, out)
+	fs.fillEntry(fs.inodes.add(fds, &st), &st, out)
 	return fuse.OK
 }
 
@@ -126,7 +150,7 @@ func (fs *fileSystem) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name stri
 	case ".":
 		// Export support: the kernel resolves a file handle whose
 		// inode it has forgotten.
-		n, st := fs.inodes.revive(h.NodeId, fs.mountFD)
+		n, st := fs.inodes.revive(h.NodeId)
 		if n == nil {
 			return fuse.Status(unix.ESTALE)
 		}
@@ -156,11 +180,13 @@ func (fs *fileSystem) lookupParent(id uint64, out *fuse.EntryOut) fuse.Status {
 	}
 	// Not beneath n by definition, but a directory other than the root
 	// has its parent inside the backing tree.
-	fd, err := unix.Openat(n.fd(), "..", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	fds, err := fs.openEach("lookup ..", n.replicas, func(dir int) (int, error) {
+		return unix.Openat(dir, "..", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	})
 	if err != nil {
 		return status(err)
 	}
-	return fs.addEntry(fd, out)
+	return fs.addEntry(fds, out)
 }
 
 func (fs *fileSystem) Forget(nodeid, nlookup uint64) {
@@ -219,43 +245,82 @@ func (fs *fileSystem) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *f
 }
 
 func (fs *fileSystem) setattr(n *inode, h *handle, in *fuse.SetAttrIn) error {
-	fd := n.fd()
 	if mode, ok := in.GetMode(); ok {
-		if err := unix.Fchmodat(fd, "", mode, unix.AT_EMPTY_PATH); err != nil {
+		err := fs.replicas.apply("chmod", n.replicas, func(_, fd int) error {
+			return unix.Fchmodat(fd, "", mode, unix.AT_EMPTY_PATH)
+		})
+		if err != nil {
 			return err
 		}
 	}
 	uid, setUID := in.GetUID()
 	gid, setGID := in.GetGID()
 	if setUID || setGID {
-		if err := unix.Fchownat(fd, "", int(int32(uid)), int(int32(gid)), unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		err := fs.replicas.apply("chown", n.replicas, func(_, fd int) error {
+			return unix.Fchownat(fd, "", int(int32(uid)), int(int32(gid)), unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW)
+		})
+		if err != nil {
 			return err
 		}
 	}
-	if size, ok := in.GetSize(); ok {
+	size, setSize := in.GetSize()
+	if setSize {
 		var err error
 		if h != nil {
-			err = unix.Ftruncate(h.fd(), int64(size))
+			err = fs.replicas.apply("truncate", h.fds, func(_, fd int) error { return unix.Ftruncate(fd, int64(size)) })
 		} else {
-			err = unix.Truncate(fs.proc.path(fd), int64(size))
+			err = fs.replicas.apply("truncate", n.replicas, func(_, fd int) error { return unix.Truncate(fs.proc.path(fd), int64(size)) })
 		}
 		if err != nil {
 			return err
 		}
 	}
-	if in.Valid&(fuse.FATTR_ATIME|fuse.FATTR_MTIME) != 0 {
+	setTimes := in.Valid&(fuse.FATTR_ATIME|fuse.FATTR_MTIME) != 0
+	if setTimes {
 		ts := [2]unix.Timespec{
 			utime(in.Valid, fuse.FATTR_ATIME, fuse.FATTR_ATIME_NOW, in.Atime, in.Atimensec),
 			utime(in.Valid, fuse.FATTR_MTIME, fuse.FATTR_MTIME_NOW, in.Mtime, in.Mtimensec),
 		}
-		if err := unix.UtimesNanoAt(fd, "", ts[:], unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		err := fs.replicas.apply("utimensat", n.replicas, func(_, fd int) error {
+			return unix.UtimesNanoAt(fd, "", ts[:], unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW)
+		})
+		if err != nil {
 			return err
 		}
+	}
+	if setSize || setTimes {
+		fs.syncTimes(n)
 	}
 	if in.Valid&fuse.FATTR_KILL_SUIDGID != 0 {
 		return fs.killPriv(n, in.Caller)
 	}
 	return nil
+}
+
+// syncTimes gives n's mirrors the leader's access and modification times.
+// Each replica stamps its own clock reading on a change, so after writes,
+// truncates and "now" updates the mirrors are a few microseconds off; the
+// mount-time agreement check compares modification times, so they are
+// made exact whenever a file is released, synced or has its size or times
+// set.
+func (fs *fileSystem) syncTimes(n *inode) {
+	if !fs.replicas.mirrored() {
+		return
+	}
+	lead := fs.replicas.leader()
+	var st unix.Stat_t
+	if err := statFD(n.replicas[lead], &st); err != nil {
+		return // the next mutation finds out what is wrong
+	}
+	ts := [2]unix.Timespec{st.Atim, st.Mtim}
+	for i, fd := range n.replicas {
+		if i == lead || fd < 0 || !fs.replicas.healthy(i) {
+			continue
+		}
+		if err := unix.UtimesNanoAt(fd, "", ts[:], unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			fs.replicas.degrade(i, "utimensat", err)
+		}
+	}
 }
 
 // utime builds one utimensat timestamp from SETATTR's valid bits.
@@ -280,9 +345,8 @@ func utime(valid, set, now uint32, sec uint64, nsec uint32) unix.Timespec {
 // The kernel may hold the old mode in its attribute cache (after FALLOCATE,
 // say), so a change is followed by an invalidation.
 func (fs *fileSystem) killPriv(n *inode, caller fuse.Caller) error {
-	fd := n.fd()
 	var st unix.Stat_t
-	if err := statFD(fd, &st); err != nil {
+	if err := statFD(n.fd(), &st); err != nil {
 		return err
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
@@ -293,7 +357,10 @@ func (fs *fileSystem) killPriv(n *inode, caller fuse.Caller) error {
 		mode &^= unix.S_ISGID
 	}
 	if mode != st.Mode {
-		if err := unix.Fchmodat(fd, "", mode&07777, unix.AT_EMPTY_PATH); err != nil {
+		err := fs.replicas.apply("chmod", n.replicas, func(_, fd int) error {
+			return unix.Fchmodat(fd, "", mode&07777, unix.AT_EMPTY_PATH)
+		})
+		if err != nil {
 			return err
 		}
 		// Offset -1: attributes only, not the page cache.
@@ -301,14 +368,15 @@ func (fs *fileSystem) killPriv(n *inode, caller fuse.Caller) error {
 	}
 	// Look before removing: removexattr fails with EPERM on append-only
 	// and immutable files even when there is nothing to remove.
-	path := fs.proc.path(fd)
-	if _, err := unix.Getxattr(path, "security.capability", nil); err != nil {
+	if _, err := unix.Getxattr(fs.proc.path(n.fd()), "security.capability", nil); err != nil {
 		return nil
 	}
-	if err := unix.Removexattr(path, "security.capability"); err != nil && err != unix.ENODATA {
-		return err
-	}
-	return nil
+	return fs.replicas.apply("removexattr", n.replicas, func(_, fd int) error {
+		if err := unix.Removexattr(fs.proc.path(fd), "security.capability"); err != nil && err != unix.ENODATA {
+			return err
+		}
+		return nil
+	})
 }
 
 // create makes a new object with fn (as the caller) and looks it up.
@@ -317,10 +385,17 @@ func (fs *fileSystem) create(h *fuse.InHeader, name string, umask uint32, out *f
 	if !st.Ok() {
 		return st
 	}
-	if err := fs.asCaller(h.Caller, umask, func() error { return fn(parent.fd()) }); err != nil {
+	err := fs.asCaller(h.Caller, umask, func() error {
+		return fs.replicas.apply("create "+name, parent.replicas, func(_, dir int) error { return fn(dir) })
+	})
+	if err != nil {
 		return status(err)
 	}
-	return fs.lookup(parent, name, out)
+	st = fs.lookup(parent, name, out)
+	if st.Ok() {
+		fs.syncTimes(fs.inodes.get(out.NodeId))
+	}
+	return st
 }
 
 func (fs *fileSystem) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
@@ -350,7 +425,10 @@ func (fs *fileSystem) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string,
 	if old == nil {
 		return fuse.Status(unix.ESTALE)
 	}
-	if err := unix.Linkat(old.fd(), "", parent.fd(), name, unix.AT_EMPTY_PATH); err != nil {
+	err := fs.replicas.apply("link "+name, parent.replicas, func(i, dir int) error {
+		return unix.Linkat(old.replicas[i], "", dir, name, unix.AT_EMPTY_PATH)
+	})
+	if err != nil {
 		return status(err)
 	}
 	return fs.lookup(parent, name, out)
@@ -361,7 +439,9 @@ func (fs *fileSystem) remove(h *fuse.InHeader, name string, flags int) fuse.Stat
 	if !st.Ok() {
 		return st
 	}
-	return status(unix.Unlinkat(parent.fd(), name, flags))
+	return status(fs.replicas.apply("unlink "+name, parent.replicas, func(_, dir int) error {
+		return unix.Unlinkat(dir, name, flags)
+	}))
 }
 
 func (fs *fileSystem) Unlink(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
@@ -381,7 +461,9 @@ func (fs *fileSystem) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName,
 	if !validName(oldName) || !validName(newName) {
 		return fuse.EINVAL
 	}
-	return status(unix.Renameat2(oldDir.fd(), oldName, newDir.fd(), newName, uint(in.Flags)))
+	return status(fs.replicas.apply("rename "+oldName, oldDir.replicas, func(i, dir int) error {
+		return unix.Renameat2(dir, oldName, newDir.replicas[i], newName, uint(in.Flags))
+	}))
 }
 
 func (fs *fileSystem) Readlink(cancel <-chan struct{}, h *fuse.InHeader) ([]byte, fuse.Status) {
@@ -423,6 +505,7 @@ func (fs *fileSystem) StatFs(cancel <-chan struct{}, h *fuse.InHeader, out *fuse
 	if err := unix.Fstatfs(n.fd(), &st); err != nil {
 		return status(err)
 	}
+	fs.mirrorsFree(n, &st)
 	*out = fuse.StatfsOut{
 		Blocks:  st.Blocks,
 		Bfree:   st.Bfree,
@@ -434,4 +517,23 @@ func (fs *fileSystem) StatFs(cancel <-chan struct{}, h *fuse.InHeader, out *fuse
 		Frsize:  uint32(st.Frsize),
 	}
 	return fuse.OK
+}
+
+// mirrorsFree lowers the free space and inodes in st, the leader's statfs,
+// to what the fullest healthy mirror has left: a write must fit on every
+// replica.
+func (fs *fileSystem) mirrorsFree(n *inode, st *unix.Statfs_t) {
+	if !fs.replicas.mirrored() || st.Frsize <= 0 {
+		return
+	}
+	for i, fd := range n.replicas {
+		var m unix.Statfs_t
+		if i == fs.replicas.leader() || fd < 0 || !fs.replicas.healthy(i) || unix.Fstatfs(fd, &m) != nil {
+			continue
+		}
+		scale := func(blocks uint64) uint64 { return blocks * uint64(m.Frsize) / uint64(st.Frsize) }
+		st.Bfree = min(st.Bfree, scale(m.Bfree))
+		st.Bavail = min(st.Bavail, scale(m.Bavail))
+		st.Ffree = min(st.Ffree, m.Ffree)
+	}
 }

@@ -2,15 +2,20 @@ package fs
 
 import (
 	"sync"
-
-	"golang.org/x/sys/unix"
+	"sync/atomic"
 )
 
 // handle is an open file or directory (the kernel's fh).
 type handle struct {
 	node *inode
-	// fds holds one open descriptor per replica, primary first.
+	// fds holds one open descriptor per replica, indexed like
+	// node.replicas, -1 where the replica is out of service.
 	fds []int
+	// reader is the replica reads go to (see readReplica).
+	reader atomic.Int32
+	// written is set once a write, truncate or fallocate went through the
+	// handle, so release copies the leader's times to the mirrors.
+	written atomic.Bool
 	// passthrough is set when the kernel serves this open's I/O through
 	// node.backing.
 	passthrough bool
@@ -21,13 +26,10 @@ type handle struct {
 	dir *dirStream
 }
 
-func (h *handle) fd() int { return h.fds[0] }
+// fd returns the descriptor of the leading replica.
+func (h *handle) fd() int { return h.fds[h.node.rs.leader()] }
 
-func (h *handle) close() {
-	for _, fd := range h.fds {
-		unix.Close(fd)
-	}
-}
+func (h *handle) close() { closeFDs(h.fds) }
 
 type handleTable struct {
 	mu     sync.RWMutex

@@ -13,9 +13,13 @@ import (
 type testMount struct {
 	mode    string
 	backing string
+	mirrors []string
 	mnt     string
 	m       *Mounted
 }
+
+// replicas lists the backing directory and the mirrors.
+func (tm *testMount) replicas() []string { return append([]string{tm.backing}, tm.mirrors...) }
 
 func (tm *testMount) b(rel string) string { return filepath.Join(tm.backing, rel) }
 func (tm *testMount) p(rel string) string { return filepath.Join(tm.mnt, rel) }
@@ -54,6 +58,14 @@ func modes(t testing.TB) map[string]Options {
 // the test ends.
 func mountFS(t *testing.T, mode string, opts Options) *testMount {
 	t.Helper()
+	return mountReplicas(t, mode, opts, nil)
+}
+
+// mountReplicas mounts a fresh backing directory with opts, and mirrors
+// made by the functions in mirrors, and unmounts it when the test ends.
+// When backing is set, it makes the backing directory.
+func mountReplicas(t *testing.T, mode string, opts Options, backing func(t *testing.T) string, mirrors ...func(t *testing.T) string) *testMount {
+	t.Helper()
 	dir := t.TempDir()
 	// Other users must reach the tree for the credential tests.
 	for _, d := range []string{filepath.Dir(dir), dir} {
@@ -67,7 +79,14 @@ func mountFS(t *testing.T, mode string, opts Options) *testMount {
 			t.Fatal(err)
 		}
 	}
+	if backing != nil {
+		tm.backing = backing(t)
+	}
+	for _, mk := range mirrors {
+		tm.mirrors = append(tm.mirrors, mk(t))
+	}
 	opts.Backing = tm.backing
+	opts.Mirrors = tm.mirrors
 	opts.AllowOther = true
 	opts.DefaultPermissions = true
 	m, err := Mount(tm.mnt, opts)

@@ -22,10 +22,11 @@ type inode struct {
 	key  inodeKey
 	mode uint32 // S_IFMT bits; a backing object never changes type
 
-	// replicas holds one O_PATH descriptor per replica of the object; the
-	// first is the primary, whose identity is key. Mirrors (more than one
-	// replica) are not served yet, so today it always has one element.
+	// replicas holds one O_PATH descriptor per replica of the object, or
+	// -1 for a replica that was out of service when it was looked up (see
+	// replicaSet); key is the leader's identity at lookup.
 	replicas []int
+	rs       *replicaSet
 
 	// lookups counts the kernel's references (LOOKUP, CREATE, ...) minus
 	// its FORGETs; guarded by inodeTable.mu.
@@ -39,8 +40,8 @@ type inode struct {
 	fromHandle bool
 }
 
-// fd returns the O_PATH descriptor of the primary replica.
-func (n *inode) fd() int { return n.replicas[0] }
+// fd returns the O_PATH descriptor of the leading replica.
+func (n *inode) fd() int { return n.replicas[n.rs.leader()] }
 
 func (n *inode) isSymlink() bool { return n.mode == unix.S_IFLNK }
 
@@ -62,43 +63,50 @@ type inodeTable struct {
 	ghostByKey map[inodeKey]uint64
 
 	// handleIDs is set when the backing root's filesystem has 8-byte
-	// FILEID_INO32_GEN file handles (ext4, XFS with 32-bit inodes): node
-	// ids of objects on that filesystem (dev) are then their file handles,
-	// so a kernel file handle names its object without any daemon state,
-	// even across a remount. Other objects get counted ids and ghosts.
+	// FILEID_INO32_GEN file handles (ext4, XFS with 32-bit inodes) and
+	// there are no mirrors: node ids of objects on that filesystem (dev)
+	// are then their file handles, so a kernel file handle names its
+	// object without any daemon state, even across a remount. Other
+	// objects get counted ids and ghosts.
 	handleIDs bool
 	dev       uint64
+	rs        *replicaSet
 }
 
 // fileidIno32Gen is FILEID_INO32_GEN from include/linux/exportfs.h: a
 // 32-bit inode number followed by a 32-bit generation.
 const fileidIno32Gen = 1
 
+// A ghost holds one file handle per replica, nil where it has none.
 type ghost struct {
-	key    inodeKey
-	mode   uint32
-	handle unix.FileHandle
+	key     inodeKey
+	mode    uint32
+	handles []*unix.FileHandle
 }
 
 const rootID = 1
 
-func newInodeTable(rootFD int, st *unix.Stat_t) *inodeTable {
+// newInodeTable starts the table with the root: the replicas' root
+// descriptors, and st, the leader's root stat.
+func newInodeTable(rs *replicaSet, st *unix.Stat_t) *inodeTable {
 	root := &inode{
 		id:       rootID,
 		key:      inodeKey{st.Dev, st.Ino},
 		mode:     st.Mode & unix.S_IFMT,
-		replicas: []int{rootFD},
+		replicas: rs.rootFDs(),
+		rs:       rs,
 		lookups:  1, // the kernel never forgets the root
 	}
-	h, _, err := unix.NameToHandleAt(rootFD, "", unix.AT_EMPTY_PATH)
+	h, _, err := unix.NameToHandleAt(root.fd(), "", unix.AT_EMPTY_PATH)
 	return &inodeTable{
 		byID:       map[uint64]*inode{rootID: root},
 		byKey:      map[inodeKey]*inode{root.key: root},
 		nextID:     rootID + 1,
 		ghosts:     make(map[uint64]ghost),
 		ghostByKey: make(map[inodeKey]uint64),
-		handleIDs:  err == nil && h.Type() == fileidIno32Gen && h.Size() == 8,
+		handleIDs:  !rs.mirrored() && err == nil && h.Type() == fileidIno32Gen && h.Size() == 8,
 		dev:        st.Dev,
+		rs:         rs,
 	}
 }
 
@@ -109,33 +117,36 @@ func (t *inodeTable) get(id uint64) *inode {
 	return n
 }
 
-// add takes ownership of fd, an O_PATH descriptor for the object st
-// describes, and returns its inode with one more kernel reference. When the
-// object is already known (a hard link, a repeated lookup) fd is closed.
-func (t *inodeTable) add(fd int, st *unix.Stat_t) *inode {
+// add takes ownership of fds, the O_PATH descriptors of one object on
+// each replica (-1 where it has none), st being the leader's stat, and
+// returns its inode with one more kernel reference. When the object is
+// already known (a hard link, a repeated lookup) fds are closed.
+func (t *inodeTable) add(fds []int, st *unix.Stat_t) *inode {
 	key := inodeKey{st.Dev, st.Ino}
 	if n := t.ref(key); n != nil {
-		unix.Close(fd)
+		closeFDs(fds)
 		return n
 	}
+	fd := fds[t.rs.leader()]
 	hid := t.handleID(fd, st)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if n := t.byKey[key]; n != nil {
 		n.lookups++
-		unix.Close(fd)
+		closeFDs(fds)
 		return n
 	}
 	n := &inode{
 		id:         hid,
 		key:        key,
 		mode:       st.Mode & unix.S_IFMT,
-		replicas:   []int{fd},
+		replicas:   fds,
+		rs:         t.rs,
 		lookups:    1,
 		fromHandle: hid != 0 && !t.taken(hid),
 	}
 	if !n.fromHandle {
-		n.id = t.countedID(fd, key)
+		n.id = t.countedID(n, key)
 	}
 	t.byID[n.id] = n
 	t.byKey[key] = n
@@ -175,12 +186,12 @@ func (t *inodeTable) taken(id uint64) bool {
 // countedID gives an object without a handle id the id of its ghost, when
 // it is the same object again (the handle tells a reused inode number
 // apart), or a fresh one; t.mu held.
-func (t *inodeTable) countedID(fd int, key inodeKey) uint64 {
+func (t *inodeTable) countedID(n *inode, key inodeKey) uint64 {
 	if gid, ok := t.ghostByKey[key]; ok {
 		g := t.ghosts[gid]
 		delete(t.ghosts, gid)
 		delete(t.ghostByKey, key)
-		if h, _, err := unix.NameToHandleAt(fd, "", unix.AT_EMPTY_PATH); err == nil && sameHandle(h, g.handle) {
+		if sameHandles(handlesOf(n), g.handles) {
 			return gid
 		}
 	}
@@ -206,8 +217,8 @@ func (t *inodeTable) remember(node *inode) {
 	if statFD(node.fd(), &st) != nil || st.Nlink == 0 {
 		return
 	}
-	h, _, err := unix.NameToHandleAt(node.fd(), "", unix.AT_EMPTY_PATH)
-	if err != nil {
+	handles := handlesOf(node)
+	if handles[t.rs.leader()] == nil {
 		return // the backing filesystem cannot export handles
 	}
 	if len(t.ghosts) >= maxGhosts {
@@ -217,18 +228,42 @@ func (t *inodeTable) remember(node *inode) {
 			break
 		}
 	}
-	t.ghosts[node.id] = ghost{key: node.key, mode: node.mode, handle: h}
+	t.ghosts[node.id] = ghost{key: node.key, mode: node.mode, handles: handles}
 	t.ghostByKey[node.key] = node.id
 }
 
-func sameHandle(a, b unix.FileHandle) bool {
-	return a.Type() == b.Type() && string(a.Bytes()) == string(b.Bytes())
+// handlesOf returns the file handle of each of n's replicas, nil where
+// there is none.
+func handlesOf(n *inode) []*unix.FileHandle {
+	hs := make([]*unix.FileHandle, len(n.replicas))
+	for i, fd := range n.replicas {
+		if fd < 0 {
+			continue
+		}
+		if h, _, err := unix.NameToHandleAt(fd, "", unix.AT_EMPTY_PATH); err == nil {
+			hs[i] = &h
+		}
+	}
+	return hs
+}
+
+func sameHandles(a, b []*unix.FileHandle) bool {
+	for i := range a {
+		if (a[i] == nil) != (b[i] == nil) {
+			return false
+		}
+		if a[i] != nil && (a[i].Type() != b[i].Type() || string(a[i].Bytes()) != string(b[i].Bytes())) {
+			return false
+		}
+	}
+	return true
 }
 
 // revive returns the inode with node id id, bringing a forgotten one back
-// by opening its file handle on mountFD (the id itself, or its ghost's),
-// with one more kernel reference. It returns nil when the object is gone.
-func (t *inodeTable) revive(id uint64, mountFD int) (*inode, *unix.Stat_t) {
+// by opening its file handles (the id itself, or its ghost's) on each
+// healthy replica, with one more kernel reference. It returns nil when the
+// object is gone, or cannot be reached on every healthy replica.
+func (t *inodeTable) revive(id uint64) (*inode, *unix.Stat_t) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var st unix.Stat_t
@@ -239,38 +274,51 @@ func (t *inodeTable) revive(id uint64, mountFD int) (*inode, *unix.Stat_t) {
 		n.lookups++
 		return n, &st
 	}
-	var handle unix.FileHandle
 	g, isGhost := t.ghosts[id]
 	switch {
 	case isGhost:
-		handle = g.handle
+		delete(t.ghosts, id)
+		delete(t.ghostByKey, g.key)
 	case t.handleIDs:
-		handle = unix.NewFileHandle(fileidIno32Gen, binary.NativeEndian.AppendUint64(nil, id))
+		h := unix.NewFileHandle(fileidIno32Gen, binary.NativeEndian.AppendUint64(nil, id))
+		g.handles = []*unix.FileHandle{&h}
 	default:
 		return nil, nil
 	}
-	fd, err := unix.OpenByHandleAt(mountFD, handle, unix.O_PATH|unix.O_CLOEXEC)
-	if err != nil {
-		return nil, nil
+	fds := make([]int, len(t.rs.r))
+	for i, r := range t.rs.r {
+		fds[i] = -1
+		if !t.rs.healthy(i) {
+			continue
+		}
+		if g.handles[i] == nil {
+			closeFDs(fds)
+			return nil, nil
+		}
+		fd, err := unix.OpenByHandleAt(r.openFD, *g.handles[i], unix.O_PATH|unix.O_CLOEXEC)
+		if err != nil {
+			closeFDs(fds)
+			return nil, nil
+		}
+		fds[i] = fd
 	}
+	fd := fds[t.rs.leader()]
 	if statFD(fd, &st) != nil {
-		unix.Close(fd)
+		closeFDs(fds)
 		return nil, nil
 	}
 	key := inodeKey{st.Dev, st.Ino}
+	// A handle names one object for good (it carries the generation),
+	// but the object may have been looked up again under a new id since.
 	valid := t.byKey[key] == nil
-	if isGhost {
-		valid = valid && key == g.key
-		delete(t.ghosts, id)
-		delete(t.ghostByKey, g.key)
-	} else {
+	if !isGhost {
 		valid = valid && t.handleID(fd, &st) == id
 	}
 	if !valid {
-		unix.Close(fd)
+		closeFDs(fds)
 		return nil, nil
 	}
-	n := &inode{id: id, key: key, mode: st.Mode & unix.S_IFMT, replicas: []int{fd}, lookups: 1, fromHandle: !isGhost}
+	n := &inode{id: id, key: key, mode: st.Mode & unix.S_IFMT, replicas: fds, rs: t.rs, lookups: 1, fromHandle: !isGhost}
 	t.byID[id] = n
 	t.byKey[key] = n
 	return n, &st
@@ -292,9 +340,7 @@ func (t *inodeTable) forget(id, n uint64) {
 	delete(t.byID, id)
 	delete(t.byKey, node.key)
 	t.remember(node)
-	for _, fd := range node.replicas {
-		unix.Close(fd)
-	}
+	closeFDs(node.replicas)
 }
 
 // closeAll releases every descriptor at unmount.
@@ -302,12 +348,19 @@ func (t *inodeTable) closeAll() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for id, node := range t.byID {
-		for _, fd := range node.replicas {
-			unix.Close(fd)
-		}
+		closeFDs(node.replicas)
 		delete(t.byID, id)
 		delete(t.byKey, node.key)
 	}
 	clear(t.ghosts)
 	clear(t.ghostByKey)
+}
+
+// closeFDs closes the open descriptors of fds (-1 marks none).
+func closeFDs(fds []int) {
+	for _, fd := range fds {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+	}
 }

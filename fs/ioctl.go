@@ -60,11 +60,23 @@ func (fs *fileSystem) Ioctl(cancel <-chan struct{}, in *fuse.IoctlIn, inbuf []by
 			return fuse.EINVAL
 		}
 	}
-	_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(h.fd()), uintptr(in.Cmd), uintptr(unsafe.Pointer(&arg[0])))
-	if errno != 0 {
-		return fuse.Status(errno)
+	ioctl := func(_, fd int) error {
+		if _, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), uintptr(in.Cmd), uintptr(unsafe.Pointer(&arg[0]))); errno != 0 {
+			return errno
+		}
+		return nil
 	}
-	if in.Cmd == fsIocSetFlags || in.Cmd == fsIocFSSetXattr {
+	set := in.Cmd == fsIocSetFlags || in.Cmd == fsIocFSSetXattr
+	var err error
+	if set {
+		err = fs.replicas.apply("ioctl", h.fds, ioctl)
+	} else {
+		err = ioctl(0, h.fd())
+	}
+	if err != nil {
+		return status(err)
+	}
+	if set {
 		// Setting file attributes changes the ctime behind the kernel's
 		// attribute cache (generic/277); offset -1: attributes only.
 		fs.server.InodeNotify(h.node.id, -1, 0)

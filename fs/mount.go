@@ -41,8 +41,13 @@
 //     filesystems a node id is the backing file handle itself, so handles
 //     stay valid after the kernel forgets an inode and across remounts;
 //     elsewhere forgotten inodes leave the handle behind in memory.
-//   - Replicas: inodes and open files hold one descriptor per replica, the
-//     first being the primary; mirrors (several replicas) are not served yet.
+//   - Mirrors: inodes and open files hold one descriptor per replica (the
+//     backing directory and each mirror). Mutations reach every healthy
+//     replica, reads one; a failing replica is degraded and the others
+//     carry on (see replicaSet). Mirrored files are never passed through:
+//     the kernel has one backing file per inode. File handles of a
+//     mirrored mount are remembered in memory only (ghosts), as the node
+//     id cannot be a handle of several filesystems.
 package fs
 
 import (
@@ -52,7 +57,7 @@ import (
 	"log"
 	"os"
 	"path/filepath"
-	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/bpfusefs/bpfusefs/fs/fusering"
@@ -198,16 +203,8 @@ func (d devServer) Unmount() error {
 func (d devServer) Wait() { <-d.served }
 
 func checkOptions(mountpoint string, opts *Options) error {
-	if len(opts.Mirrors) > 0 {
-		return errors.New("--mirror: mirrored replicas are not implemented yet")
-	}
-	if !filepath.IsAbs(opts.Backing) {
-		return fmt.Errorf("backing directory %q: not an absolute path", opts.Backing)
-	}
-	if fi, err := os.Stat(opts.Backing); err != nil {
-		return fmt.Errorf("backing directory: %w", err)
-	} else if !fi.IsDir() {
-		return fmt.Errorf("backing directory %s: not a directory", opts.Backing)
+	if err := checkReplicas(opts); err != nil {
+		return err
 	}
 	var st, parent unix.Stat_t
 	if err := unix.Stat(mountpoint, &st); err != nil {
@@ -233,39 +230,72 @@ func checkOptions(mountpoint string, opts *Options) error {
 	return nil
 }
 
-func newFileSystem(opts Options, logger *log.Logger) (*fileSystem, error) {
-	rootFD, err := unix.Open(opts.Backing, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("open backing directory %s: %w", opts.Backing, err)
+// checkReplicas checks the backing directory and mirrors: absolute paths
+// of distinct directories, none inside another (a replica inside the
+// backing directory would show up in the mount and receive its own writes).
+func checkReplicas(opts *Options) error {
+	type dir struct{ what, path, real string }
+	dirs := []dir{{what: "backing directory", path: opts.Backing}}
+	for _, m := range opts.Mirrors {
+		dirs = append(dirs, dir{what: "mirror directory", path: m})
 	}
-	var st unix.Stat_t
-	if err := statFD(rootFD, &st); err != nil {
-		unix.Close(rootFD)
-		return nil, fmt.Errorf("stat backing directory %s: %w", opts.Backing, err)
+	for i := range dirs {
+		d := &dirs[i]
+		if !filepath.IsAbs(d.path) {
+			return fmt.Errorf("%s %q: not an absolute path", d.what, d.path)
+		}
+		if fi, err := os.Stat(d.path); err != nil {
+			return fmt.Errorf("%s: %w", d.what, err)
+		} else if !fi.IsDir() {
+			return fmt.Errorf("%s %s: not a directory", d.what, d.path)
+		}
+		real, err := filepath.EvalSymlinks(d.path)
+		if err != nil {
+			return fmt.Errorf("%s: %w", d.what, err)
+		}
+		d.real = real
+		for _, o := range dirs[:i] {
+			if within(o.real, real) || within(real, o.real) {
+				return fmt.Errorf("%s %s and %s %s overlap: replicas must be separate trees", o.what, o.path, d.what, d.path)
+			}
+		}
+	}
+	if opts.MirrorRepair == "" {
+		return nil
+	}
+	if len(opts.Mirrors) == 0 {
+		return errors.New("--mirror-repair needs --mirror")
+	}
+	for _, d := range dirs {
+		if filepath.Clean(opts.MirrorRepair) == filepath.Clean(d.path) {
+			return nil
+		}
+	}
+	return fmt.Errorf("--mirror-repair=%s: not one of the replicas (the backing directory or a --mirror)", opts.MirrorRepair)
+}
+
+// within reports whether path is dir or below it.
+func within(dir, path string) bool {
+	rel, err := filepath.Rel(dir, path)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
+}
+
+func newFileSystem(opts Options, logger *log.Logger) (*fileSystem, error) {
+	replicas, roots, err := newReplicaSet(append([]string{opts.Backing}, opts.Mirrors...), logger)
+	if err != nil {
+		return nil, err
 	}
 	procDir, err := unix.Open("/proc/self/fd", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		unix.Close(rootFD)
+		replicas.closeOpenFDs()
+		closeFDs(replicas.rootFDs())
 		return nil, fmt.Errorf("open /proc/self/fd: %w", err)
-	}
-	rootPath, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(rootFD))
-	if err != nil {
-		unix.Close(rootFD)
-		unix.Close(procDir)
-		return nil, fmt.Errorf("resolve backing directory %s: %w", opts.Backing, err)
-	}
-	mountFD, err := unix.Open(opts.Backing, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		unix.Close(rootFD)
-		unix.Close(procDir)
-		return nil, fmt.Errorf("open backing directory %s: %w", opts.Backing, err)
 	}
 	fs := &fileSystem{
 		RawFileSystem: fuse.NewDefaultRawFileSystem(),
-		rootPath:      rootPath,
-		mountFD:       mountFD,
+		replicas:      replicas,
 		proc:          procFD(procDir),
-		inodes:        newInodeTable(rootFD, &st),
+		inodes:        newInodeTable(replicas, &roots[0]),
 		handles:       newHandleTable(),
 		data:          syscallPath{},
 		passthrough:   opts.Passthrough,
@@ -358,7 +388,7 @@ func (fs *fileSystem) close() {
 		fs.log.Printf("close data path: %v", err)
 	}
 	unix.Close(int(fs.proc))
-	unix.Close(fs.mountFD)
+	fs.replicas.closeOpenFDs()
 }
 
 // Unmount detaches the mount. Without lazy it fails (EBUSY) while files are
@@ -396,6 +426,6 @@ func (m *Mounted) Stats() Stats {
 		s.Paths[pathNames[pathFusering]] = ring.Stats().Ring.Requests
 	}
 	s.Accel = m.accel
-	s.Replicas = []ReplicaStats{{Path: m.backing, State: "ok", Errors: s.Errors}}
+	s.Replicas = m.fs.replicas.stats()
 	return s
 }

@@ -18,12 +18,12 @@ import (
 // checked to still be the same object.
 
 // xattrOp runs the path-based form of an xattr call for a non-symlink, or
-// the *at form for a symlink.
-func (fs *fileSystem) xattrOp(n *inode, byPath func(path string) error, at func(dir int, name string) error) error {
+// the *at form for a symlink, on replica i of n.
+func (fs *fileSystem) xattrOp(n *inode, i int, byPath func(path string) error, at func(dir int, name string) error) error {
 	if !n.isSymlink() {
-		return byPath(fs.proc.path(n.fd()))
+		return byPath(fs.proc.path(n.replicas[i]))
 	}
-	dir, name, err := fs.symlinkParent(n)
+	dir, name, err := fs.symlinkParent(n, i)
 	if err != nil {
 		return err
 	}
@@ -35,16 +35,26 @@ func (fs *fileSystem) xattrOp(n *inode, byPath func(path string) error, at func(
 	return err
 }
 
-// symlinkParent opens the directory holding symlink n and returns its name
-// there.
-func (fs *fileSystem) symlinkParent(n *inode) (int, string, error) {
+// xattrSet runs an xattr change on every replica of n.
+func (fs *fileSystem) xattrSet(op string, n *inode, byPath func(path string) error, at func(dir int, name string) error) error {
+	return fs.replicas.apply(op, n.replicas, func(i, _ int) error { return fs.xattrOp(n, i, byPath, at) })
+}
+
+// symlinkParent opens the directory holding replica i of symlink n and
+// returns its name there.
+func (fs *fileSystem) symlinkParent(n *inode, i int) (int, string, error) {
+	fd, r := n.replicas[i], fs.replicas.r[i]
+	var self unix.Stat_t
+	if err := statFD(fd, &self); err != nil {
+		return -1, "", err
+	}
 	buf := make([]byte, unix.PathMax)
-	sz, err := unix.Readlinkat(int(fs.proc), strconv.Itoa(n.fd()), buf)
+	sz, err := unix.Readlinkat(int(fs.proc), strconv.Itoa(fd), buf)
 	if err != nil {
 		return -1, "", err
 	}
 	path := string(buf[:sz])
-	rel, ok := strings.CutPrefix(path, fs.rootPath+"/")
+	rel, ok := strings.CutPrefix(path, r.procPath+"/")
 	if !ok {
 		return -1, "", unix.ENOENT // unlinked ("... (deleted)") or moved away
 	}
@@ -52,12 +62,12 @@ func (fs *fileSystem) symlinkParent(n *inode) (int, string, error) {
 	if dirPath == "" {
 		dirPath = "."
 	}
-	dir, err := openBeneath(fs.inodes.get(rootID).fd(), dirPath, unix.O_PATH|unix.O_DIRECTORY, 0)
+	dir, err := openBeneath(r.rootFD, dirPath, unix.O_PATH|unix.O_DIRECTORY, 0)
 	if err != nil {
 		return -1, "", err
 	}
 	var st unix.Stat_t
-	if err := unix.Fstatat(dir, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil || (inodeKey{st.Dev, st.Ino}) != n.key {
+	if err := unix.Fstatat(dir, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil || st.Dev != self.Dev || st.Ino != self.Ino {
 		unix.Close(dir)
 		return -1, "", unix.ENOENT
 	}
@@ -70,7 +80,7 @@ func (fs *fileSystem) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr st
 		return 0, fuse.Status(unix.ESTALE)
 	}
 	var sz int
-	err := fs.xattrOp(n,
+	err := fs.xattrOp(n, fs.replicas.leader(),
 		func(path string) (err error) { sz, err = unix.Getxattr(path, attr, dest); return err },
 		func(dir int, name string) (err error) { sz, err = getxattrat(dir, name, attr, dest); return err })
 	return uint32(sz), status(err)
@@ -82,7 +92,7 @@ func (fs *fileSystem) ListXAttr(cancel <-chan struct{}, h *fuse.InHeader, dest [
 		return 0, fuse.Status(unix.ESTALE)
 	}
 	var sz int
-	err := fs.xattrOp(n,
+	err := fs.xattrOp(n, fs.replicas.leader(),
 		func(path string) (err error) { sz, err = unix.Listxattr(path, dest); return err },
 		func(dir int, name string) (err error) { sz, err = listxattrat(dir, name, dest); return err })
 	return uint32(sz), status(err)
@@ -94,7 +104,7 @@ func (fs *fileSystem) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, attr
 		return fuse.Status(unix.ESTALE)
 	}
 	flags := int(in.Flags)
-	err := fs.xattrOp(n,
+	err := fs.xattrSet("setxattr", n,
 		func(path string) error { return unix.Setxattr(path, attr, data, flags) },
 		func(dir int, name string) error { return setxattrat(dir, name, attr, data, flags) })
 	if err == nil && in.SetXAttrFlags&fuse.SETXATTR_ACL_KILL_SGID != 0 {
@@ -114,7 +124,10 @@ func (fs *fileSystem) dropSetgid(n *inode) error {
 	if st.Mode&unix.S_ISGID == 0 {
 		return nil
 	}
-	if err := unix.Fchmodat(n.fd(), "", st.Mode&07777&^unix.S_ISGID, unix.AT_EMPTY_PATH); err != nil {
+	err := fs.replicas.apply("chmod", n.replicas, func(_, fd int) error {
+		return unix.Fchmodat(fd, "", st.Mode&07777&^unix.S_ISGID, unix.AT_EMPTY_PATH)
+	})
+	if err != nil {
 		return err
 	}
 	fs.server.InodeNotify(n.id, -1, 0)
@@ -126,7 +139,7 @@ func (fs *fileSystem) RemoveXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr
 	if n == nil {
 		return fuse.Status(unix.ESTALE)
 	}
-	return status(fs.xattrOp(n,
+	return status(fs.xattrSet("removexattr", n,
 		func(path string) error { return unix.Removexattr(path, attr) },
 		func(dir int, name string) error { return removexattrat(dir, name, attr) }))
 }

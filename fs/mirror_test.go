@@ -1,0 +1,421 @@
+package fs
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// plainMirror makes an empty mirror directory on the test's filesystem.
+func plainMirror(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// tmpfsMirror makes a mirror directory on a tmpfs of size bytes, which a
+// test fills to make the replica fail with ENOSPC.
+func tmpfsMirror(size int) func(t *testing.T) string {
+	return func(t *testing.T) string {
+		t.Helper()
+		dir := t.TempDir()
+		if err := unix.Mount("tmpfs", dir, "tmpfs", 0, fmt.Sprintf("size=%d,mode=0755", size)); err != nil {
+			t.Skipf("cannot mount a tmpfs: %v", err)
+		}
+		t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+		return dir
+	}
+}
+
+// bindMirror makes a mirror directory that is its own bind mount, which a
+// test remounts read-only to make the replica fail with EROFS.
+func bindMirror(t *testing.T) string {
+	t.Helper()
+	dir := plainMirror(t)
+	if err := unix.Mount(dir, dir, "", unix.MS_BIND, ""); err != nil {
+		t.Skipf("cannot bind mount: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+	return dir
+}
+
+// remountReadOnly makes a bindMirror read-only. The kernel refuses while
+// a file is open for writing there, and RELEASE reaches the daemon a
+// little after close(2) returned, so EBUSY is retried for a while.
+func remountReadOnly(t *testing.T, dir string) {
+	t.Helper()
+	for try := 0; ; try++ {
+		err := unix.Mount("", dir, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY, "")
+		if err == nil {
+			return
+		}
+		if err != unix.EBUSY || try == 100 {
+			t.Fatalf("remount %s read-only: %v", dir, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func replicas(n int, mk func(t *testing.T) string) []func(t *testing.T) string {
+	ms := make([]func(t *testing.T) string, n)
+	for i := range ms {
+		ms[i] = mk
+	}
+	return ms
+}
+
+// daemonModes are the modes in which the daemon does the data I/O, the
+// ones that serve mirrored files.
+func daemonModes(t *testing.T) map[string]Options {
+	ms := modes(t)
+	delete(ms, "passthrough")
+	return ms
+}
+
+// checkReplicasAgree compares every replica with the model and with each
+// other: content, file types, extended attributes and the modification
+// times of regular files.
+func checkReplicasAgree(t *testing.T, tm *testMount, model map[string]*[]byte) {
+	t.Helper()
+	for _, r := range tm.replicas() {
+		for name, content := range model {
+			got, err := os.ReadFile(filepath.Join(r, name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, *content) {
+				t.Errorf("%s/%s: %d bytes differ from the model's %d", r, name, len(got), len(*content))
+			}
+		}
+	}
+	want := treeDigest(t, tm.backing)
+	for _, m := range tm.mirrors {
+		if got := treeDigest(t, m); got != want {
+			t.Errorf("mirror %s differs from the backing directory", m)
+		}
+	}
+	for name := range model {
+		var primary unix.Stat_t
+		if err := unix.Lstat(tm.b(name), &primary); err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range tm.mirrors {
+			var st unix.Stat_t
+			if err := unix.Lstat(filepath.Join(m, name), &st); err != nil {
+				t.Fatal(err)
+			}
+			if st.Mtim != primary.Mtim || st.Mode != primary.Mode || st.Uid != primary.Uid || st.Nlink != primary.Nlink {
+				t.Errorf("%s: mirror %s has mtime %v mode %o uid %d nlink %d, backing %v %o %d %d", name, m,
+					st.Mtim, st.Mode, st.Uid, st.Nlink, primary.Mtim, primary.Mode, primary.Uid, primary.Nlink)
+			}
+			for _, attr := range []string{"user.mirror"} {
+				a, errA := getxattr(tm.b(name), attr)
+				b, errB := getxattr(filepath.Join(m, name), attr)
+				if a != b || !errors.Is(errA, errB) {
+					t.Errorf("%s: xattr %s is %q (%v) on the mirror, %q (%v) on the backing directory", name, attr, b, errB, a, errA)
+				}
+			}
+		}
+	}
+}
+
+func getxattr(path, attr string) (string, error) {
+	buf := make([]byte, 256)
+	n, err := unix.Lgetxattr(path, attr, buf)
+	if err != nil {
+		return "", err
+	}
+	return string(buf[:n]), nil
+}
+
+// TestMirrorRandomWorkload runs the random workload (writes at random
+// offsets, truncates, renames, hard links, unlinks) plus xattrs, chmod and
+// copy_file_range on 2 and 3 replicas and checks that every replica holds
+// the model's bytes and agrees with the others.
+func TestMirrorRandomWorkload(t *testing.T) {
+	requireFUSE(t)
+	for mode, opts := range daemonModes(t) {
+		for _, n := range []int{2, 3} {
+			t.Run(fmt.Sprintf("%s/%d", mode, n), func(t *testing.T) {
+				tm := mountReplicas(t, mode, opts, nil, replicas(n-1, plainMirror)...)
+				model := randomWorkload(t, tm.mnt, uint64(7*n))
+				i := 0
+				for name, content := range model {
+					switch i % 3 {
+					case 0:
+						if err := unix.Setxattr(tm.p(name), "user.mirror", []byte(name), 0); err != nil {
+							t.Fatal(err)
+						}
+					case 1:
+						if err := os.Chmod(tm.p(name), 0600); err != nil {
+							t.Fatal(err)
+						}
+					case 2:
+						copyName := name + ".copy"
+						copyFile(t, tm.p(name), tm.p(copyName))
+						clone := bytes.Clone(*content)
+						model[copyName] = &clone
+					}
+					i++
+				}
+				checkReplicasAgree(t, tm, model)
+				s := tm.m.Stats()
+				if len(s.Replicas) != n {
+					t.Fatalf("stats list %d replicas, want %d", len(s.Replicas), n)
+				}
+				for _, r := range s.Replicas {
+					if r.State != "ok" {
+						t.Errorf("replica %s is %s (%s) after a clean workload", r.Path, r.State, r.Cause)
+					}
+				}
+			})
+		}
+	}
+}
+
+// copyFile copies src to a new file dst with copy_file_range through the
+// mount.
+func copyFile(t *testing.T, src, dst string) {
+	t.Helper()
+	in, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	fi, err := in.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for left := fi.Size(); left > 0; {
+		n, err := unix.CopyFileRange(int(in.Fd()), nil, int(out.Fd()), nil, int(left), 0)
+		if err != nil {
+			t.Fatalf("copy_file_range %s: %v", src, err)
+		}
+		if n == 0 {
+			t.Fatalf("copy_file_range %s: early end with %d bytes left", src, left)
+		}
+		left -= int64(n)
+	}
+}
+
+// acknowledged writes files of size bytes through the mount until count
+// files are written or a write fails, and returns what was acknowledged:
+// the name and content of every file whose write and close succeeded.
+func acknowledged(t *testing.T, tm *testMount, prefix string, count, size int) (map[string]*[]byte, error) {
+	t.Helper()
+	acked := map[string]*[]byte{}
+	for i := range count {
+		name := fmt.Sprintf("%s%03d", prefix, i)
+		data := bytes.Repeat([]byte{byte(i + 1)}, size)
+		if err := os.WriteFile(tm.p(name), data, 0644); err != nil {
+			return acked, err
+		}
+		acked[name] = &data
+	}
+	return acked, nil
+}
+
+// checkSurvivor checks that every acknowledged file is intact on replica
+// dir and through the mount.
+func checkSurvivor(t *testing.T, tm *testMount, dir string, acked map[string]*[]byte) {
+	t.Helper()
+	dropCaches(t)
+	for name, content := range acked {
+		for _, path := range []string{filepath.Join(dir, name), tm.p(name)} {
+			got, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("acknowledged file lost: %v", err)
+			}
+			if !bytes.Equal(got, *content) {
+				t.Errorf("%s: acknowledged content differs", path)
+			}
+		}
+	}
+}
+
+// checkDegraded checks that stats show exactly replica dir degraded, with
+// a cause mentioning cause.
+func checkDegraded(t *testing.T, tm *testMount, dir, cause string) {
+	t.Helper()
+	for _, r := range tm.m.Stats().Replicas {
+		switch {
+		case r.Path == dir && (r.State != "degraded" || !strings.Contains(r.Cause, cause)):
+			t.Errorf("replica %s: state %q cause %q, want degraded by %q", r.Path, r.State, r.Cause, cause)
+		case r.Path != dir && r.State != "ok":
+			t.Errorf("replica %s: state %q (%s), want ok", r.Path, r.State, r.Cause)
+		}
+	}
+}
+
+// checkStillWorks creates, writes, renames and reads back a file through
+// the mount.
+func checkStillWorks(t *testing.T, tm *testMount) {
+	t.Helper()
+	writeFile(t, tm.p("after"), "still serving")
+	if err := os.Rename(tm.p("after"), tm.p("after2")); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFile(t, tm.p("after2")); got != "still serving" {
+		t.Fatalf("read back %q", got)
+	}
+}
+
+// TestMirrorFullReplica fills a small tmpfs mirror in the middle of a
+// workload: it is degraded, every write stays acknowledged and intact on
+// the backing directory, and the mount keeps serving.
+func TestMirrorFullReplica(t *testing.T) {
+	requireFUSE(t)
+	for mode, opts := range daemonModes(t) {
+		t.Run(mode, func(t *testing.T) {
+			tm := mountReplicas(t, mode, opts, nil, tmpfsMirror(1<<20))
+			acked, err := acknowledged(t, tm, "f", 40, 64<<10)
+			if err != nil {
+				t.Fatalf("a write failed while the backing directory had room: %v", err)
+			}
+			checkDegraded(t, tm, tm.mirrors[0], "no space left on device")
+			checkSurvivor(t, tm, tm.backing, acked)
+			checkStillWorks(t, tm)
+		})
+	}
+}
+
+// TestMirrorFullLeader fills the leader itself (the backing directory on
+// a small tmpfs): the mirror takes over, and nothing acknowledged is lost.
+func TestMirrorFullLeader(t *testing.T) {
+	requireFUSE(t)
+	for mode, opts := range daemonModes(t) {
+		t.Run(mode, func(t *testing.T) {
+			tm := mountReplicas(t, mode, opts, tmpfsMirror(1<<20), plainMirror)
+			acked, err := acknowledged(t, tm, "f", 40, 64<<10)
+			if err != nil {
+				t.Fatalf("a write failed while the mirror had room: %v", err)
+			}
+			checkDegraded(t, tm, tm.backing, "no space left on device")
+			checkSurvivor(t, tm, tm.mirrors[0], acked)
+			checkStillWorks(t, tm)
+		})
+	}
+}
+
+// TestMirrorReadOnlyReplica makes a mirror read-only mid-workload.
+func TestMirrorReadOnlyReplica(t *testing.T) {
+	requireFUSE(t)
+	for mode, opts := range daemonModes(t) {
+		t.Run(mode, func(t *testing.T) {
+			tm := mountReplicas(t, mode, opts, nil, plainMirror, bindMirror)
+			before, err := acknowledged(t, tm, "a", 5, 10000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			remountReadOnly(t, tm.mirrors[1])
+			after, err := acknowledged(t, tm, "b", 5, 10000)
+			if err != nil {
+				t.Fatalf("a write failed with two healthy replicas: %v", err)
+			}
+			checkDegraded(t, tm, tm.mirrors[1], "read-only file system")
+			for _, dir := range tm.replicas()[:2] {
+				checkSurvivor(t, tm, dir, before)
+				checkSurvivor(t, tm, dir, after)
+			}
+			checkStillWorks(t, tm)
+		})
+	}
+}
+
+// TestMirrorAllFull fills every replica: the caller gets their common
+// error, ENOSPC, and no replica is degraded (none holds an acknowledged
+// write the others lack).
+func TestMirrorAllFull(t *testing.T) {
+	requireFUSE(t)
+	for mode, opts := range daemonModes(t) {
+		t.Run(mode, func(t *testing.T) {
+			tm := mountReplicas(t, mode, opts, tmpfsMirror(256<<10), tmpfsMirror(256<<10))
+			_, err := acknowledged(t, tm, "f", 1, 1<<20)
+			if !errors.Is(err, unix.ENOSPC) {
+				t.Fatalf("write to two full replicas: %v, want ENOSPC", err)
+			}
+			for _, r := range tm.m.Stats().Replicas {
+				if r.State != "ok" {
+					t.Errorf("replica %s degraded (%s) though no replica succeeded", r.Path, r.Cause)
+				}
+			}
+			// Freeing the space lets every replica work again.
+			if err := os.Remove(tm.p("f000")); err != nil {
+				t.Fatal(err)
+			}
+			checkStillWorks(t, tm)
+		})
+	}
+}
+
+// TestSettle checks the agreement rules on the outcomes of one mutation.
+func TestSettle(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		errs     []error
+		want     error
+		degraded []bool
+	}{
+		{"all ok", []error{nil, nil, nil}, nil, []bool{false, false, false}},
+		{"one fails", []error{nil, unix.ENOSPC, nil}, nil, []bool{false, true, false}},
+		{"leader fails", []error{unix.EIO, nil, errSkipped}, nil, []bool{true, false, false}},
+		{"all fail alike", []error{unix.ENOSPC, unix.ENOSPC, errSkipped}, unix.ENOSPC, []bool{false, false, false}},
+		{"all fail differently", []error{unix.EROFS, unix.ENOSPC, unix.ENOSPC}, unix.EIO, []bool{false, false, false}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &replicaSet{log: log.New(io.Discard, "", 0)}
+			for range tc.errs {
+				s.r = append(s.r, &replica{path: "r"})
+			}
+			if err := s.settle("write", tc.errs); err != tc.want {
+				t.Errorf("settle = %v, want %v", err, tc.want)
+			}
+			for i, want := range tc.degraded {
+				if got := !s.healthy(i); got != want {
+					t.Errorf("replica %d degraded = %v, want %v", i, got, want)
+				}
+			}
+			if !s.healthy(s.leader()) {
+				t.Errorf("leader %d is degraded", s.leader())
+			}
+		})
+	}
+}
+
+// TestMirrorNoPassthrough checks that a mirrored mount asked for
+// passthrough serves files through the daemon (the kernel has one backing
+// file per inode) and still reaches every replica.
+func TestMirrorNoPassthrough(t *testing.T) {
+	requireFUSE(t)
+	opts, ok := modes(t)["passthrough"]
+	if !ok {
+		t.Skip("passthrough unavailable")
+	}
+	tm := mountReplicas(t, "passthrough", opts, nil, plainMirror)
+	writeFile(t, tm.p("f"), "both")
+	for _, r := range tm.replicas() {
+		if got := readFile(t, filepath.Join(r, "f")); got != "both" {
+			t.Errorf("%s: %q", r, got)
+		}
+	}
+	if s := tm.m.Stats(); s.Paths["passthrough"] != 0 {
+		t.Errorf("%d mirrored opens went to passthrough", s.Paths["passthrough"])
+	}
+}
