@@ -156,3 +156,74 @@ func BenchmarkCreateStatUnlink(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkMirrorWrite writes to a 2-replica mount and, as the reference in
+// the same run, the same data to two files directly on the backing
+// filesystem (each write to both, as an application keeping its own copy
+// would); "x-direct" is the mount's speed as a fraction of the reference.
+func BenchmarkMirrorWrite(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("mounting FUSE needs root")
+	}
+	workloads := []struct {
+		name   string
+		size   int
+		offset func(rng *rand.Rand) int64
+	}{
+		{"seq1M", 1 << 20, nil},
+		{"rand4K", 4096, func(rng *rand.Rand) int64 { return int64(rng.IntN(64<<8)) * 4096 }},
+	}
+	for mode, opts := range modes(b) {
+		if opts.Passthrough {
+			continue // mirrored files are served by the daemon
+		}
+		for _, w := range workloads {
+			b.Run(mode+"/"+w.name, func(b *testing.B) {
+				dir := b.TempDir()
+				opts.Mirrors = []string{filepath.Join(dir, "mirror")}
+				if err := os.Mkdir(opts.Mirrors[0], 0755); err != nil {
+					b.Fatal(err)
+				}
+				tm := mountBench(b, opts)
+				direct := []*os.File{openBench(b, filepath.Join(dir, "a")), openBench(b, filepath.Join(dir, "b"))}
+				mounted := []*os.File{openBench(b, tm.p("m"))}
+				buf := make([]byte, w.size)
+				pass := func(files []*os.File, seed uint64) {
+					rng := rand.New(rand.NewPCG(seed, seed))
+					for i := range 64 {
+						off := int64(i * w.size)
+						if w.offset != nil {
+							off = w.offset(rng)
+						}
+						for _, f := range files {
+							if _, err := f.WriteAt(buf, off); err != nil {
+								b.Fatal(err)
+							}
+						}
+					}
+				}
+				var directTime, mountTime time.Duration
+				seed := uint64(0)
+				for b.Loop() {
+					seed++
+					start := time.Now()
+					pass(direct, seed)
+					directTime += time.Since(start)
+					start = time.Now()
+					pass(mounted, seed)
+					mountTime += time.Since(start)
+				}
+				b.ReportMetric(float64(directTime)/float64(mountTime), "x-direct")
+			})
+		}
+	}
+}
+
+func openBench(b *testing.B, path string) *os.File {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY, 0644)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { f.Close() })
+	return f
+}
