@@ -1,0 +1,444 @@
+// Package mirror compares replica directory trees and repairs them from a
+// primary.
+//
+// Both walk the trees by descriptor (openat with O_NOFOLLOW, fstatat with
+// AT_SYMLINK_NOFOLLOW): a symlink in a replica is compared or copied as a
+// symlink, never followed, so neither can be led outside the roots.
+package mirror
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// A Difference is one way a replica departs from the first directory.
+type Difference struct {
+	Path    string // relative to the replica roots, "." for the root
+	Replica string // the directory that differs from dirs[0]
+	What    string // e.g. "missing", "extra", "type file != dir", "size 10 != 12", "content differs at byte 4096"
+}
+
+// String returns "REPLICA/PATH: WHAT".
+func (d Difference) String() string {
+	return filepath.Join(d.Replica, d.Path) + ": " + d.What
+}
+
+// CompareOptions say how deep a comparison goes.
+type CompareOptions struct {
+	// Content compares the bytes of regular files, modes, owners, xattrs
+	// and hard-link structure too (a verify). Without it only the tree,
+	// types, sizes and mtimes of regular files, symlink targets and device
+	// numbers are compared (the check at mount time, which reads no data).
+	Content bool
+	// Max stops the comparison after this many differences (0: no limit).
+	Max int
+}
+
+// Stats say what a comparison covered.
+type Stats struct {
+	Files int   // regular files of dirs[0] compared with the replicas
+	Bytes int64 // bytes of those files read and compared (with Content)
+}
+
+// Compare compares the trees of dirs[1:] with that of dirs[0] and returns
+// their differences in a deterministic order: by path (a directory before
+// what it holds, names sorted), then by replica in the order of dirs.
+// Directory mtimes and all atimes and ctimes are never compared: they
+// legitimately differ between replicas. A failure to read a tree (an
+// unreadable directory, say) is an error, not a difference; the
+// differences found until then are returned with it.
+func Compare(dirs []string, opts CompareOptions) ([]Difference, error) {
+	diffs, _, err := CompareStats(dirs, opts)
+	return diffs, err
+}
+
+// CompareStats is Compare that also says how much it compared, for a
+// verdict like "replicas identical (K files, B bytes compared)".
+func CompareStats(dirs []string, opts CompareOptions) ([]Difference, Stats, error) {
+	if len(dirs) < 2 {
+		return nil, Stats{}, fmt.Errorf("compare: want at least two directories, got %d", len(dirs))
+	}
+	c := &comparer{opts: opts, dirs: dirs, links: make([]linkMap, len(dirs))}
+	fds := make([]int, len(dirs))
+	for i := range fds {
+		fds[i] = -1
+	}
+	defer closeAll(fds)
+	for i, dir := range dirs {
+		fd, err := openRoot(dir)
+		if err != nil {
+			return nil, Stats{}, err
+		}
+		fds[i] = fd
+	}
+	err := c.root(fds)
+	if errors.Is(err, errMax) {
+		err = nil
+	}
+	return c.diffs, c.stats, err
+}
+
+// errMax stops a walk once Max differences are found.
+var errMax = errors.New("enough differences")
+
+type comparer struct {
+	opts  CompareOptions
+	dirs  []string
+	diffs []Difference
+	stats Stats
+	links []linkMap // per replica; links[0] is unused
+	bufs  [2][]byte // dirs[0]'s chunk and a replica's, allocated on first use
+}
+
+func (c *comparer) add(rel string, replica int, format string, a ...any) error {
+	c.diffs = append(c.diffs, Difference{Path: rel, Replica: c.dirs[replica], What: fmt.Sprintf(format, a...)})
+	if c.opts.Max > 0 && len(c.diffs) >= c.opts.Max {
+		return errMax
+	}
+	return nil
+}
+
+// fail wraps an error of replica i's entry rel with its path.
+func (c *comparer) fail(i int, rel string, err error) error {
+	return fmt.Errorf("%s: %w", filepath.Join(c.dirs[i], rel), err)
+}
+
+func closeAll(fds []int) {
+	for _, fd := range fds {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+	}
+}
+
+// root compares the roots themselves, then their trees.
+func (c *comparer) root(fds []int) error {
+	sts := make([]unix.Stat_t, len(fds))
+	for i, fd := range fds {
+		if err := unix.Fstat(fd, &sts[i]); err != nil {
+			return c.fail(i, ".", err)
+		}
+	}
+	for i := 1; i < len(fds); i++ {
+		if err := c.meta(".", i, fds[0], fds[i], ".", &sts[0], &sts[i]); err != nil {
+			return err
+		}
+	}
+	return c.dir(".", fds)
+}
+
+// dir compares the directory rel, open in fds; fds[i] is -1 for a replica
+// that has no such directory (its difference is already reported).
+func (c *comparer) dir(rel string, fds []int) error {
+	names := make([][]string, len(fds))
+	var all []string
+	for i, fd := range fds {
+		if fd < 0 {
+			continue
+		}
+		var err error
+		if names[i], err = readNames(fd); err != nil {
+			return c.fail(i, rel, err)
+		}
+		all = append(all, names[i]...)
+	}
+	slices.Sort(all)
+	for _, name := range slices.Compact(all) {
+		if err := c.entry(join(rel, name), name, fds, names); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// entry compares one name of the directory open in fds, whose sorted
+// listings are names.
+func (c *comparer) entry(rel, name string, fds []int, names [][]string) error {
+	if !has(names[0], name) {
+		for i := 1; i < len(fds); i++ {
+			if fds[i] >= 0 && has(names[i], name) {
+				if err := c.add(rel, i, "extra"); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	st0, err := lstatAt(fds[0], name)
+	if err != nil {
+		return c.fail(0, rel, err)
+	}
+	// same lists the replicas whose entry has dirs[0]'s type (and, for
+	// regular files, size): those compared further.
+	same := make([]bool, len(fds))
+	for i := 1; i < len(fds); i++ {
+		if fds[i] < 0 {
+			continue
+		}
+		if !has(names[i], name) {
+			if err := c.add(rel, i, "missing"); err != nil {
+				return err
+			}
+			continue
+		}
+		sti, err := lstatAt(fds[i], name)
+		if err != nil {
+			return c.fail(i, rel, err)
+		}
+		if typeName(&st0) != typeName(&sti) {
+			if err := c.add(rel, i, "type %s != %s", typeName(&st0), typeName(&sti)); err != nil {
+				return err
+			}
+			continue
+		}
+		same[i] = !isReg(&st0) || st0.Size == sti.Size
+		if err := c.meta(rel, i, fds[0], fds[i], name, &st0, &sti); err != nil {
+			return err
+		}
+	}
+	switch {
+	case isReg(&st0):
+		c.stats.Files++
+		if c.opts.Content {
+			return c.content(rel, name, fds, same, st0.Size)
+		}
+	case isDir(&st0):
+		return c.subdir(rel, name, fds, same)
+	}
+	return nil
+}
+
+// subdir descends into the directory name in the replicas where it is one.
+func (c *comparer) subdir(rel, name string, fds []int, same []bool) error {
+	sub := make([]int, len(fds))
+	for i := range sub {
+		sub[i] = -1
+	}
+	defer closeAll(sub)
+	for i, fd := range fds {
+		if i > 0 && !same[i] {
+			continue
+		}
+		var err error
+		if sub[i], err = openDir(fd, name); err != nil {
+			return c.fail(i, rel, err)
+		}
+	}
+	return c.dir(rel, sub)
+}
+
+// meta compares what the stat of an entry and its replica i tell, with
+// Content also modes, owners, xattrs and hard links. The types are equal.
+func (c *comparer) meta(rel string, i, dirfd0, dirfdi int, name string, st0, sti *unix.Stat_t) error {
+	var whats []string
+	switch {
+	case isReg(st0):
+		if st0.Size != sti.Size {
+			whats = append(whats, fmt.Sprintf("size %d != %d", st0.Size, sti.Size))
+		}
+		if st0.Mtim != sti.Mtim {
+			whats = append(whats, fmt.Sprintf("mtime %s != %s", timeString(st0.Mtim), timeString(sti.Mtim)))
+		}
+	case isLink(st0):
+		t0, err := readlinkAt(dirfd0, name)
+		if err != nil {
+			return c.fail(0, rel, err)
+		}
+		ti, err := readlinkAt(dirfdi, name)
+		if err != nil {
+			return c.fail(i, rel, err)
+		}
+		if t0 != ti {
+			whats = append(whats, fmt.Sprintf("symlink target %q != %q", t0, ti))
+		}
+	case isDev(st0):
+		if st0.Rdev != sti.Rdev {
+			whats = append(whats, fmt.Sprintf("device %s != %s", devName(st0.Rdev), devName(sti.Rdev)))
+		}
+	}
+	if c.opts.Content {
+		if !isLink(st0) && st0.Mode&07777 != sti.Mode&07777 {
+			whats = append(whats, fmt.Sprintf("mode %04o != %04o", st0.Mode&07777, sti.Mode&07777))
+		}
+		if st0.Uid != sti.Uid || st0.Gid != sti.Gid {
+			whats = append(whats, fmt.Sprintf("owner %d:%d != %d:%d", st0.Uid, st0.Gid, sti.Uid, sti.Gid))
+		}
+		xw, err := c.xattrs(rel, i, dirfd0, dirfdi, name)
+		if err != nil {
+			return err
+		}
+		whats = append(whats, xw...)
+		if !isDir(st0) && !c.links[i].match(st0, sti) {
+			whats = append(whats, "hard links")
+		}
+	}
+	for _, w := range whats {
+		if err := c.add(rel, i, "%s", w); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func timeString(ts unix.Timespec) string {
+	return time.Unix(ts.Unix()).UTC().Format(time.RFC3339Nano)
+}
+
+// xattrs compares the extended attributes of an entry and its replica i.
+func (c *comparer) xattrs(rel string, i, dirfd0, dirfdi int, name string) ([]string, error) {
+	x0, err := xattrs(dirfd0, name)
+	if err != nil {
+		return nil, c.fail(0, rel, err)
+	}
+	xi, err := xattrs(dirfdi, name)
+	if err != nil {
+		return nil, c.fail(i, rel, err)
+	}
+	var whats []string
+	for _, attr := range sortedKeys(x0, xi) {
+		v0, in0 := x0[attr]
+		vi, ini := xi[attr]
+		switch {
+		case !ini:
+			whats = append(whats, "xattr "+attr+" missing")
+		case !in0:
+			whats = append(whats, "xattr "+attr+" extra")
+		case !bytes.Equal(v0, vi):
+			whats = append(whats, "xattr "+attr+" differs")
+		}
+	}
+	return whats, nil
+}
+
+// content compares the regular file name of dirs[0] with the replicas
+// marked in same, all of size bytes.
+func (c *comparer) content(rel, name string, dirfds []int, same []bool, size int64) error {
+	fds := []int{}
+	replicas := []int{}
+	defer func() { closeAll(fds) }()
+	for i, dirfd := range dirfds {
+		if i > 0 && !same[i] {
+			continue
+		}
+		fd, err := openFile(dirfd, name)
+		if err != nil {
+			return c.fail(i, rel, err)
+		}
+		fds = append(fds, fd)
+		replicas = append(replicas, i)
+	}
+	if len(fds) < 2 {
+		return nil
+	}
+	if c.bufs[0] == nil {
+		c.bufs = [2][]byte{make([]byte, chunkSize), make([]byte, chunkSize)}
+	}
+	at, read, err := compareFiles(fds, size, c.bufs)
+	c.stats.Bytes += read
+	if err != nil {
+		return c.fail(0, rel, err)
+	}
+	for k, off := range at {
+		if off >= 0 {
+			if err := c.add(rel, replicas[k], "content differs at byte %d", off); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// compareFiles compares the regular files fds[1:], all of size bytes,
+// with fds[0] chunk by chunk. at[k] is the first offset at which fds[k]
+// differs, -1 where it does not (at[0] is always -1). read counts the
+// bytes read from fds[0]. Holes read as zeros; ranges that are holes in
+// every file are skipped unread.
+func compareFiles(fds []int, size int64, bufs [2][]byte) (at []int64, read int64, err error) {
+	at = make([]int64, len(fds))
+	for k := range at {
+		at[k] = -1
+	}
+	live := len(fds) - 1
+	for off := int64(0); off < size && live > 0; {
+		next := size
+		for k, fd := range fds {
+			if at[k] < 0 {
+				next = min(next, nextData(fd, off, size))
+			}
+		}
+		if next > off {
+			off = next
+			continue
+		}
+		n := int(min(chunkSize, size-off))
+		got, err := preadFull(fds[0], bufs[0][:n], off)
+		read += int64(got)
+		if err != nil {
+			return at, read, err
+		}
+		for k := 1; k < len(fds); k++ {
+			if at[k] >= 0 {
+				continue
+			}
+			m, err := preadFull(fds[k], bufs[1][:n], off)
+			if err != nil {
+				return at, read, err
+			}
+			if d := firstDiff(bufs[0][:got], bufs[1][:m]); d >= 0 {
+				at[k] = off + int64(d)
+				live--
+			}
+		}
+		if got < n { // the files shrank under us: what is compared is all
+			break
+		}
+		off += int64(n)
+	}
+	return at, read, nil
+}
+
+// firstDiff returns the first index at which a and b differ, -1 if they
+// are equal.
+func firstDiff(a, b []byte) int {
+	if bytes.Equal(a, b) {
+		return -1
+	}
+	n := min(len(a), len(b))
+	for i := range n {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return n
+}
+
+// A linkMap pairs the inodes of dirs[0] with those of one replica, for
+// the files hard-linked on either side: the pairing must be one to one.
+type linkMap struct {
+	fwd, back map[fileID]fileID
+}
+
+// match records that st0 and sti are the same file and says whether that
+// agrees with what was recorded before.
+func (m *linkMap) match(st0, sti *unix.Stat_t) bool {
+	if st0.Nlink < 2 && sti.Nlink < 2 {
+		return true
+	}
+	if m.fwd == nil {
+		m.fwd, m.back = make(map[fileID]fileID), make(map[fileID]fileID)
+	}
+	id0, idi := idOf(st0), idOf(sti)
+	f, seen0 := m.fwd[id0]
+	b, seeni := m.back[idi]
+	if seen0 || seeni {
+		return seen0 && seeni && f == idi && b == id0
+	}
+	m.fwd[id0], m.back[idi] = idi, id0
+	return true
+}
