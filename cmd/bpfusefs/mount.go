@@ -25,11 +25,17 @@ flags:
   -d, --daemon       run in the background; return once the mount is live
   --accel LIST       auto (default), none, or a comma list of
                      engine, passthrough, fusering, bpf (see bpfusefs doctor)
-  --mirror DIR,...   keep replicas of BACKING in these directories
+  --mirror DIR,...   keep replicas of BACKING in these directories; the
+                     mount is refused while the replicas disagree
+                     (bpfusefs verify BACKING DIR... lists how)
+  --mirror-repair DIR
+                     when the replicas disagree, copy DIR (BACKING or
+                     one of the mirrors) over the others, then mount
   -o OPTS            mount(8)-style options, comma separated:
                        ro, rw, allow_other, default_permissions,
                        nodefault_permissions, debug, fsname=NAME,
-                       accel=A:B, mirror=DIR:DIR, log=FILE
+                       accel=A:B, mirror=DIR:DIR, mirror_repair=DIR,
+                       log=FILE
                      mount flags (nosuid, nodev, noexec, noatime, sync...)
                      apply as in mount(8); others (_netdev, nofail...) are
                      accepted and ignored; allow_other implies
@@ -97,6 +103,9 @@ func (c *mountConfig) checkPaths() error {
 			return err
 		}
 	}
+	if err := c.checkMirrorRepair(); err != nil {
+		return err
+	}
 	mnt, err := filepath.Abs(c.Mountpoint)
 	if err != nil {
 		return err
@@ -161,6 +170,7 @@ func serve(cfg mountConfig, set features.Set, logw io.Writer, ready *readiness) 
 	m, err := fs.Mount(cfg.Mountpoint, fs.Options{
 		Backing:            cfg.Backing,
 		Mirrors:            cfg.Mirrors,
+		MirrorRepair:       cfg.MirrorRepair,
 		Engine:             set.Engine,
 		Passthrough:        set.Passthrough,
 		Fusering:           set.Fusering,

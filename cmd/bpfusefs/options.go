@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/bpfusefs/bpfusefs/features"
@@ -22,8 +24,11 @@ type mountConfig struct {
 	Mountpoint string   `json:"mountpoint"`
 	Accel      string   `json:"accel"`
 	Mirrors    []string `json:"mirrors,omitempty"`
-	ReadOnly   bool     `json:"read_only,omitempty"`
-	AllowOther bool     `json:"allow_other,omitempty"`
+	// MirrorRepair is the replica (BACKING or a mirror) copied over the
+	// others when they disagree at mount.
+	MirrorRepair string `json:"mirror_repair,omitempty"`
+	ReadOnly     bool   `json:"read_only,omitempty"`
+	AllowOther   bool   `json:"allow_other,omitempty"`
 	// DefaultPermissions is nil unless -o default_permissions or
 	// nodefault_permissions was given: allow_other turns it on by default.
 	DefaultPermissions *bool  `json:"default_permissions,omitempty"`
@@ -116,6 +121,11 @@ func (c *mountConfig) parseOptions(opts string) error {
 				return err
 			}
 			c.Mirrors = append(c.Mirrors, strings.Split(value, ":")...)
+		case "mirror_repair":
+			if err := needValue(); err != nil {
+				return err
+			}
+			c.MirrorRepair = value
 		case "log":
 			if err := needValue(); err != nil {
 				return err
@@ -210,7 +220,7 @@ func parseMountArgs(args []string) (cfg mountConfig, help bool, err error) {
 			cfg.Daemon = true
 		case "--debug":
 			cfg.Debug = true
-		case "--accel", "--mirror", "--log", "-o":
+		case "--accel", "--mirror", "--mirror-repair", "--log", "-o":
 			v, err := s.value(name, inline, hasInline)
 			if err != nil {
 				return cfg, false, err
@@ -220,6 +230,8 @@ func parseMountArgs(args []string) (cfg mountConfig, help bool, err error) {
 				cfg.Accel = v
 			case "--mirror":
 				cfg.Mirrors = append(cfg.Mirrors, strings.Split(v, ",")...)
+			case "--mirror-repair":
+				cfg.MirrorRepair = v
 			case "--log":
 				cfg.LogFile = v
 			case "-o":
@@ -287,5 +299,26 @@ func (c *mountConfig) finish(operands []string) error {
 			return usagef("mount: empty mirror directory in --mirror")
 		}
 	}
+	if c.MirrorRepair != "" && len(c.Mirrors) == 0 {
+		return usagef("mount: --mirror-repair needs --mirror")
+	}
+	return nil
+}
+
+// checkMirrorRepair checks that --mirror-repair names one of the replicas,
+// once Backing and Mirrors are absolute, and makes it absolute too.
+func (c *mountConfig) checkMirrorRepair() error {
+	if c.MirrorRepair == "" {
+		return nil
+	}
+	abs, err := filepath.Abs(c.MirrorRepair)
+	if err != nil {
+		return err
+	}
+	if abs != c.Backing && !slices.Contains(c.Mirrors, abs) {
+		return usagef("mount: --mirror-repair %s is neither BACKING (%s) nor a mirror (%s)",
+			abs, c.Backing, strings.Join(c.Mirrors, ", "))
+	}
+	c.MirrorRepair = abs
 	return nil
 }

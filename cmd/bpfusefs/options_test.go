@@ -2,6 +2,9 @@ package main
 
 import (
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -47,6 +50,21 @@ func TestParseMountArgs(t *testing.T) {
 			},
 		},
 		{
+			name: "--mirror-repair",
+			args: []string{"--mirror", "/r1,/r2", "--mirror-repair", "/r2", "/b", "/m"},
+			want: mountConfig{Backing: "/b", Mountpoint: "/m", Accel: "auto", Mirrors: []string{"/r1", "/r2"}, MirrorRepair: "/r2"},
+		},
+		{
+			name: "--mirror-repair= inline, before --mirror",
+			args: []string{"--mirror-repair=/b", "/b", "/m", "--mirror=/r1"},
+			want: mountConfig{Backing: "/b", Mountpoint: "/m", Accel: "auto", Mirrors: []string{"/r1"}, MirrorRepair: "/b"},
+		},
+		{
+			name: "-o mirror_repair",
+			args: []string{"-o", "mirror=/r1:/r2,mirror_repair=/r1", "/b", "/m"},
+			want: mountConfig{Backing: "/b", Mountpoint: "/m", Accel: "auto", Mirrors: []string{"/r1", "/r2"}, MirrorRepair: "/r1"},
+		},
+		{
 			name: "-oOPTS glued, rw after ro wins",
 			args: []string{"-oro,rw", "/b", "/m"},
 			want: mountConfig{Backing: "/b", Mountpoint: "/m", Accel: "auto", readOnlySet: true},
@@ -79,6 +97,9 @@ func TestParseMountArgs(t *testing.T) {
 		{name: "-o without value", args: []string{"/b", "/m", "-o"}, wantErr: "-o needs a value"},
 		{name: "fsname without value", args: []string{"-o", "fsname", "/b", "/m"}, wantErr: "-o fsname needs a value"},
 		{name: "empty mirror", args: []string{"--mirror", "/a,,/c", "/b", "/m"}, wantErr: "empty mirror"},
+		{name: "mirror-repair without mirrors", args: []string{"--mirror-repair", "/b", "/b", "/m"}, wantErr: "--mirror-repair needs --mirror"},
+		{name: "mirror-repair without value", args: []string{"--mirror", "/r", "/b", "/m", "--mirror-repair"}, wantErr: "--mirror-repair needs a value"},
+		{name: "-o mirror_repair without value", args: []string{"-o", "mirror=/r,mirror_repair=", "/b", "/m"}, wantErr: "-o mirror_repair needs a value"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -143,6 +164,15 @@ func TestParseHelperArgs(t *testing.T) {
 		{name: "wrong type", args: []string{"/b", "/m", "-t", "fuse.sshfs"}, wantErr: "is not fuse.bpfusefs"},
 		{name: "bad flag", args: []string{"/b", "/m", "-x"}, wantErr: "unknown flag -x"},
 		{name: "one operand", args: []string{"/m", "-o", "ro"}, wantErr: "got 1 operand"},
+		{
+			name: "fstab line with mirrors and a repair source",
+			args: []string{"/b", "/m", "-o", "rw,mirror=/r1:/r2,mirror_repair=/r2"},
+			want: mountConfig{
+				Backing: "/b", Mountpoint: "/m", Accel: "auto", Daemon: true, readOnlySet: true,
+				Mirrors: []string{"/r1", "/r2"}, MirrorRepair: "/r2",
+			},
+		},
+		{name: "mirror_repair without mirror", args: []string{"/b", "/m", "-o", "mirror_repair=/b"}, wantErr: "needs --mirror"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -166,6 +196,43 @@ func checkParse(t *testing.T, got mountConfig, err error, want mountConfig, want
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got  %+v\nwant %+v", got, want)
+	}
+}
+
+// TestCheckMirrorRepair covers the check made once the paths are
+// absolute: the repair source must be one of the replicas.
+func TestCheckMirrorRepair(t *testing.T) {
+	t.Chdir(t.TempDir())
+	cwd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := filepath.Base(cwd)
+	tests := []struct {
+		repair, want, wantErr string
+	}{
+		{repair: "", want: ""},
+		{repair: cwd + "/b", want: cwd + "/b"},
+		{repair: cwd + "/r2/", want: cwd + "/r2"},
+		{repair: "r1", want: cwd + "/r1"},
+		{repair: "../" + base + "/./b", want: cwd + "/b"},
+		{repair: cwd + "/other", wantErr: fmt.Sprintf("is neither BACKING (%s/b) nor a mirror (%[1]s/r1, %[1]s/r2)", cwd)},
+		{repair: cwd + "/b/sub", wantErr: "is neither"},
+	}
+	for _, tt := range tests {
+		c := mountConfig{Backing: cwd + "/b", Mirrors: []string{cwd + "/r1", cwd + "/r2"}, MirrorRepair: tt.repair}
+		err := c.checkMirrorRepair()
+		var uerr *usageError
+		switch {
+		case tt.wantErr != "":
+			if err == nil || !errors.As(err, &uerr) || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("%q: error %v, want usage error containing %q", tt.repair, err, tt.wantErr)
+			}
+		case err != nil:
+			t.Errorf("%q: %v", tt.repair, err)
+		case c.MirrorRepair != tt.want:
+			t.Errorf("%q: MirrorRepair = %q, want %q", tt.repair, c.MirrorRepair, tt.want)
+		}
 	}
 }
 
