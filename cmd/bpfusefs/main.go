@@ -41,6 +41,7 @@ func init() {
 		{"mount", "[flags] BACKING MOUNTPOINT", "mount BACKING on MOUNTPOINT (foreground, or -d)", runMount},
 		{"umount", "[-l] MOUNTPOINT", "unmount; the daemon then exits", runUmount},
 		{"stats", "[--json] MOUNTPOINT", "live counters of a mount's daemon", runStats},
+		{"verify", "[--max N] MOUNTPOINT | DIR DIR...", "compare a mount's replicas (or directories) byte for byte", runVerify},
 		{"doctor", "[--json]", "what this kernel and user can accelerate, and why not", runDoctor},
 		{"bench", "[flags]", "measure every accel mode against native and go-fuse's loopback (make bench)", bench.Command},
 		{"install-helper", "[DIR]", "install " + helperName + " in DIR (default /sbin) for mount(8)", runInstallHelper},
@@ -59,12 +60,18 @@ const (
 	exitUsage   = 2
 )
 
+// errReported is the failure of a command that has printed its verdict
+// itself (verify's differences): exit 1 with nothing more said.
+var errReported = errors.New("failure already reported")
+
 func run(argv []string) int {
 	err := dispatch(argv)
 	var uerr *usageError
 	switch {
 	case err == nil:
 		return exitOK
+	case errors.Is(err, errReported):
+		return exitFailure
 	case errors.As(err, &uerr):
 		fmt.Fprintf(os.Stderr, "bpfusefs: %v\n(see bpfusefs help)\n", err)
 		return exitUsage

@@ -178,6 +178,14 @@ func (s *argScanner) nextFlag() (string, bool) {
 	return "", false
 }
 
+// nextNamedFlag is nextFlag with the flag split at its first "=" into a
+// name and an inline value (--accel=none).
+func (s *argScanner) nextNamedFlag() (arg, name, inline string, hasInline, ok bool) {
+	arg, ok = s.nextFlag()
+	name, inline, hasInline = strings.Cut(arg, "=")
+	return arg, name, inline, hasInline, ok
+}
+
 func (s *argScanner) next() (string, bool) {
 	if s.pos >= len(s.args) {
 		return "", false
@@ -205,11 +213,10 @@ func parseMountArgs(args []string) (cfg mountConfig, help bool, err error) {
 	cfg.Accel = "auto"
 	s := argScanner{args: args}
 	for {
-		arg, ok := s.nextFlag()
+		arg, name, inline, hasInline, ok := s.nextNamedFlag()
 		if !ok {
 			break
 		}
-		name, inline, hasInline := strings.Cut(arg, "=")
 		if strings.HasPrefix(arg, "-o") && !strings.HasPrefix(arg, "--") {
 			name, inline, hasInline = "-o", arg[2:], len(arg) > 2
 		}

@@ -24,7 +24,7 @@ func runStats(args []string) error {
 	}
 	st, err := fetchStats(operands[0])
 	if err != nil {
-		return err
+		return fmt.Errorf("stats: %w", err)
 	}
 	if asJSON {
 		enc := json.NewEncoder(os.Stdout)
@@ -35,21 +35,23 @@ func runStats(args []string) error {
 	return nil
 }
 
+// fetchStats asks the daemon serving the mount at path for its Stats
+// over the mount's control socket.
 func fetchStats(path string) (fs.Stats, error) {
 	var st fs.Stats
 	mnt, err := canonicalMountpoint(path)
 	if err != nil {
-		return st, fmt.Errorf("stats: %w", err)
+		return st, err
 	}
 	sock, err := control.SocketPath(mnt)
 	if err != nil {
-		return st, fmt.Errorf("stats: %w", err)
+		return st, err
 	}
 	if _, err := os.Stat(sock); errors.Is(err, os.ErrNotExist) {
-		return st, fmt.Errorf("stats: no bpfusefs daemon of this user serves %s", mnt)
+		return st, fmt.Errorf("no bpfusefs daemon of this user serves %s", mnt)
 	}
 	if err := control.Call(sock, "stats", &st); err != nil {
-		return st, fmt.Errorf("stats %s: %w", mnt, err)
+		return st, fmt.Errorf("%s: %w", mnt, err)
 	}
 	return st, nil
 }
