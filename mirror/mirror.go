@@ -21,7 +21,12 @@ import (
 type Difference struct {
 	Path    string // relative to the replica roots, "." for the root
 	Replica string // the directory that differs from dirs[0]
-	What    string // e.g. "missing", "extra", "type file != dir", "size 10 != 12", "content differs at byte 4096"
+	// What is how: "missing", "extra", "type file != dir", "size 10 != 12",
+	// "mtime ...", "content differs at byte 4096", "mode 0644 != 0600",
+	// "owner 0:0 != 1000:1000", "symlink target ...", "device 1:3 != 1:5",
+	// "xattr user.x missing|extra|differs", "hard links"; the value of
+	// dirs[0] comes first.
+	What string
 }
 
 // String returns "REPLICA/PATH: WHAT".

@@ -518,3 +518,28 @@ func TestRepairRefusesOverlap(t *testing.T) {
 		t.Error("a refused Repair changed the tree")
 	}
 }
+
+// TestRepairAcrossFilesystems repairs from tmpfs to the test's filesystem,
+// where copy_file_range refuses (EXDEV) and the copy goes by hand.
+func TestRepairAcrossFilesystems(t *testing.T) {
+	b := t.TempDir()
+	a, err := os.MkdirTemp("/dev/shm", "mirror-test-")
+	if err != nil {
+		t.Skipf("no /dev/shm: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(a) })
+	var ast, bst unix.Stat_t
+	must(t, unix.Stat(a, &ast))
+	must(t, unix.Stat(b, &bst))
+	if ast.Dev == bst.Dev {
+		t.Skipf("%s and %s are on one filesystem", a, b)
+	}
+	buildTree(t, a)
+	big := bytes.Repeat([]byte("across "), 300000) // 2 MiB and then some
+	writeFile(t, filepath.Join(a, "big"), big, 0o644)
+	writeSparse(t, filepath.Join(a, "sparse"))
+	must(t, Repair(a, []string{b}))
+	if diffs := mustCompare(t, []string{a, b}, true); len(diffs) != 0 {
+		t.Errorf("differences after Repair: %v", diffs)
+	}
+}
