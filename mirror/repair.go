@@ -199,15 +199,15 @@ func (r *repairer) nondir(p, rd int, rel, name string, pst, rst *unix.Stat_t, ex
 		}
 		return r.link(rd, name, first.rel)
 	}
-	same := exists
-	if same {
+	same := false
+	if exists {
 		var err error
 		if same, err = r.sameData(p, rd, name, pst, rst); err != nil {
 			return err
 		}
-	}
-	if claimed, ok := r.claims[idOf(rst)]; same && ok && claimed != idOf(pst) {
-		same = false // that inode already stands for another primary file
+		if claimed, ok := r.claims[idOf(rst)]; ok && claimed != idOf(pst) {
+			same = false // that inode already stands for another primary file
+		}
 	}
 	if same {
 		if err := r.meta(p, rd, name, name, pst, rst); err != nil {
