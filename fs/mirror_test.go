@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bpfusefs/bpfusefs/mirror"
 	"golang.org/x/sys/unix"
 )
 
@@ -172,6 +173,17 @@ func TestMirrorRandomWorkload(t *testing.T) {
 				}
 				checkReplicasAgree(t, tm, model)
 				s := tm.m.Stats()
+				defer func() {
+					// Byte for byte, with owners, modes, xattrs and
+					// hard links, once every file is released.
+					if err := tm.m.Unmount(false); err != nil {
+						t.Fatal(err)
+					}
+					diffs, err := mirror.Compare(tm.replicas(), mirror.CompareOptions{Content: true, Max: 10})
+					if err != nil || len(diffs) > 0 {
+						t.Errorf("replicas differ after unmount: %v %v", diffs, err)
+					}
+				}()
 				if len(s.Replicas) != n {
 					t.Fatalf("stats list %d replicas, want %d", len(s.Replicas), n)
 				}
@@ -417,5 +429,62 @@ func TestMirrorNoPassthrough(t *testing.T) {
 	}
 	if s := tm.m.Stats(); s.Paths["passthrough"] != 0 {
 		t.Errorf("%d mirrored opens went to passthrough", s.Paths["passthrough"])
+	}
+}
+
+// TestMirrorAgreement refuses to mount replicas that disagree, listing the
+// differences, and repairs them from the replica --mirror-repair names.
+func TestMirrorAgreement(t *testing.T) {
+	requireFUSE(t)
+	dir := t.TempDir()
+	backing, mirrorDir, mnt := filepath.Join(dir, "b"), filepath.Join(dir, "m"), filepath.Join(dir, "mnt")
+	for _, d := range []string{backing, mirrorDir, mnt} {
+		if err := os.Mkdir(d, 0755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile(t, filepath.Join(backing, "same"), "x")
+	writeFile(t, filepath.Join(backing, "only-backing"), "y")
+	writeFile(t, filepath.Join(mirrorDir, "only-mirror"), "z")
+	now := time.Now()
+	for _, d := range []string{backing, mirrorDir} {
+		if d == mirrorDir {
+			writeFile(t, filepath.Join(d, "same"), "x")
+		}
+		if err := os.Chtimes(filepath.Join(d, "same"), now, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	opts := Options{Backing: backing, Mirrors: []string{mirrorDir}}
+	_, err := Mount(mnt, opts)
+	if err == nil {
+		t.Fatal("mounted disagreeing replicas")
+	}
+	for _, want := range []string{"only-backing: missing", "only-mirror: extra", "--mirror-repair"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("refusal %q does not mention %q", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), "same") {
+		t.Errorf("refusal lists the agreeing file: %v", err)
+	}
+
+	opts.MirrorRepair = backing
+	m, err := Mount(mnt, opts)
+	if err != nil {
+		t.Fatalf("mount with --mirror-repair: %v", err)
+	}
+	defer m.Unmount(true)
+	if got := readFile(t, filepath.Join(mnt, "only-backing")); got != "y" {
+		t.Errorf("only-backing reads %q", got)
+	}
+	if _, err := os.Stat(filepath.Join(mnt, "only-mirror")); !os.IsNotExist(err) {
+		t.Errorf("only-mirror survived the repair: %v", err)
+	}
+	if err := m.Unmount(false); err != nil {
+		t.Fatal(err)
+	}
+	if diffs, err := mirror.Compare([]string{backing, mirrorDir}, mirror.CompareOptions{Content: true}); err != nil || len(diffs) > 0 {
+		t.Errorf("after repair: %v %v", diffs, err)
 	}
 }

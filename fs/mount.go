@@ -61,6 +61,7 @@ import (
 	"sync"
 
 	"github.com/bpfusefs/bpfusefs/fs/fusering"
+	"github.com/bpfusefs/bpfusefs/mirror"
 	"github.com/bpfusefs/bpfusefs/passthrough"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
@@ -112,6 +113,9 @@ const maxWrite = 1 << 20
 // Mount mounts opts.Backing on mountpoint and returns once the mount is live.
 func Mount(mountpoint string, opts Options) (*Mounted, error) {
 	if err := checkOptions(mountpoint, &opts); err != nil {
+		return nil, err
+	}
+	if err := agreeReplicas(opts); err != nil {
 		return nil, err
 	}
 	logger := opts.Logger
@@ -272,6 +276,49 @@ func checkReplicas(opts *Options) error {
 		}
 	}
 	return fmt.Errorf("--mirror-repair=%s: not one of the replicas (the backing directory or a --mirror)", opts.MirrorRepair)
+}
+
+// maxListed bounds the differences a refused mount lists.
+const maxListed = 20
+
+// agreeReplicas checks that the replicas hold the same tree (names, types,
+// sizes and modification times of files, symlink targets) before they are
+// served, and refuses the mount with a listing when they do not, unless
+// opts.MirrorRepair names the replica to copy over the others.
+func agreeReplicas(opts Options) error {
+	if len(opts.Mirrors) == 0 {
+		return nil
+	}
+	dirs := append([]string{opts.Backing}, opts.Mirrors...)
+	diffs, err := mirror.Compare(dirs, mirror.CompareOptions{Max: maxListed + 1})
+	if err != nil {
+		return fmt.Errorf("compare replicas: %w", err)
+	}
+	if len(diffs) == 0 {
+		return nil
+	}
+	if opts.MirrorRepair == "" {
+		var b strings.Builder
+		fmt.Fprintf(&b, "replicas disagree, refusing to mount:\n")
+		for _, d := range diffs[:min(len(diffs), maxListed)] {
+			fmt.Fprintf(&b, "  %s\n", d)
+		}
+		if len(diffs) > maxListed {
+			fmt.Fprintf(&b, "  ... and more\n")
+		}
+		fmt.Fprintf(&b, "(bpfusefs verify %s lists every difference; --mirror-repair=DIR copies replica DIR over the others)", strings.Join(dirs, " "))
+		return errors.New(b.String())
+	}
+	var others []string
+	for _, d := range dirs {
+		if filepath.Clean(d) != filepath.Clean(opts.MirrorRepair) {
+			others = append(others, d)
+		}
+	}
+	if err := mirror.Repair(opts.MirrorRepair, others); err != nil {
+		return fmt.Errorf("--mirror-repair=%s: %w", opts.MirrorRepair, err)
+	}
+	return nil
 }
 
 // within reports whether path is dir or below it.

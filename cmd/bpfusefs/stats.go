@@ -71,9 +71,9 @@ func printStats(w io.Writer, st fs.Stats) {
 	fmt.Fprintf(tw, "\nopcode\trequests\n")
 	printCounts(tw, st.Ops)
 	if len(st.Replicas) > 0 {
-		fmt.Fprintf(tw, "\nreplica\tstate\terrors\n")
+		fmt.Fprintf(tw, "\nreplica\tstate\terrors\tcause\n")
 		for _, r := range st.Replicas {
-			fmt.Fprintf(tw, "%s\t%s\t%d\n", r.Path, r.State, r.Errors)
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", r.Path, r.State, r.Errors, r.Cause)
 		}
 	}
 	tw.Flush()

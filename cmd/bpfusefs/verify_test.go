@@ -96,9 +96,6 @@ func TestVerifyMount(t *testing.T) {
 	backing, mnt := newDirs(t)
 	mirror := t.TempDir()
 	out, code = bpfusefs(t, nil, "mount", "-d", "--accel", "none", "--mirror", mirror, backing, mnt)
-	if code != 0 && strings.Contains(out, "not implemented") {
-		t.Skipf("mounting with mirrors: %s", out)
-	}
 	if code != 0 {
 		t.Fatalf("mount --mirror: exit %d\n%s", code, out)
 	}

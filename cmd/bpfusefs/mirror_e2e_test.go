@@ -1,0 +1,69 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// TestMirrorLifecycle walks a mirrored mount through the life a user sees:
+// a mirror on a small tmpfs fills up mid-workload and is degraded while
+// every write succeeds; stats say so; the next mount refuses the replicas
+// that now disagree; --mirror-repair brings the mirror back; verify finds
+// them identical.
+func TestMirrorLifecycle(t *testing.T) {
+	requireMount(t)
+	backing, mnt := newDirs(t)
+	small := t.TempDir()
+	if err := syscall.Mount("tmpfs", small, "tmpfs", 0, "size=1m,mode=0755"); err != nil {
+		t.Skipf("cannot mount a tmpfs: %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(small, syscall.MNT_DETACH) })
+
+	mount := func(extra ...string) (string, int) {
+		args := append([]string{"mount", "-d", "--accel", "auto", "--mirror", small}, extra...)
+		return bpfusefs(t, nil, append(args, backing, mnt)...)
+	}
+	if out, code := mount(); code != 0 {
+		t.Fatalf("mount --mirror: exit %d\n%s", code, out)
+	}
+	t.Cleanup(func() { cleanupMount(t, mnt) })
+	data := bytes.Repeat([]byte("0123456789abcdef"), 4096) // 64 KiB
+	for i := range 40 {
+		if err := os.WriteFile(filepath.Join(mnt, fmt.Sprintf("f%02d", i)), data, 0o644); err != nil {
+			t.Fatalf("write %d with the backing replica healthy: %v", i, err)
+		}
+	}
+	out, code := bpfusefs(t, nil, "stats", mnt)
+	if code != 0 || !strings.Contains(out, "degraded") || !strings.Contains(out, "no space left on device") {
+		t.Errorf("stats after the mirror filled up: exit %d\n%s", code, out)
+	}
+	if out, code := bpfusefs(t, nil, "umount", mnt); code != 0 {
+		t.Fatalf("umount: exit %d\n%s", code, out)
+	}
+
+	// The mirror missed writes: the replicas no longer agree.
+	out, code = mount()
+	if code == 0 || !strings.Contains(out, "replicas disagree") || !strings.Contains(out, "--mirror-repair") {
+		t.Fatalf("mount of disagreeing replicas: exit %d\n%s", code, out)
+	}
+	// Make room on the mirror, then repair it from the backing directory.
+	if err := syscall.Unmount(small, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("tmpfs", small, "tmpfs", 0, "size=16m,mode=0755"); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := mount("--mirror-repair", backing); code != 0 {
+		t.Fatalf("mount --mirror-repair: exit %d\n%s", code, out)
+	}
+	verify(t, exitOK, []string{"replicas identical (40 files, 2621440 bytes compared)"}, mnt)
+	got, err := os.ReadFile(filepath.Join(mnt, "f39"))
+	if err != nil || !bytes.Equal(got, data) {
+		t.Errorf("f39 after repair: %d bytes, %v", len(got), err)
+	}
+}
