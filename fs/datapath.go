@@ -18,6 +18,9 @@ type dataPath interface {
 	write(fds []int, p []byte, off int64, errs []error)
 	// fsync syncs each descriptor of fds like write writes.
 	fsync(fds []int, datasync bool, errs []error)
+	// splice copies n bytes from src to dst through pipe p, which it
+	// leaves empty unless it fails, and returns how many it copied.
+	splice(src int, offIn int64, dst int, offOut int64, n int64, p pipe) (int64, error)
 	// path is the Stats.Paths index this implementation counts under.
 	path() int
 	close() error
@@ -44,6 +47,10 @@ func (syscallPath) write(fds []int, p []byte, off int64, errs []error) {
 
 func (syscallPath) fsync(fds []int, datasync bool, errs []error) {
 	forEach(fds, errs, func(fd int) error { return syncFD(fd, datasync) })
+}
+
+func (syscallPath) splice(src int, offIn int64, dst int, offOut int64, n int64, p pipe) (int64, error) {
+	return spliceCopy(src, offIn, dst, offOut, n, p)
 }
 
 func (syscallPath) path() int    { return pathSyscall }

@@ -6,6 +6,7 @@ import (
 	"syscall"
 
 	"github.com/bpfusefs/bpfusefs/uring"
+	"golang.org/x/sys/unix"
 )
 
 // enginePath does backing I/O through an io_uring Engine shared by all of a
@@ -60,6 +61,51 @@ func (p *enginePath) fsync(fds []int, datasync bool, errs []error) {
 		}
 		return nil
 	})
+}
+
+// splice moves each pipe's worth as two linked SQEs, file to pipe and
+// pipe to file, in one submission. A short first splice cancels the second
+// (io_uring fails a link on a short splice); the pipe is then drained with
+// splice(2).
+func (p *enginePath) splice(src int, offIn int64, dst int, offOut int64, n int64, pp pipe) (int64, error) {
+	b := p.batches.Get().(*uring.Batch)
+	defer func() {
+		b.Reset()
+		p.batches.Put(b)
+	}()
+	var done int64
+	for done < n {
+		chunk := uint32(min(n-done, pp.size))
+		in, out := offIn+done, offOut+done
+		b.Reset()
+		b.Add(func(sqe *uring.SQE) {
+			sqe.PrepSplice(src, in, pp.w, -1, chunk, unix.SPLICE_F_MOVE)
+			sqe.SetFlags(uring.SQEIOLink)
+		})
+		b.Add(func(sqe *uring.SQE) { sqe.PrepSplice(pp.r, -1, dst, out, chunk, unix.SPLICE_F_MOVE) })
+		if err := p.e.Run(b); err != nil {
+			return done, err
+		}
+		res := b.Results()
+		filled, drained := res[0], res[1]
+		switch {
+		case filled < 0:
+			return done, syscall.Errno(-filled)
+		case filled == 0:
+			return done, unix.EIO // the source shrank under the copy
+		case drained == -int32(unix.ECANCELED):
+			drained = 0
+		case drained < 0:
+			return done, syscall.Errno(-drained)
+		}
+		if drained < filled {
+			if err := drainPipe(pp, dst, out+int64(drained), int64(filled-drained)); err != nil {
+				return done, err
+			}
+		}
+		done += int64(filled)
+	}
+	return done, nil
 }
 
 // fanOut queues one request per descriptor of fds with queue, submits them

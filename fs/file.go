@@ -303,49 +303,25 @@ func (fs *fileSystem) CopyFileRange(cancel <-chan struct{}, in *fuse.CopyFileRan
 		return 0, status(err)
 	}
 	dst.written.Store(true)
-	// The leader copies what it can; every other replica then copies
-	// exactly as much, so they stay identical.
+	// The leader copies what the source holds; every other replica then
+	// copies as much, and must get as far.
 	length := int64(min(in.Len, maxCopyChunk))
 	copied := int64(-1)
 	err := fs.replicas.apply("copy_file_range", dst.fds, func(i, fd int) error {
-		if copied < 0 {
-			n, err := copyRange(src.fds[i], int64(in.OffIn), fd, int64(in.OffOut), length, int(in.Flags), false)
-			copied = n
+		n, err := fs.copyRange(src.fds[i], int64(in.OffIn), fd, int64(in.OffOut), length, int(in.Flags))
+		switch {
+		case err != nil:
 			return err
+		case copied < 0:
+			copied = n
+		case n != copied:
+			return unix.EIO // the replicas' sources differ
 		}
-		_, err := copyRange(src.fds[i], int64(in.OffIn), fd, int64(in.OffOut), copied, int(in.Flags), true)
-		return err
+		return nil
 	})
 	if err != nil {
 		fs.stats.errors.Add(1)
 		return 0, status(err)
 	}
 	return uint32(copied), fuse.OK
-}
-
-// copyRange copies up to length bytes with copy_file_range(2); with all
-// set it continues after short copies until length bytes are copied (an
-// early end of the source is then an error).
-func copyRange(src int, offIn int64, dst int, offOut int64, length int64, flags int, all bool) (int64, error) {
-	var done int64
-	for done < length {
-		n, err := unix.CopyFileRange(src, &offIn, dst, &offOut, int(length-done), flags)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return done, err
-		}
-		if n == 0 {
-			if all {
-				return done, unix.EIO
-			}
-			break
-		}
-		done += int64(n)
-		if !all {
-			break
-		}
-	}
-	return done, nil
 }

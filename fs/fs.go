@@ -43,6 +43,7 @@ type fileSystem struct {
 	// daemon is not root, in which case objects belong to the daemon.
 	creds *credWorkers
 	data  dataPath
+	pipes pipePool
 	// readTurn spreads open files over the replicas (pickReader).
 	readTurn atomic.Uint32
 	// passthrough is set when opens of eligible files go to the kernel.

@@ -436,6 +436,7 @@ func (fs *fileSystem) close() {
 	}
 	unix.Close(int(fs.proc))
 	fs.replicas.closeOpenFDs()
+	fs.pipes.close()
 }
 
 // Unmount detaches the mount. Without lazy it fails (EBUSY) while files are

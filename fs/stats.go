@@ -21,8 +21,11 @@ type Stats struct {
 	BytesWritten uint64 `json:"bytes_written"`
 	// Errors counts failed data operations on backing files (read, write,
 	// fsync, fallocate, copy_file_range), not ordinary lookup misses.
-	Errors   uint64         `json:"errors"`
-	Replicas []ReplicaStats `json:"replicas"`
+	Errors uint64 `json:"errors"`
+	// Copies counts the backing copies COPY_FILE_RANGE made, by method:
+	// copy_file_range, splice, readwrite (see copyData).
+	Copies   map[string]uint64 `json:"copies"`
+	Replicas []ReplicaStats    `json:"replicas"`
 }
 
 // ReplicaStats describes one backing directory.
@@ -81,6 +84,7 @@ type counters struct {
 	bytesRead    atomic.Uint64
 	bytesWritten atomic.Uint64
 	errors       atomic.Uint64
+	copies       [numCopies]atomic.Uint64
 }
 
 func (c *counters) op(opcode uint32) {
@@ -110,6 +114,10 @@ func (c *counters) snapshot() Stats {
 	}
 	for i, name := range pathNames {
 		s.Paths[name] = c.paths[i].Load()
+	}
+	s.Copies = make(map[string]uint64, numCopies)
+	for i, name := range copyNames {
+		s.Copies[name] = c.copies[i].Load()
 	}
 	return s
 }
