@@ -2,6 +2,7 @@ package fs
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -9,10 +10,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/bpfusefs/bpfusefs/mirror"
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 )
 
@@ -486,5 +491,133 @@ func TestMirrorAgreement(t *testing.T) {
 	}
 	if diffs, err := mirror.Compare([]string{backing, mirrorDir}, mirror.CompareOptions{Content: true}); err != nil || len(diffs) > 0 {
 		t.Errorf("after repair: %v %v", diffs, err)
+	}
+}
+
+// faultyNode is a loopback node whose files fail reads with EIO while
+// *fail is set: a replica with a bad disk.
+type faultyNode struct {
+	*gofs.LoopbackNode
+	fail *atomic.Bool
+}
+
+func (n *faultyNode) WrapChild(ctx context.Context, ops gofs.InodeEmbedder) gofs.InodeEmbedder {
+	return &faultyNode{LoopbackNode: ops.(*gofs.LoopbackNode), fail: n.fail}
+}
+
+func (n *faultyNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	fh, fuseFlags, errno := n.LoopbackNode.Open(ctx, flags)
+	if errno != 0 {
+		return nil, 0, errno
+	}
+	return &faultyFile{LoopbackFile: fh.(*gofs.LoopbackFile), fail: n.fail}, fuseFlags, 0
+}
+
+type faultyFile struct {
+	*gofs.LoopbackFile
+	fail *atomic.Bool
+}
+
+// PassthroughFd keeps the kernel from reading the file itself (go-fuse
+// passes loopback files through where it can), so reads reach Read.
+func (f *faultyFile) PassthroughFd() (int, bool) { return 0, false }
+
+func (f *faultyFile) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if f.fail.Load() {
+		return nil, syscall.EIO
+	}
+	return f.LoopbackFile.Read(ctx, dest, off)
+}
+
+// faultyReplica serves an empty directory through a go-fuse loopback
+// mount whose reads fail while *fail is set; abort cuts its connection,
+// as when the disk behind a replica disappears.
+type faultyReplica struct {
+	dir   string
+	fail  atomic.Bool
+	abort func()
+}
+
+func newFaultyReplica(t *testing.T) *faultyReplica {
+	t.Helper()
+	fr := &faultyReplica{dir: plainMirror(t)}
+	loopback, err := gofs.NewLoopbackRoot(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := &faultyNode{LoopbackNode: loopback.(*gofs.LoopbackNode), fail: &fr.fail}
+	server, err := gofs.Mount(fr.dir, root, &gofs.Options{MountOptions: fuse.MountOptions{DirectMountStrict: true}})
+	if err != nil {
+		t.Fatalf("mount the faulty replica: %v", err)
+	}
+	var mst unix.Stat_t
+	if err := unix.Stat(fr.dir, &mst); err != nil {
+		t.Fatal(err)
+	}
+	abortPath := fmt.Sprintf("/sys/fs/fuse/connections/%d/abort", unix.Minor(mst.Dev))
+	fr.abort = func() {
+		if err := os.WriteFile(abortPath, []byte("1"), 0); err != nil {
+			t.Fatalf("abort the faulty replica: %v", err)
+		}
+	}
+	t.Cleanup(func() {
+		if server.Unmount() != nil {
+			unix.Unmount(fr.dir, unix.MNT_DETACH)
+		}
+	})
+	return fr
+}
+
+// TestMirrorReadFailover makes a mirror fail reads: every read through the
+// mount still returns the right bytes, and the mirror is degraded.
+func TestMirrorReadFailover(t *testing.T) {
+	requireFUSE(t)
+	for mode, opts := range daemonModes(t) {
+		t.Run(mode, func(t *testing.T) {
+			fr := newFaultyReplica(t)
+			tm := mountReplicas(t, mode, opts, nil, func(*testing.T) string { return fr.dir })
+			want := strings.Repeat("replicated ", 1000)
+			writeFile(t, tm.p("f"), want)
+			fr.fail.Store(true)
+			// Opens take turns over the replicas, so some of these
+			// reads go to the failing one first.
+			for range 4 {
+				if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0); err != nil {
+					t.Fatal(err)
+				}
+				if got := readFile(t, tm.p("f")); got != want {
+					t.Fatalf("read %d bytes, want %d", len(got), len(want))
+				}
+			}
+			checkDegraded(t, tm, fr.dir, "read: input/output error")
+			checkStillWorks(t, tm)
+		})
+	}
+}
+
+// TestMirrorReplicaGone cuts a mirror's connection mid-workload (its disk
+// is gone): writes keep succeeding, and stay intact on the backing
+// directory.
+func TestMirrorReplicaGone(t *testing.T) {
+	requireFUSE(t)
+	for mode, opts := range daemonModes(t) {
+		t.Run(mode, func(t *testing.T) {
+			fr := newFaultyReplica(t)
+			tm := mountReplicas(t, mode, opts, nil, func(*testing.T) string { return fr.dir })
+			before, err := acknowledged(t, tm, "a", 5, 10000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fr.abort()
+			after, err := acknowledged(t, tm, "b", 5, 10000)
+			if err != nil {
+				t.Fatalf("a write failed with the backing replica healthy: %v", err)
+			}
+			// ENOTCONN, or ECONNABORTED for a request the abort cut.
+			checkDegraded(t, tm, fr.dir, "connect")
+			checkSurvivor(t, tm, tm.backing, before)
+			checkSurvivor(t, tm, tm.backing, after)
+			checkStillWorks(t, tm)
+		})
 	}
 }

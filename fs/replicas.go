@@ -217,7 +217,7 @@ func (s *replicaSet) apply(op string, fds []int, fn func(i, fd int) error) error
 func replicaFault(err error) bool {
 	switch err {
 	case unix.EIO, unix.ENOSPC, unix.EDQUOT, unix.EROFS, unix.ENODEV, unix.ENXIO,
-		unix.ENOTCONN, unix.ESTALE, unix.EUCLEAN, unix.EBADF:
+		unix.ENOTCONN, unix.ECONNABORTED, unix.ESTALE, unix.EUCLEAN, unix.EBADF:
 		return true
 	}
 	return false
