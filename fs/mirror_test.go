@@ -505,6 +505,14 @@ func (n *faultyNode) WrapChild(ctx context.Context, ops gofs.InodeEmbedder) gofs
 	return &faultyNode{LoopbackNode: ops.(*gofs.LoopbackNode), fail: n.fail}
 }
 
+func (n *faultyNode) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	inode, fh, fuseFlags, errno := n.LoopbackNode.Create(ctx, name, flags, mode, out)
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
+	return inode, &faultyFile{LoopbackFile: fh.(*gofs.LoopbackFile), fail: n.fail}, fuseFlags, 0
+}
+
 func (n *faultyNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
 	fh, fuseFlags, errno := n.LoopbackNode.Open(ctx, flags)
 	if errno != 0 {
@@ -618,6 +626,55 @@ func TestMirrorReplicaGone(t *testing.T) {
 			checkSurvivor(t, tm, tm.backing, before)
 			checkSurvivor(t, tm, tm.backing, after)
 			checkStillWorks(t, tm)
+		})
+	}
+}
+
+// TestMirrorAllFail fails the same write on every replica, differently (a
+// full leader, a vanished mirror): the caller gets EIO, no replica is
+// degraded, and the data written before is intact.
+func TestMirrorAllFail(t *testing.T) {
+	requireFUSE(t)
+	for mode, opts := range daemonModes(t) {
+		t.Run(mode, func(t *testing.T) {
+			fr := newFaultyReplica(t)
+			tm := mountReplicas(t, mode, opts, tmpfsMirror(256<<10), func(*testing.T) string { return fr.dir })
+			// A whole page, so that the next write needs a new one;
+			// written and synced through the one handle, so that no
+			// RELEASE is still on its way to the mirror at the abort.
+			before := strings.Repeat("b", 4096)
+			f, err := os.OpenFile(tm.p("f"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0644)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if _, err := f.WriteString(before); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Sync(); err != nil {
+				t.Fatal(err)
+			}
+			fr.abort()
+			// Fill the leader behind the mount's back.
+			filler, err := os.Create(tm.b("filler"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for err == nil {
+				_, err = filler.Write(make([]byte, 4096))
+			}
+			filler.Close()
+			if _, err := f.Write(make([]byte, 4096)); !errors.Is(err, unix.EIO) {
+				t.Fatalf("write failing on every replica: %v, want EIO (%+v)", err, tm.m.Stats().Replicas)
+			}
+			for _, r := range tm.m.Stats().Replicas {
+				if r.State != "ok" {
+					t.Errorf("replica %s degraded (%s) though no replica succeeded", r.Path, r.Cause)
+				}
+			}
+			if got := readFile(t, tm.b("f")); got != before {
+				t.Errorf("the leader holds %d bytes, want the %d acknowledged", len(got), len(before))
+			}
 		})
 	}
 }
