@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 
@@ -288,4 +289,56 @@ func fileSum(t *testing.T, path string) [32]byte {
 		t.Fatal(err)
 	}
 	return [32]byte(h.Sum(nil))
+}
+
+// TestCpAndFallocateLikeBacking runs cp --reflink=auto, cp --sparse=always
+// and fallocate(1) on the mount and on a directory of the backing
+// filesystem, and checks that the files end up with the same bytes, size
+// and allocated blocks.
+func TestCpAndFallocateLikeBacking(t *testing.T) {
+	for _, tool := range []string{"cp", "fallocate"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed", tool)
+		}
+	}
+	steps := [][]string{
+		{"cp", "--reflink=auto", "sparse", "reflinked"},
+		{"cp", "--sparse=always", "sparse", "resparsed"},
+		{"fallocate", "-l", "8M", "allocated"},
+		{"fallocate", "-p", "-o", "4096", "-l", "65536", "resparsed"},
+		{"fallocate", "-z", "-o", "0", "-l", "8192", "reflinked"},
+	}
+	run := func(t *testing.T, dir string) {
+		sparseFile(t, filepath.Join(dir, "sparse"))
+		for _, step := range steps {
+			cmd := exec.Command(step[0], step[1:]...)
+			cmd.Dir = dir
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("%v in %s: %v\n%s", step, dir, err, out)
+			}
+		}
+	}
+	eachMode(t, func(t *testing.T, tm *testMount) {
+		native := filepath.Join(filepath.Dir(tm.backing), "native")
+		if err := os.Mkdir(native, 0755); err != nil {
+			t.Fatal(err)
+		}
+		run(t, native)
+		run(t, tm.mnt)
+		for _, name := range []string{"reflinked", "resparsed", "allocated"} {
+			var want, got unix.Stat_t
+			if err := unix.Stat(filepath.Join(native, name), &want); err != nil {
+				t.Fatal(err)
+			}
+			if err := unix.Stat(tm.b(name), &got); err != nil {
+				t.Fatal(err)
+			}
+			if got.Size != want.Size || got.Blocks != want.Blocks {
+				t.Errorf("%s: size %d, %d blocks through the mount; %d, %d on the backing filesystem", name, got.Size, got.Blocks, want.Size, want.Blocks)
+			}
+			if !bytes.Equal([]byte(readFile(t, tm.p(name))), []byte(readFile(t, filepath.Join(native, name)))) {
+				t.Errorf("%s: content differs from the backing filesystem's", name)
+			}
+		}
+	})
 }
