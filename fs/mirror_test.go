@@ -373,9 +373,17 @@ func TestMirrorAllFull(t *testing.T) {
 					t.Errorf("replica %s degraded (%s) though no replica succeeded", r.Path, r.Cause)
 				}
 			}
-			// Freeing the space lets every replica work again.
+			// Freeing the space lets every replica work again, once
+			// the kernel's FORGET (sent after the unlink, in the
+			// background) lets the daemon close the file.
 			if err := os.Remove(tm.p("f000")); err != nil {
 				t.Fatal(err)
+			}
+			for _, r := range tm.replicas() {
+				waitFor(t, "space freed on "+r, func() bool {
+					var st unix.Statfs_t
+					return unix.Statfs(r, &st) == nil && st.Bfree*uint64(st.Bsize) >= 128<<10
+				})
 			}
 			checkStillWorks(t, tm)
 		})
@@ -676,5 +684,16 @@ func TestMirrorAllFail(t *testing.T) {
 				t.Errorf("the leader holds %d bytes, want the %d acknowledged", len(got), len(before))
 			}
 		})
+	}
+}
+
+// waitFor polls cond for up to ten seconds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
