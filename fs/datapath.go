@@ -101,17 +101,29 @@ func (fs *fileSystem) read(h *handle, p []byte, off int64) (int, error) {
 }
 
 // write writes all of p at off to every healthy replica of h (see
-// replicaSet for who wins when they disagree).
-func (fs *fileSystem) write(h *handle, p []byte, off int64) error {
+// replicaSet for who wins when they disagree), and returns the Stats.Paths
+// index of the path that wrote.
+func (fs *fileSystem) write(h *handle, p []byte, off int64) (int, error) {
 	h.written.Store(true)
+	data := fs.writePath(h)
 	if !fs.replicas.mirrored() {
 		var errs [1]error
-		fs.data.write(h.fds, p, off, errs[:])
-		return errs[0]
+		data.write(h.fds, p, off, errs[:])
+		return data.path(), errs[0]
 	}
 	fds, errs := fs.targets(h)
-	fs.data.write(fds, p, off, errs)
-	return fs.replicas.settle("write", errs)
+	data.write(fds, p, off, errs)
+	return data.path(), fs.replicas.settle("write", errs)
+}
+
+// writePath is the data path for a write through h: the mount's, except
+// that buffered writes go to pwrite(2) on filesystems where io_uring
+// would punt them to a worker thread (see probeAsyncWrites).
+func (fs *fileSystem) writePath(h *handle) dataPath {
+	if fs.data.path() == pathEngine && !h.direct && !fs.asyncWrites {
+		return syscallPath{}
+	}
+	return fs.data
 }
 
 func (fs *fileSystem) fsync(h *handle, datasync bool) error {

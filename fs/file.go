@@ -181,13 +181,13 @@ func (fs *fileSystem) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byt
 			src = buf
 		}
 	}
-	err := fs.write(h, src, int64(in.Offset))
+	path, err := fs.write(h, src, int64(in.Offset))
 	if err != nil {
 		fs.stats.errors.Add(1)
 		return 0, status(err)
 	}
 	fs.stats.bytesWritten.Add(uint64(len(data)))
-	fs.stats.paths[fs.data.path()].Add(1)
+	fs.stats.paths[path].Add(1)
 	return uint32(len(data)), fuse.OK
 }
 

@@ -43,7 +43,10 @@ type fileSystem struct {
 	// daemon is not root, in which case objects belong to the daemon.
 	creds *credWorkers
 	data  dataPath
-	pipes pipePool
+	// asyncWrites is set when every replica's filesystem does buffered
+	// writes without blocking (see writePath).
+	asyncWrites bool
+	pipes       pipePool
 	// readTurn spreads open files over the replicas (pickReader).
 	readTurn atomic.Uint32
 	// passthrough is set when opens of eligible files go to the kernel.

@@ -347,6 +347,7 @@ func newFileSystem(opts Options, logger *log.Logger) (*fileSystem, error) {
 		data:          syscallPath{},
 		passthrough:   opts.Passthrough,
 		fusering:      opts.Fusering,
+		asyncWrites:   replicas.asyncWrites(),
 		log:           logger,
 	}
 	if os.Geteuid() == 0 {

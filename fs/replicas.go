@@ -50,9 +50,12 @@ type replica struct {
 	rootFD, openFD int
 	// procPath is the root as /proc/self/fd links name it.
 	procPath string
-	degraded atomic.Bool
-	errors   atomic.Uint64
-	cause    atomic.Pointer[string]
+	// asyncWrites is set when the replica's filesystem does buffered
+	// writes without blocking (see probeAsyncWrites).
+	asyncWrites bool
+	degraded    atomic.Bool
+	errors      atomic.Uint64
+	cause       atomic.Pointer[string]
 }
 
 // openReplica opens a replica's root directory.
@@ -76,7 +79,23 @@ func openReplica(path string) (*replica, *unix.Stat_t, error) {
 		unix.Close(rootFD)
 		return nil, nil, fmt.Errorf("open backing directory %s: %w", path, err)
 	}
-	return &replica{path: path, rootFD: rootFD, openFD: openFD, procPath: procPath}, &st, nil
+	return &replica{path: path, rootFD: rootFD, openFD: openFD, procPath: procPath, asyncWrites: probeAsyncWrites(openFD)}, &st, nil
+}
+
+// probeAsyncWrites reports whether the filesystem of directory dir can do
+// a buffered write without blocking (RWF_NOWAIT; XFS and btrfs can, ext4
+// and tmpfs cannot). io_uring completes such writes inline; elsewhere it
+// hands every buffered write to an io-wq worker thread, which costs more
+// than the write itself, so the engine path leaves those writes to
+// pwrite(2). It writes one byte to an unnamed temporary file.
+func probeAsyncWrites(dir int) bool {
+	fd, err := unix.Openat(dir, ".", unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0600)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(fd)
+	_, err = unix.Pwritev2(fd, [][]byte{{0}}, 0, unix.RWF_NOWAIT)
+	return err == nil || err == unix.EAGAIN
 }
 
 // newReplicaSet opens the replicas at paths, the backing directory first,
@@ -100,6 +119,17 @@ func newReplicaSet(paths []string, logger *log.Logger) (*replicaSet, []unix.Stat
 }
 
 func (s *replicaSet) mirrored() bool { return len(s.r) > 1 }
+
+// asyncWrites reports whether every replica does buffered writes without
+// blocking.
+func (s *replicaSet) asyncWrites() bool {
+	for _, r := range s.r {
+		if !r.asyncWrites {
+			return false
+		}
+	}
+	return true
+}
 
 // leader returns the index of the replica that answers reads and
 // attributes and runs each mutation first.
