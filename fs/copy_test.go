@@ -135,8 +135,11 @@ func TestCopyFileRangeCases(t *testing.T) {
 			t.Errorf("no copy went through copy_file_range: %v", s.Copies)
 		}
 	}
-	eachMode(t, run)
-	for mode, opts := range daemonModes(t) {
+	for mode, opts := range modes(t) {
+		t.Run(mode, func(t *testing.T) { run(t, mountFS(t, mode, opts)) })
+		if opts.Passthrough {
+			continue // mirrored files are served by the daemon
+		}
 		t.Run(mode+"/mirrored", func(t *testing.T) {
 			run(t, mountReplicas(t, mode, opts, nil, plainMirror))
 		})
