@@ -263,12 +263,18 @@ func sameHandles(a, b []*unix.FileHandle) bool {
 // by opening its file handles (the id itself, or its ghost's) on each
 // healthy replica, with one more kernel reference. It returns nil when the
 // object is gone, or cannot be reached on every healthy replica.
+//
+// A deleted object is gone even while a descriptor keeps it alive: the
+// kernel asks only after forgetting its inode, but the FORGET may not
+// have reached us yet (over FUSE-over-io_uring it comes by /dev/fuse and
+// the LOOKUP by the ring), and a RELEASE still in flight keeps the backing
+// inode open, so its handle would still open.
 func (t *inodeTable) revive(id uint64) (*inode, *unix.Stat_t) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var st unix.Stat_t
 	if n := t.byID[id]; n != nil {
-		if statFD(n.fd(), &st) != nil {
+		if statFD(n.fd(), &st) != nil || st.Nlink == 0 {
 			return nil, nil
 		}
 		n.lookups++
@@ -303,7 +309,7 @@ func (t *inodeTable) revive(id uint64) (*inode, *unix.Stat_t) {
 		fds[i] = fd
 	}
 	fd := fds[t.rs.leader()]
-	if statFD(fd, &st) != nil {
+	if statFD(fd, &st) != nil || st.Nlink == 0 {
 		closeFDs(fds)
 		return nil, nil
 	}

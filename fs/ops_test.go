@@ -2,6 +2,7 @@ package fs
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -556,13 +557,78 @@ func TestFileHandles(t *testing.T) {
 		if target, err := os.Readlink("/proc/self/fd/" + itoa(dfd)); err != nil || target != tm.p("d/e") {
 			t.Errorf("directory opened by handle is %q (%v), want %q", target, err, tm.p("d/e"))
 		}
-		if _, err := unix.OpenByHandleAt(int(mnt.Fd()), gh, unix.O_RDONLY); err != unix.ESTALE {
+		if gfd, err := unix.OpenByHandleAt(int(mnt.Fd()), gh, unix.O_RDONLY); err != unix.ESTALE {
 			t.Errorf("open_by_handle_at of a deleted file: %v, want ESTALE", err)
+			if err == nil {
+				// Left open, it would keep the mount busy and its
+				// unmount waiting forever.
+				unix.Close(gfd)
+			}
 		}
 	})
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// TestReviveDeleted sends LOOKUP(id, ".") for deleted objects the daemon
+// can still reach, as happens when the kernel resolves a file handle after
+// forgetting the inode but before its FORGET is served (FUSE-over-io_uring
+// brings the two by different channels): the handle is stale all the same.
+// Opening it anyway made TestFileHandles fail under load and leave an open
+// file that hung its unmount.
+func TestReviveDeleted(t *testing.T) {
+	requireFUSE(t)
+	tm := mountFS(t, "none", Options{})
+	lookupDot := func(id uint64) fuse.Status {
+		var out fuse.EntryOut
+		return tm.m.fs.Lookup(nil, &fuse.InHeader{NodeId: id}, ".", &out)
+	}
+
+	// A node the daemon knows: the open file keeps the kernel's inode,
+	// so no FORGET comes to drop the daemon's.
+	writeFile(t, tm.p("known"), "x")
+	f, err := os.Open(tm.p("known"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h, _, err := unix.NameToHandleAt(unix.AT_FDCWD, tm.p("known"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The FUSE file handle is the node id in two 32-bit words, high
+	// first, then the generation.
+	words := h.Bytes()
+	id := uint64(binary.NativeEndian.Uint32(words))<<32 | uint64(binary.NativeEndian.Uint32(words[4:]))
+	if err := os.Remove(tm.p("known")); err != nil {
+		t.Fatal(err)
+	}
+	if st := lookupDot(id); st != fuse.Status(unix.ESTALE) {
+		t.Errorf("LOOKUP(.) of a deleted node the daemon still holds: %v, want ESTALE", st)
+	}
+
+	// A node the daemon has forgotten, whose backing file is deleted but
+	// still open (as by a RELEASE in flight).
+	if !tm.m.fs.inodes.handleIDs {
+		t.Skip("backing filesystem without FILEID_INO32_GEN handles")
+	}
+	writeFile(t, tm.b("forgotten"), "y")
+	g, err := os.Open(tm.b("forgotten"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	bh, _, err := unix.NameToHandleAt(unix.AT_FDCWD, tm.b("forgotten"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(tm.b("forgotten")); err != nil {
+		t.Fatal(err)
+	}
+	if st := lookupDot(binary.NativeEndian.Uint64(bh.Bytes())); st != fuse.Status(unix.ESTALE) {
+		t.Errorf("LOOKUP(.) of a forgotten node whose backing file is deleted but open: %v, want ESTALE", st)
+	}
+}
 
 // TestTmpfileLink makes an unnamed file and gives it a name later
 // (xfstests generic/004).
