@@ -3,10 +3,13 @@ package fs
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/bpfusefs/bpfusefs/passthrough"
 	"github.com/bpfusefs/bpfusefs/uring"
+	"golang.org/x/sys/unix"
 )
 
 // testMount is one live mount of a fresh backing directory.
@@ -95,13 +98,40 @@ func mountReplicas(t *testing.T, mode string, opts Options, backing func(t *test
 	}
 	tm.m = m
 	t.Cleanup(func() {
-		if err := m.Unmount(false); err != nil {
-			t.Errorf("Unmount: %v", err)
-			m.Unmount(true)
+		err := m.Unmount(false)
+		if err == nil {
+			return
 		}
-		m.Wait()
+		// Busy: a file is open on the mount, likely leaked by the test;
+		// name those. A lazy unmount alone would wait until it is closed,
+		// at the latest at exit, where its FLUSH would wait for this very
+		// process: abort the connection first (umount -f), so that the
+		// test fails instead of hanging.
+		t.Errorf("Unmount: %v; open in this process: %v", err, openUnder(tm.mnt))
+		unix.Unmount(tm.mnt, unix.MNT_FORCE)
+		m.Unmount(true)
+		done := make(chan struct{})
+		go func() { m.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(time.Minute):
+			t.Errorf("%s: the connection did not end a minute after it was aborted", tm.mnt)
+		}
 	})
 	return tm
+}
+
+// openUnder lists this process's descriptors of files under dir.
+func openUnder(dir string) []string {
+	ents, _ := os.ReadDir("/proc/self/fd")
+	var open []string
+	for _, e := range ents {
+		target, err := os.Readlink("/proc/self/fd/" + e.Name())
+		if err == nil && (target == dir || strings.HasPrefix(target, dir+"/")) {
+			open = append(open, e.Name()+" "+target)
+		}
+	}
+	return open
 }
 
 // eachMode runs fn in a subtest per accel mode, each on its own mount.
