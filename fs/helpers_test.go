@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bpfusefs/bpfusefs/fs/fusering"
+	"github.com/bpfusefs/bpfusefs/internal/fusetest"
 	"github.com/bpfusefs/bpfusefs/passthrough"
 	"github.com/bpfusefs/bpfusefs/uring"
 	"golang.org/x/sys/unix"
@@ -40,6 +42,7 @@ func requireFUSE(t *testing.T) {
 
 // modes lists the accel modes this host supports, each as the Options
 // fields that select it. A mode the host lacks is reported, not failed.
+// Call it once per test: it may hold enable_uring for the test.
 func modes(t testing.TB) map[string]Options {
 	t.Helper()
 	ms := map[string]Options{"none": {}}
@@ -53,6 +56,20 @@ func modes(t testing.TB) map[string]Options {
 		t.Logf("passthrough mode skipped: %v", err)
 	} else {
 		ms["passthrough"] = Options{Passthrough: true}
+	}
+	// FUSE-over-io_uring needs the fuse module's enable_uring, which is
+	// global: it is held at Y until the test ends, after its mounts are
+	// gone, and then restored, under the lock every test process takes to
+	// change it.
+	if err := fusetest.SetEnableURing(t, "Y"); err != nil {
+		t.Logf("fusering modes skipped: %v", err)
+	} else if err := fusering.Available(); err != nil {
+		t.Logf("fusering modes skipped: %v", err)
+	} else {
+		ms["fusering"] = Options{Fusering: true}
+		if ms["engine"].Engine {
+			ms["fusering,engine"] = Options{Fusering: true, Engine: true}
+		}
 	}
 	return ms
 }

@@ -50,6 +50,10 @@ func TestStatsCounters(t *testing.T) {
 			if s.Paths["syscall"] == 0 || s.BytesWritten != uint64(len(data)) {
 				t.Errorf("paths %v, bytes written %d; want syscall and %d", s.Paths, s.BytesWritten, len(data))
 			}
+		case "fusering", "fusering,engine":
+			if s.Paths["fusering"] == 0 || !slices.Contains(s.Accel, "fusering") {
+				t.Errorf("paths %v, accel %v; want requests over the ring", s.Paths, s.Accel)
+			}
 		}
 		if len(s.Replicas) != 1 || s.Replicas[0].Path != tm.backing || s.Replicas[0].State != "ok" {
 			t.Errorf("replicas: %+v", s.Replicas)
@@ -152,16 +156,9 @@ func TestLazyUnmount(t *testing.T) {
 // and no descriptor outlives the mount.
 func TestNoLeaks(t *testing.T) {
 	requireFUSE(t)
+	// The fusering modes are among them: the transport owns descriptors
+	// and threads of its own.
 	ms := modes(t)
-	// The transport owns descriptors of its own: cover it too.
-	if err := fusetest.SetEnableURing(t, "Y"); err != nil {
-		t.Logf("fusering not covered: %v", err)
-	} else if err := fusering.Available(); err != nil {
-		t.Logf("fusering not covered: %v", err)
-	} else {
-		ms["fusering"] = Options{Fusering: true}
-		ms["fusering+engine"] = Options{Fusering: true, Engine: true}
-	}
 	// go-fuse keeps a process-wide cache of splice pipes (and /dev/null),
 	// made on first use: a first mount that reads fills it before counting.
 	mountWorkUnmount(t, ms["none"])
