@@ -228,7 +228,6 @@ func (s *Server) authorize(conn *net.UnixConn) error {
 func (s *Server) Close() error {
 	var err error
 	s.close.Do(func() {
-		close(s.done)
 		err = s.ln.Close()
 		// A daemon that mounted the same directory since may have put
 		// its own socket at the path: leave that one alone.
@@ -237,6 +236,9 @@ func (s *Server) Close() error {
 				err = rmErr
 			}
 		}
+		// Only now answer the waits: umount returns on that answer and
+		// promises the socket gone.
+		close(s.done)
 		s.conns.Wait()
 	})
 	return err

@@ -51,36 +51,40 @@ func TestCallOwner(t *testing.T) {
 }
 
 func TestCloseRemovesSocketAndAnswersWait(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "c.sock")
-	s, err := Listen(path, os.Geteuid(), statsHandler)
-	if err != nil {
-		t.Fatal(err)
-	}
-	wait, err := Send(path, MethodWait)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Other requests are served while a wait is pending.
-	if err := Call(path, "stats", nil); err != nil {
-		t.Fatal(err)
-	}
-	var closing atomic.Bool
-	closed := make(chan error)
-	go func() {
-		closing.Store(true)
-		closed <- s.Close()
-	}()
-	if err := wait.Result(nil); err != nil {
-		t.Errorf("wait: %v", err)
-	}
-	if !closing.Load() {
-		t.Error("wait was answered before Close")
-	}
-	if err := <-closed; err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("socket still there after Close: %v", err)
+	// The answer to a wait races with the rest of Close: repeat.
+	for range 50 {
+		path := filepath.Join(t.TempDir(), "c.sock")
+		s, err := Listen(path, os.Geteuid(), statsHandler)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wait, err := Send(path, MethodWait)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Other requests are served while a wait is pending.
+		if err := Call(path, "stats", nil); err != nil {
+			t.Fatal(err)
+		}
+		var closing atomic.Bool
+		closed := make(chan error)
+		go func() {
+			closing.Store(true)
+			closed <- s.Close()
+		}()
+		if err := wait.Result(nil); err != nil {
+			t.Errorf("wait: %v", err)
+		}
+		if !closing.Load() {
+			t.Error("wait was answered before Close")
+		}
+		// umount returns on this answer and promises the socket gone.
+		if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("socket still there when the wait was answered: %v", err)
+		}
+		if err := <-closed; err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
