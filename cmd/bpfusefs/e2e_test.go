@@ -84,7 +84,8 @@ func requireTools(t *testing.T, tools ...string) {
 }
 
 // accelModes lists the --accel values this host supports: none, and each
-// acceleration doctor finds available, alone.
+// acceleration doctor finds available, alone; and fusering,engine, what
+// auto picks where neither passthrough nor bpf serves a file.
 func accelModes(t *testing.T) []string {
 	t.Helper()
 	modes := []string{"none"}
@@ -95,6 +96,9 @@ func accelModes(t *testing.T) []string {
 		} else {
 			t.Logf("accel %s not tested: %s", n, r.Accel[n].Reason)
 		}
+	}
+	if r.Accel[features.Fusering].Available && r.Accel[features.Engine].Available {
+		modes = append(modes, string(features.Fusering)+","+string(features.Engine))
 	}
 	return modes
 }
@@ -533,8 +537,15 @@ func TestStatsJSON(t *testing.T) {
 				t.Errorf("no WRITE counted: %v", st.Ops)
 			}
 		}
-		if mode != "none" && !slices.Contains(st.Accel, mode) {
-			t.Errorf("accel = %v, want it to include %s", st.Accel, mode)
+		for _, name := range strings.Split(mode, ",") {
+			if name != "none" && !slices.Contains(st.Accel, name) {
+				t.Errorf("accel = %v, want it to include %s", st.Accel, name)
+			}
+			if (name == "fusering" || name == "engine") && st.Paths[name] == 0 {
+				// Requests arrived by the ring; reads and writes
+				// went through the engine.
+				t.Errorf("paths = %v, want %s counted", st.Paths, name)
+			}
 		}
 		if len(st.Replicas) != 1 || st.Replicas[0].Path != backing || st.Replicas[0].State != "ok" {
 			t.Errorf("replicas = %+v, want [%s ok]", st.Replicas, backing)
