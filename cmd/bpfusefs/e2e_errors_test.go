@@ -16,7 +16,6 @@ import (
 	"github.com/bpfusefs/bpfusefs/control"
 	"github.com/bpfusefs/bpfusefs/features"
 	"github.com/bpfusefs/bpfusefs/fs"
-	"github.com/bpfusefs/bpfusefs/internal/fusetest"
 	"github.com/bpfusefs/bpfusefs/internal/mountinfo"
 )
 
@@ -244,7 +243,7 @@ func TestAccelUnavailableByName(t *testing.T) {
 	// Hold enable_uring at N for the whole test: fusering is then one of
 	// the unavailable accels, and tests in other packages cannot flip it
 	// between the probe here and the daemon's own.
-	if err := fusetest.SetEnableURing(t, "N"); err != nil {
+	if err := holdEnableURing(t, "N"); err != nil {
 		t.Logf("enable_uring not held: %v", err)
 	}
 	r := features.Probe(fsChecker())

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 
@@ -67,11 +68,38 @@ func runTests(m *testing.M) int {
 	return m.Run()
 }
 
+// requireMount skips a test that cannot mount here, and holds the fuse
+// module's enable_uring at Y for the rest of it: the parameter is global,
+// test processes of other packages set it under a shared lock, and a test
+// that mounted without holding it could see fusering available when it
+// probes (doctor, --accel auto) and gone when its daemon mounts.
 func requireMount(t *testing.T) {
 	t.Helper()
 	if noMountReason != "" {
 		t.Skip(noMountReason)
 	}
+	if err := holdEnableURing(t, "Y"); err != nil {
+		t.Logf("fusering not enabled: %v", err)
+	}
+}
+
+// uringHeld has the tests that hold enable_uring's lock, which a test
+// must take only once.
+var uringHeld sync.Map
+
+// holdEnableURing sets enable_uring to value ("Y" or "N") until the test
+// ends, under fusetest's cross-process lock, which it takes on first use.
+func holdEnableURing(t *testing.T, value string) error {
+	t.Helper()
+	if _, held := uringHeld.Load(t); held {
+		return os.WriteFile(fusetest.EnableURingParam, []byte(value), 0)
+	}
+	if err := fusetest.SetEnableURing(t, value); err != nil {
+		return err
+	}
+	uringHeld.Store(t, true)
+	t.Cleanup(func() { uringHeld.Delete(t) })
+	return nil
 }
 
 func requireTools(t *testing.T, tools ...string) {
@@ -106,12 +134,10 @@ func accelModes(t *testing.T) []string {
 // forEachAccel runs fn as a subtest per supported mode on a fresh mount.
 func forEachAccel(t *testing.T, fn func(t *testing.T, backing, mnt string)) {
 	t.Helper()
+	// FUSE-over-io_uring is off by default: requireMount turns it on (and
+	// back off after) so that the fusering modes are tested too where the
+	// kernel has them.
 	requireMount(t)
-	// FUSE-over-io_uring is off by default: turn it on (and back off
-	// after) so that the fusering mode is tested too where the kernel has it.
-	if err := fusetest.SetEnableURing(t, "Y"); err != nil {
-		t.Logf("fusering not enabled: %v", err)
-	}
 	for _, mode := range accelModes(t) {
 		t.Run(mode, func(t *testing.T) {
 			backing, mnt := mountDaemon(t, "--accel", mode)
