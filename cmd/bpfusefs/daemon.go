@@ -116,16 +116,18 @@ func daemonLogPath(cfg mountConfig) (string, error) {
 
 func runDaemonChild(req daemonRequest) error {
 	ready := &readiness{f: os.NewFile(readyFD, "ready")}
-	err := serve(req.Config, req.Accel, os.Stderr, ready)
-	ready.fail(err)
-	if err == nil && req.Config.LogFile == "" {
+	err := serve(req.Config, req.Accel, os.Stderr, ready, func() {
+		if req.Config.LogFile != "" {
+			return
+		}
 		// A clean run leaves no default log behind: every mount point
 		// would otherwise leave one in the runtime directory. Logs of
 		// failed runs stay for post-mortems.
 		if path, err := daemonLogPath(req.Config); err == nil {
 			os.Remove(path)
 		}
-	}
+	})
+	ready.fail(err)
 	return err
 }
 

@@ -81,14 +81,14 @@ func mount(cfg mountConfig) error {
 		return startDaemon(cfg, set)
 	}
 	if cfg.LogFile == "" {
-		return serve(cfg, set, os.Stderr, nil)
+		return serve(cfg, set, os.Stderr, nil, nil)
 	}
 	logFile, err := os.OpenFile(cfg.LogFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("log: %w", err)
 	}
 	defer logFile.Close()
-	return serve(cfg, set, logFile, nil)
+	return serve(cfg, set, logFile, nil, nil)
 }
 
 // checkPaths makes the paths absolute and checks them, so that the usual
@@ -155,8 +155,10 @@ func checkBackingDir(what, dir string) (string, error) {
 
 // serve mounts and serves until the mount goes away. ready, when not nil,
 // is told once the mount is live (or why it failed): a daemon's parent is
-// waiting on it.
-func serve(cfg mountConfig, set features.Set, logw io.Writer, ready *readiness) error {
+// waiting on it. cleanExit, when not nil, runs once the mount ended
+// cleanly, before the control socket goes: umount returns when it goes,
+// and whatever cleanExit does must be done by then.
+func serve(cfg mountConfig, set features.Set, logw io.Writer, ready *readiness, cleanExit func()) error {
 	logger := log.New(logw, "bpfusefs: ", log.LstdFlags)
 	if cfg.Debug && len(cfg.Unknown) > 0 {
 		logger.Printf("ignoring unknown mount options %v", cfg.Unknown)
@@ -205,6 +207,9 @@ func serve(cfg mountConfig, set features.Set, logw io.Writer, ready *readiness) 
 		select {
 		case <-served:
 			logger.Printf("unmounted %s", cfg.Mountpoint)
+			if cleanExit != nil {
+				cleanExit()
+			}
 			return nil
 		case sig := <-sigs:
 			logger.Printf("%v: unmounting %s", sig, cfg.Mountpoint)
