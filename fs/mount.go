@@ -81,6 +81,9 @@ type Options struct {
 	Engine      bool // daemon I/O through the io_uring Engine
 	Passthrough bool // regular files served by the kernel (FUSE passthrough)
 	Fusering    bool // requests arrive over FUSE-over-io_uring (Linux 6.14+, enable_uring=Y)
+	// NoZeroCopy keeps Fusering's queues ordinary where the kernel has
+	// zero-copy ones (Linux 7.3+), to measure one against the other.
+	NoZeroCopy bool
 
 	ReadOnly           bool
 	AllowOther         bool
@@ -133,7 +136,7 @@ func Mount(mountpoint string, opts Options) (*Mounted, error) {
 	mo := fs.mountOptions(opts, logger)
 	var conn connection
 	if opts.Fusering {
-		conn, err = mountFusering(mountpoint, fs, mo, logger)
+		conn, err = mountFusering(mountpoint, fs, mo, !opts.NoZeroCopy, logger)
 	} else {
 		conn, err = mountDev(mountpoint, fs, mo)
 	}
@@ -472,7 +475,10 @@ func (m *Mounted) Wait() { <-m.done }
 func (m *Mounted) Stats() Stats {
 	s := m.fs.stats.snapshot()
 	if ring, ok := m.conn.(*fusering.Server); ok {
-		s.Paths[pathNames[pathFusering]] = ring.Stats().Ring.Requests
+		rs := ring.Stats()
+		s.Paths[pathNames[pathFusering]] = rs.Ring.Requests
+		s.Paths[pathNames[pathZeroCopy]] = rs.ZeroCopyReads + rs.ZeroCopyWrites
+		s.Transport = map[string]uint64{"ring": rs.Ring.Requests, "dev": rs.Dev.Requests}
 	}
 	s.Accel = m.accel
 	s.Replicas = m.fs.replicas.stats()

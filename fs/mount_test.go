@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -269,12 +270,126 @@ func TestFusering(t *testing.T) {
 			if s.Paths["fusering"] == 0 || !slices.Contains(s.Accel, "fusering") {
 				t.Errorf("stats: paths %v accel %v, want requests over the ring", s.Paths, s.Accel)
 			}
+			// INIT always comes by /dev/fuse; most requests by ring.
+			if s.Transport["dev"] == 0 || s.Transport["ring"] != s.Paths["fusering"] || s.Transport["ring"] < s.Transport["dev"] {
+				t.Errorf("stats: transport %v, want INIT by dev and the bulk by ring", s.Transport)
+			}
 			if o.Passthrough && s.Paths["passthrough"] == 0 {
 				t.Errorf("stats: paths %v, want passthrough opens", s.Paths)
 			}
-			if o.Engine && s.Paths["engine"] == 0 {
-				t.Errorf("stats: paths %v, want engine I/O", s.Paths)
+			// Zero-copy queues (Linux 7.3+) may serve all of it.
+			if o.Engine && s.Paths["engine"]+s.Paths["zero_copy"] == 0 {
+				t.Errorf("stats: paths %v, want engine or zero-copy I/O", s.Paths)
 			}
+		})
+	}
+}
+
+// TestFuseringZeroCopy checks that, where the kernel has zero-copy queues
+// (Linux 7.3+), the ring transport reads and writes a plain file itself,
+// byte-identical to the backing file, and leaves to the daemon a file
+// whose writes must drop set-ID bits.
+func TestFuseringZeroCopy(t *testing.T) {
+	requireFUSE(t)
+	if err := fusetest.SetEnableURing(t, "Y"); err != nil {
+		t.Skip(err)
+	}
+	if err := fusering.Available(); err != nil {
+		t.Skip(err)
+	}
+	tm := mountFS(t, "fusering", Options{Fusering: true})
+	if tm.m.conn.(*fusering.Server).Stats().ZeroCopyQueues == 0 {
+		t.Skip("kernel has no FUSE-over-io_uring zero-copy queues (Linux 7.3+, root)")
+	}
+	ring := tm.m.conn.(*fusering.Server)
+	zeroCopied := func() uint64 { return tm.m.Stats().Paths["zero_copy"] }
+	data := bytes.Repeat([]byte("zero-copy "), 100000)
+	roundTrip := func(name string) {
+		t.Helper()
+		if err := os.WriteFile(tm.p(name), data, 0644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0); err != nil {
+			t.Fatal(err)
+		}
+		for _, path := range []string{tm.p(name), tm.b(name)} {
+			if got, err := os.ReadFile(path); err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("%s: %d bytes read back (%v), want %d", path, len(got), err, len(data))
+			}
+		}
+	}
+	roundTrip("plain")
+	if zeroCopied() == 0 {
+		t.Fatalf("no READ or WRITE went zero-copy: stats %v", tm.m.Stats().Paths)
+	}
+	// Writes to a set-user-ID file need the daemon's WRITE, which drops
+	// the bit for unprivileged writers.
+	writeFile(t, tm.p("setuid"), "")
+	if err := unix.Chmod(tm.p("setuid"), 04755); err != nil { // os.Chmod would drop S_ISUID
+		t.Fatal(err)
+	}
+	before := ring.Stats().ZeroCopyWrites
+	f, err := os.OpenFile(tm.p("setuid"), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := ring.Stats().ZeroCopyWrites; got != before {
+		t.Errorf("%d writes to a set-user-ID file went zero-copy", got-before)
+	}
+}
+
+// TestZeroCopyFileEligibility checks which open files the daemon lets the
+// ring transport serve itself (ZeroCopyFile): plain files of a single
+// replica, not set-user-ID, O_DIRECT, mirrored files or directories.
+func TestZeroCopyFileEligibility(t *testing.T) {
+	requireFUSE(t)
+	single := mountFS(t, "none", Options{})
+	mirrored := mountReplicas(t, "none", Options{}, nil, plainMirror)
+	for _, tm := range []*testMount{single, mirrored} {
+		writeFile(t, tm.p("plain"), "x")
+		writeFile(t, tm.p("setuid"), "x")
+		if err := unix.Chmod(tm.p("setuid"), 04755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		tm    *testMount
+		name  string
+		flags int
+		want  bool
+	}{
+		{single, "plain", os.O_RDWR, true},
+		{single, "setuid", os.O_RDWR, false},
+		{single, "plain", os.O_RDWR | unix.O_DIRECT, false},
+		{single, ".", os.O_RDONLY, false},
+		{mirrored, "plain", os.O_RDWR, false},
+	} {
+		f, err := os.OpenFile(tc.tm.p(tc.name), tc.flags, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fs := tc.tm.m.fs
+		fs.handles.mu.RLock()
+		var got []bool
+		for fh := range fs.handles.byID {
+			_, ok := fs.ZeroCopyFile(fh)
+			got = append(got, ok)
+		}
+		fs.handles.mu.RUnlock()
+		f.Close()
+		if len(got) != 1 || got[0] != tc.want {
+			t.Errorf("%s (flags %#x, %d replicas): ZeroCopyFile %v, want %v", tc.name, tc.flags, len(tc.tm.replicas()), got, tc.want)
+		}
+		waitFor(t, "release of "+tc.name, func() bool {
+			fs.handles.mu.RLock()
+			defer fs.handles.mu.RUnlock()
+			return len(fs.handles.byID) == 0
 		})
 	}
 }

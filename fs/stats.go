@@ -13,7 +13,10 @@ type Stats struct {
 	// Ops counts requests by FUSE opcode name (LOOKUP, READ...).
 	Ops map[string]uint64 `json:"ops"`
 	// Paths counts requests by the path that served their data: syscall,
-	// engine, passthrough (opens handed to the kernel), fusering, bpf.
+	// engine, passthrough (opens handed to the kernel), fusering (requests
+	// that arrived by ring), zero_copy (READ and WRITE the ring transport
+	// served with READ_FIXED/WRITE_FIXED, never reaching the daemon's
+	// memory), bpf.
 	Paths map[string]uint64 `json:"paths"`
 	// BytesRead and BytesWritten count file data served by the daemon;
 	// passthrough I/O never reaches the daemon and is not counted.
@@ -22,6 +25,11 @@ type Stats struct {
 	// Errors counts failed data operations on backing files (read, write,
 	// fsync, fallocate, copy_file_range), not ordinary lookup misses.
 	Errors uint64 `json:"errors"`
+	// Transport counts the requests of a FUSE-over-io_uring mount by how
+	// they arrived: "ring" completions, or read from "dev" (/dev/fuse:
+	// INIT, interrupts, forgets, requests before the rings were ready).
+	// Empty for a mount served from /dev/fuse alone.
+	Transport map[string]uint64 `json:"transport,omitempty"`
 	// Copies counts the backing copies COPY_FILE_RANGE made, by method:
 	// copy_file_range, splice, readwrite (see copyData).
 	Copies   map[string]uint64 `json:"copies"`
@@ -43,11 +51,12 @@ const (
 	pathEngine
 	pathPassthrough
 	pathFusering
+	pathZeroCopy
 	pathBPF
 	numPaths
 )
 
-var pathNames = [numPaths]string{"syscall", "engine", "passthrough", "fusering", "bpf"}
+var pathNames = [numPaths]string{"syscall", "engine", "passthrough", "fusering", "zero_copy", "bpf"}
 
 // maxOpcode bounds the per-opcode array; FUSE opcodes are small integers
 // (the highest in Linux 6.18 is FUSE_STATX = 52), CUSE_INIT (4096) is never

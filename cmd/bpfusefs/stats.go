@@ -68,6 +68,10 @@ func printStats(w io.Writer, st fs.Stats) {
 	fmt.Fprintf(tw, "errors\t%d\n", st.Errors)
 	fmt.Fprintf(tw, "\nserved by\trequests\n")
 	printCounts(tw, st.Paths)
+	if len(st.Transport) > 0 {
+		fmt.Fprintf(tw, "\narrived by\trequests\n")
+		printCounts(tw, st.Transport)
+	}
 	fmt.Fprintf(tw, "\nopcode\trequests\n")
 	printCounts(tw, st.Ops)
 	if len(st.Replicas) > 0 {
