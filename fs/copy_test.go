@@ -311,13 +311,13 @@ func TestCpAndFallocateLikeBacking(t *testing.T) {
 		{"fallocate", "-p", "-o", "4096", "-l", "65536", "resparsed"},
 		{"fallocate", "-z", "-o", "0", "-l", "8192", "reflinked"},
 	}
-	run := func(t *testing.T, dir string) {
+	run := func(t *testing.T, dir string, fail func(string, ...any)) {
 		sparseFile(t, filepath.Join(dir, "sparse"))
 		for _, step := range steps {
 			cmd := exec.Command(step[0], step[1:]...)
 			cmd.Dir = dir
 			if out, err := cmd.CombinedOutput(); err != nil {
-				t.Fatalf("%v in %s: %v\n%s", step, dir, err, out)
+				fail("%v in %s: %v\n%s", step, dir, err, out)
 			}
 		}
 	}
@@ -326,8 +326,10 @@ func TestCpAndFallocateLikeBacking(t *testing.T) {
 		if err := os.Mkdir(native, 0755); err != nil {
 			t.Fatal(err)
 		}
-		run(t, native)
-		run(t, tm.mnt)
+		// What the backing filesystem cannot do (punching holes in a
+		// ramfs, say) is no test of the mount.
+		run(t, native, t.Skipf)
+		run(t, tm.mnt, t.Fatalf)
 		for _, name := range []string{"reflinked", "resparsed", "allocated"} {
 			var want, got unix.Stat_t
 			if err := unix.Stat(filepath.Join(native, name), &want); err != nil {

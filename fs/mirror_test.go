@@ -570,7 +570,7 @@ func newFaultyReplica(t *testing.T) *faultyReplica {
 	if err := unix.Stat(fr.dir, &mst); err != nil {
 		t.Fatal(err)
 	}
-	abortPath := fmt.Sprintf("/sys/fs/fuse/connections/%d/abort", unix.Minor(mst.Dev))
+	abortPath := filepath.Join(fuseConnections(t), fmt.Sprint(unix.Minor(mst.Dev)), "abort")
 	fr.abort = func() {
 		if err := os.WriteFile(abortPath, []byte("1"), 0); err != nil {
 			t.Fatalf("abort the faulty replica: %v", err)
@@ -696,4 +696,21 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// fuseConnections returns the fusectl directory, mounting fusectl when
+// nobody has (Debian does not by default).
+func fuseConnections(t *testing.T) string {
+	t.Helper()
+	const dir = "/sys/fs/fuse/connections"
+	var st, parent unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		t.Skipf("no fusectl: %v", err)
+	}
+	if unix.Statfs("/sys/fs/fuse", &parent) == nil && st.Type == parent.Type {
+		if err := unix.Mount("fusectl", dir, "fusectl", 0, ""); err != nil {
+			t.Skipf("cannot mount fusectl: %v", err)
+		}
+	}
+	return dir
 }
