@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 )
@@ -17,7 +18,13 @@ func benchModes(b *testing.B, workload func(b *testing.B, dir string) func()) {
 	if os.Geteuid() != 0 {
 		b.Skip("mounting FUSE needs root")
 	}
-	for name, opts := range modes(b) {
+	ms := modes(b)
+	if _, ok := ms["fusering"]; ok {
+		// Where the kernel has zero-copy queues (7.3+) "fusering" uses
+		// them; this is the same transport without.
+		ms["fusering-nozc"] = Options{Fusering: true, NoZeroCopy: true}
+	}
+	for name, opts := range ms {
 		b.Run(name, func(b *testing.B) {
 			tm := mountBench(b, opts)
 			native, mounted := workload(b, tm.backing), workload(b, tm.mnt)
@@ -109,6 +116,36 @@ func BenchmarkRandomRead4K(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
+		}
+	})
+}
+
+// BenchmarkRandomRead4KQD32 does 256 random 4 KiB reads per iteration
+// from 32 goroutines at once, on a file opened once.
+func BenchmarkRandomRead4KQD32(b *testing.B) {
+	benchModes(b, func(b *testing.B, dir string) func() {
+		path := filepath.Join(dir, "rand32")
+		makeFile(b, path, 64<<20)
+		f, err := os.Open(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { f.Close() })
+		return func() {
+			var wg sync.WaitGroup
+			for g := range 32 {
+				wg.Go(func() {
+					rng := rand.New(rand.NewPCG(uint64(g), 3))
+					buf := make([]byte, 4096)
+					for range 8 {
+						if _, err := f.ReadAt(buf, int64(rng.IntN(64<<8))*4096); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
 		}
 	})
 }

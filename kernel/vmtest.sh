@@ -21,6 +21,7 @@ readonly INIT_MARKER="vmtest: init reached" RESULT_PREFIX="VMTEST-RESULT "
 mode="test"
 kernel=${BPFUSEFS_VM_KERNEL:-debian}
 test_run=""
+go_bench=""
 read -ra packages <<<"${BPFUSEFS_VM_PACKAGES:-}"
 full=0
 timeout=20m
@@ -43,6 +44,8 @@ usage() {
 		usage: $0 [--shell | --bench] [options]
 		  --kernel K         debian (default), patched, or a path to a bzImage
 		  --tests REGEXP     -test.run pattern passed to every test binary
+		  --go-bench REGEXP  run the Go benchmarks matching REGEXP (-test.bench,
+		                     -test.benchtime=20x) instead of the tests
 		  --packages 'P...'  go packages whose tests run (default: every package with
 		                     tests except the harness's own; e.g. './uring ./fs')
 		  --full             do not pass -test.short (passed by default: the guest is emulated)
@@ -85,6 +88,7 @@ parse_args() {
 		--bench) mode=bench ;;
 		--kernel) kernel=${2:?--kernel needs a value} && shift ;;
 		--tests) test_run=${2?--tests needs a value} && shift ;;
+		--go-bench) go_bench=${2:?--go-bench needs a value} && shift ;;
 		--packages) read -ra packages <<<"${2:?--packages needs a value}" && shift ;;
 		--full) full=1 ;;
 		--timeout) timeout=${2:?} && shift ;;
@@ -276,6 +280,10 @@ build_payload() {
 	fi
 	local flags="-test.timeout=${test_timeout}s"
 	[ "$full" = 1 ] || flags+=" -test.short"
+	if [ -n "$go_bench" ]; then
+		flags+=" -test.bench=$go_bench -test.benchtime=20x"
+		test_run='^$'
+	fi
 	printf 'VMTEST_%s=%q\n' MODE "$mode" TEST_RUN "$test_run" TEST_FLAGS "$flags" \
 		TEST_SECONDS "$test_timeout" GRACE 30 BENCH_ARGS "$bench_args" \
 		MODULES "${guest_modules# }" >"$root/etc/vmtest.conf"
