@@ -82,6 +82,14 @@ func replicas(n int, mk func(t *testing.T) string) []func(t *testing.T) string {
 	return ms
 }
 
+// eachDaemonMode runs fn in a subtest per daemonModes mode.
+func eachDaemonMode(t *testing.T, fn func(t *testing.T, mode string, opts Options)) {
+	requireFUSE(t)
+	for mode, opts := range daemonModes(t) {
+		t.Run(mode, func(t *testing.T) { fn(t, mode, opts) })
+	}
+}
+
 // daemonModes are the modes in which the daemon does the data I/O, the
 // ones that serve mirrored files.
 func daemonModes(t *testing.T) map[string]Options {
@@ -298,96 +306,84 @@ func checkStillWorks(t *testing.T, tm *testMount) {
 // workload: it is degraded, every write stays acknowledged and intact on
 // the backing directory, and the mount keeps serving.
 func TestMirrorFullReplica(t *testing.T) {
-	requireFUSE(t)
-	for mode, opts := range daemonModes(t) {
-		t.Run(mode, func(t *testing.T) {
-			tm := mountReplicas(t, mode, opts, nil, tmpfsMirror(1<<20))
-			acked, err := acknowledged(t, tm, "f", 40, 64<<10)
-			if err != nil {
-				t.Fatalf("a write failed while the backing directory had room: %v", err)
-			}
-			checkDegraded(t, tm, tm.mirrors[0], "no space left on device")
-			checkSurvivor(t, tm, tm.backing, acked)
-			checkStillWorks(t, tm)
-		})
-	}
+	eachDaemonMode(t, func(t *testing.T, mode string, opts Options) {
+		tm := mountReplicas(t, mode, opts, nil, tmpfsMirror(1<<20))
+		acked, err := acknowledged(t, tm, "f", 40, 64<<10)
+		if err != nil {
+			t.Fatalf("a write failed while the backing directory had room: %v", err)
+		}
+		checkDegraded(t, tm, tm.mirrors[0], "no space left on device")
+		checkSurvivor(t, tm, tm.backing, acked)
+		checkStillWorks(t, tm)
+	})
 }
 
 // TestMirrorFullLeader fills the leader itself (the backing directory on
 // a small tmpfs): the mirror takes over, and nothing acknowledged is lost.
 func TestMirrorFullLeader(t *testing.T) {
-	requireFUSE(t)
-	for mode, opts := range daemonModes(t) {
-		t.Run(mode, func(t *testing.T) {
-			tm := mountReplicas(t, mode, opts, tmpfsMirror(1<<20), plainMirror)
-			acked, err := acknowledged(t, tm, "f", 40, 64<<10)
-			if err != nil {
-				t.Fatalf("a write failed while the mirror had room: %v", err)
-			}
-			checkDegraded(t, tm, tm.backing, "no space left on device")
-			checkSurvivor(t, tm, tm.mirrors[0], acked)
-			checkStillWorks(t, tm)
-		})
-	}
+	eachDaemonMode(t, func(t *testing.T, mode string, opts Options) {
+		tm := mountReplicas(t, mode, opts, tmpfsMirror(1<<20), plainMirror)
+		acked, err := acknowledged(t, tm, "f", 40, 64<<10)
+		if err != nil {
+			t.Fatalf("a write failed while the mirror had room: %v", err)
+		}
+		checkDegraded(t, tm, tm.backing, "no space left on device")
+		checkSurvivor(t, tm, tm.mirrors[0], acked)
+		checkStillWorks(t, tm)
+	})
 }
 
 // TestMirrorReadOnlyReplica makes a mirror read-only mid-workload.
 func TestMirrorReadOnlyReplica(t *testing.T) {
-	requireFUSE(t)
-	for mode, opts := range daemonModes(t) {
-		t.Run(mode, func(t *testing.T) {
-			tm := mountReplicas(t, mode, opts, nil, plainMirror, bindMirror)
-			before, err := acknowledged(t, tm, "a", 5, 10000)
-			if err != nil {
-				t.Fatal(err)
-			}
-			remountReadOnly(t, tm.mirrors[1])
-			after, err := acknowledged(t, tm, "b", 5, 10000)
-			if err != nil {
-				t.Fatalf("a write failed with two healthy replicas: %v", err)
-			}
-			checkDegraded(t, tm, tm.mirrors[1], "read-only file system")
-			for _, dir := range tm.replicas()[:2] {
-				checkSurvivor(t, tm, dir, before)
-				checkSurvivor(t, tm, dir, after)
-			}
-			checkStillWorks(t, tm)
-		})
-	}
+	eachDaemonMode(t, func(t *testing.T, mode string, opts Options) {
+		tm := mountReplicas(t, mode, opts, nil, plainMirror, bindMirror)
+		before, err := acknowledged(t, tm, "a", 5, 10000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		remountReadOnly(t, tm.mirrors[1])
+		after, err := acknowledged(t, tm, "b", 5, 10000)
+		if err != nil {
+			t.Fatalf("a write failed with two healthy replicas: %v", err)
+		}
+		checkDegraded(t, tm, tm.mirrors[1], "read-only file system")
+		for _, dir := range tm.replicas()[:2] {
+			checkSurvivor(t, tm, dir, before)
+			checkSurvivor(t, tm, dir, after)
+		}
+		checkStillWorks(t, tm)
+	})
 }
 
 // TestMirrorAllFull fills every replica: the caller gets their common
 // error, ENOSPC, and no replica is degraded (none holds an acknowledged
 // write the others lack).
 func TestMirrorAllFull(t *testing.T) {
-	requireFUSE(t)
-	for mode, opts := range daemonModes(t) {
-		t.Run(mode, func(t *testing.T) {
-			tm := mountReplicas(t, mode, opts, tmpfsMirror(256<<10), tmpfsMirror(256<<10))
-			_, err := acknowledged(t, tm, "f", 1, 1<<20)
-			if !errors.Is(err, unix.ENOSPC) {
-				t.Fatalf("write to two full replicas: %v, want ENOSPC", err)
+	eachDaemonMode(t, func(t *testing.T, mode string, opts Options) {
+		tm := mountReplicas(t, mode, opts, tmpfsMirror(256<<10), tmpfsMirror(256<<10))
+		_, err := acknowledged(t, tm, "f", 1, 1<<20)
+		if !errors.Is(err, unix.ENOSPC) {
+			t.Fatalf("write to two full replicas: %v, want ENOSPC", err)
+		}
+		for _, r := range tm.m.Stats().Replicas {
+			if r.State != "ok" {
+				t.Errorf("replica %s degraded (%s) though no replica succeeded", r.Path, r.Cause)
 			}
-			for _, r := range tm.m.Stats().Replicas {
-				if r.State != "ok" {
-					t.Errorf("replica %s degraded (%s) though no replica succeeded", r.Path, r.Cause)
-				}
-			}
-			// Freeing the space lets every replica work again, once
-			// the kernel's FORGET (sent after the unlink, in the
-			// background) lets the daemon close the file.
-			if err := os.Remove(tm.p("f000")); err != nil {
-				t.Fatal(err)
-			}
-			for _, r := range tm.replicas() {
-				waitFor(t, "space freed on "+r, func() bool {
-					var st unix.Statfs_t
-					return unix.Statfs(r, &st) == nil && st.Bfree*uint64(st.Bsize) >= 128<<10
-				})
-			}
-			checkStillWorks(t, tm)
-		})
-	}
+		}
+		// Freeing the space lets every replica work again, once
+		// the kernel's FORGET (sent after the unlink, in the
+		// background) lets the daemon close the file.
+		if err := os.Remove(tm.p("f000")); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range tm.replicas() {
+			waitFor(t, "space freed on "+r, func() bool {
+				var st unix.Statfs_t
+				return unix.Statfs(r, &st) == nil && st.Bfree*uint64(st.Bsize) >= 128<<10
+			})
+		}
+		checkStillWorks(t, tm)
+	})
 }
 
 // TestSettle checks the agreement rules on the outcomes of one mutation.
@@ -587,104 +583,95 @@ func newFaultyReplica(t *testing.T) *faultyReplica {
 // TestMirrorReadFailover makes a mirror fail reads: every read through the
 // mount still returns the right bytes, and the mirror is degraded.
 func TestMirrorReadFailover(t *testing.T) {
-	requireFUSE(t)
-	for mode, opts := range daemonModes(t) {
-		t.Run(mode, func(t *testing.T) {
-			fr := newFaultyReplica(t)
-			tm := mountReplicas(t, mode, opts, nil, func(*testing.T) string { return fr.dir })
-			want := strings.Repeat("replicated ", 1000)
-			writeFile(t, tm.p("f"), want)
-			fr.fail.Store(true)
-			// Opens take turns over the replicas, so some of these
-			// reads go to the failing one first.
-			for range 4 {
-				if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0); err != nil {
-					t.Fatal(err)
-				}
-				if got := readFile(t, tm.p("f")); got != want {
-					t.Fatalf("read %d bytes, want %d", len(got), len(want))
-				}
+	eachDaemonMode(t, func(t *testing.T, mode string, opts Options) {
+		fr := newFaultyReplica(t)
+		tm := mountReplicas(t, mode, opts, nil, func(*testing.T) string { return fr.dir })
+		want := strings.Repeat("replicated ", 1000)
+		writeFile(t, tm.p("f"), want)
+		fr.fail.Store(true)
+		// Opens take turns over the replicas, so some of these
+		// reads go to the failing one first.
+		for range 4 {
+			if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0); err != nil {
+				t.Fatal(err)
 			}
-			checkDegraded(t, tm, fr.dir, "read: input/output error")
-			checkStillWorks(t, tm)
-		})
-	}
+			if got := readFile(t, tm.p("f")); got != want {
+				t.Fatalf("read %d bytes, want %d", len(got), len(want))
+			}
+		}
+		checkDegraded(t, tm, fr.dir, "read: input/output error")
+		checkStillWorks(t, tm)
+	})
 }
 
 // TestMirrorReplicaGone cuts a mirror's connection mid-workload (its disk
 // is gone): writes keep succeeding, and stay intact on the backing
 // directory.
 func TestMirrorReplicaGone(t *testing.T) {
-	requireFUSE(t)
-	for mode, opts := range daemonModes(t) {
-		t.Run(mode, func(t *testing.T) {
-			fr := newFaultyReplica(t)
-			tm := mountReplicas(t, mode, opts, nil, func(*testing.T) string { return fr.dir })
-			before, err := acknowledged(t, tm, "a", 5, 10000)
-			if err != nil {
-				t.Fatal(err)
-			}
-			fr.abort()
-			after, err := acknowledged(t, tm, "b", 5, 10000)
-			if err != nil {
-				t.Fatalf("a write failed with the backing replica healthy: %v", err)
-			}
-			// ENOTCONN, or ECONNABORTED for a request the abort cut.
-			checkDegraded(t, tm, fr.dir, "connect")
-			checkSurvivor(t, tm, tm.backing, before)
-			checkSurvivor(t, tm, tm.backing, after)
-			checkStillWorks(t, tm)
-		})
-	}
+	eachDaemonMode(t, func(t *testing.T, mode string, opts Options) {
+		fr := newFaultyReplica(t)
+		tm := mountReplicas(t, mode, opts, nil, func(*testing.T) string { return fr.dir })
+		before, err := acknowledged(t, tm, "a", 5, 10000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fr.abort()
+		after, err := acknowledged(t, tm, "b", 5, 10000)
+		if err != nil {
+			t.Fatalf("a write failed with the backing replica healthy: %v", err)
+		}
+		// ENOTCONN, or ECONNABORTED for a request the abort cut.
+		checkDegraded(t, tm, fr.dir, "connect")
+		checkSurvivor(t, tm, tm.backing, before)
+		checkSurvivor(t, tm, tm.backing, after)
+		checkStillWorks(t, tm)
+	})
 }
 
 // TestMirrorAllFail fails the same write on every replica, differently (a
 // full leader, a vanished mirror): the caller gets EIO, no replica is
 // degraded, and the data written before is intact.
 func TestMirrorAllFail(t *testing.T) {
-	requireFUSE(t)
-	for mode, opts := range daemonModes(t) {
-		t.Run(mode, func(t *testing.T) {
-			fr := newFaultyReplica(t)
-			tm := mountReplicas(t, mode, opts, tmpfsMirror(256<<10), func(*testing.T) string { return fr.dir })
-			// A whole page, so that the next write needs a new one;
-			// written and synced through the one handle, so that no
-			// RELEASE is still on its way to the mirror at the abort.
-			before := strings.Repeat("b", 4096)
-			f, err := os.OpenFile(tm.p("f"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0644)
-			if err != nil {
-				t.Fatal(err)
+	eachDaemonMode(t, func(t *testing.T, mode string, opts Options) {
+		fr := newFaultyReplica(t)
+		tm := mountReplicas(t, mode, opts, tmpfsMirror(256<<10), func(*testing.T) string { return fr.dir })
+		// A whole page, so that the next write needs a new one;
+		// written and synced through the one handle, so that no
+		// RELEASE is still on its way to the mirror at the abort.
+		before := strings.Repeat("b", 4096)
+		f, err := os.OpenFile(tm.p("f"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.WriteString(before); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		fr.abort()
+		// Fill the leader behind the mount's back.
+		filler, err := os.Create(tm.b("filler"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for err == nil {
+			_, err = filler.Write(make([]byte, 4096))
+		}
+		filler.Close()
+		if _, err := f.Write(make([]byte, 4096)); !errors.Is(err, unix.EIO) {
+			t.Fatalf("write failing on every replica: %v, want EIO (%+v)", err, tm.m.Stats().Replicas)
+		}
+		for _, r := range tm.m.Stats().Replicas {
+			if r.State != "ok" {
+				t.Errorf("replica %s degraded (%s) though no replica succeeded", r.Path, r.Cause)
 			}
-			defer f.Close()
-			if _, err := f.WriteString(before); err != nil {
-				t.Fatal(err)
-			}
-			if err := f.Sync(); err != nil {
-				t.Fatal(err)
-			}
-			fr.abort()
-			// Fill the leader behind the mount's back.
-			filler, err := os.Create(tm.b("filler"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			for err == nil {
-				_, err = filler.Write(make([]byte, 4096))
-			}
-			filler.Close()
-			if _, err := f.Write(make([]byte, 4096)); !errors.Is(err, unix.EIO) {
-				t.Fatalf("write failing on every replica: %v, want EIO (%+v)", err, tm.m.Stats().Replicas)
-			}
-			for _, r := range tm.m.Stats().Replicas {
-				if r.State != "ok" {
-					t.Errorf("replica %s degraded (%s) though no replica succeeded", r.Path, r.Cause)
-				}
-			}
-			if got := readFile(t, tm.b("f")); got != before {
-				t.Errorf("the leader holds %d bytes, want the %d acknowledged", len(got), len(before))
-			}
-		})
-	}
+		}
+		if got := readFile(t, tm.b("f")); got != before {
+			t.Errorf("the leader holds %d bytes, want the %d acknowledged", len(got), len(before))
+		}
+	})
 }
 
 // waitFor polls cond for up to ten seconds.
