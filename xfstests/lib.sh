@@ -124,19 +124,24 @@ ensure_users() {
 }
 
 # ensure_reachable lets the test users walk down to dir: tests run helpers from
-# the suite and touch files under the mounts as fsgqa. Only search permission
-# is granted, through an ACL for those users where the filesystem allows it.
+# the suite and touch files under the mounts as fsgqa, and some (generic/079's
+# t_immutable) drop to nobody. Only search permission is granted, through an
+# ACL for those users where the filesystem allows it.
 ensure_reachable() {
 	local dir=$1 d= part
 	local -a parts
 	IFS=/ read -ra parts <<<"${dir#/}"
 	for part in "${parts[@]}"; do
 		d=$d/$part
-		su -s /bin/sh fsgqa -c "test -x '$d'" 2>/dev/null && continue
-		log "granting the fsgqa users search permission on $d"
-		setfacl -m u:fsgqa:x,u:fsgqa2:x,u:123456-fsgqa:x "$d" 2>/dev/null || chmod o+x "$d"
+		reachable "$d" && continue
+		log "granting the test users search permission on $d"
+		setfacl -m u:fsgqa:x,u:fsgqa2:x,u:123456-fsgqa:x,u:nobody:x "$d" 2>/dev/null || chmod o+x "$d"
 	done
-	su -s /bin/sh fsgqa -c "test -x '$dir'" || die "$dir is not reachable by fsgqa"
+	reachable "$dir" || die "$dir is not reachable by fsgqa and nobody"
+}
+
+reachable() {
+	su -s /bin/sh fsgqa -c "test -x '$1'" 2>/dev/null && su -s /bin/sh nobody -c "test -x '$1'" 2>/dev/null
 }
 
 mounted() { findmnt -n --mountpoint "$1" >/dev/null 2>&1; }

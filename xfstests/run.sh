@@ -16,8 +16,11 @@ accel=none group=quick tests= smoke= reference= mirror= timeout=900 interrupted=
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # XFSTESTS_WORK relocates the images, mounts and raw results, so that two runs
-# (the reference and bpfusefs, say) can proceed side by side.
-WORK=${XFSTESTS_WORK:-$CACHE/xfstests-work}
+# (the reference and bpfusefs, say) can proceed side by side. The default is
+# outside $HOME: tests act on the mounts as arbitrary unnamed uids (generic/318
+# from a user namespace) that no ACL can name, and root's home is not
+# searchable by others.
+WORK=${XFSTESTS_WORK:-/var/tmp/bpfusefs-xfstests-work}
 
 parse_args() {
 	while [ $# -gt 0 ]; do
