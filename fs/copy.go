@@ -107,7 +107,7 @@ func zeroRange(fd int, off, n, size int64) error {
 	zeros := make([]byte, min(n, 1<<20))
 	for n > 0 {
 		chunk := min(n, int64(len(zeros)))
-		if err := fullWrite(zeros[:chunk], off, func(p []byte, off int64) (int, error) { return unix.Pwrite(fd, p, off) }); err != nil {
+		if err := pwriteAll(fd, zeros[:chunk], off); err != nil {
 			return err
 		}
 		off, n = off+chunk, n-chunk
@@ -171,7 +171,7 @@ func copyFileRangeAll(src int, offIn int64, dst int, offOut int64, n int64, flag
 // readWriteCopy copies through a buffer, the way of last resort.
 func (fs *fileSystem) readWriteCopy(src int, offIn int64, dst int, offOut int64, n int64) error {
 	buf := make([]byte, min(n, 1<<20))
-	errs := make([]error, 1)
+	fds, errs := []int{dst}, make([]error, 1)
 	for n > 0 {
 		r, err := fs.data.read(src, buf[:min(n, int64(len(buf)))], offIn)
 		if err != nil {
@@ -180,7 +180,7 @@ func (fs *fileSystem) readWriteCopy(src int, offIn int64, dst int, offOut int64,
 		if r == 0 {
 			return unix.EIO
 		}
-		fs.data.write([]int{dst}, buf[:r], offOut, errs)
+		fs.data.write(fds, buf[:r], offOut, errs)
 		if errs[0] != nil {
 			return errs[0]
 		}

@@ -40,9 +40,12 @@ func (syscallPath) read(fd int, p []byte, off int64) (int, error) {
 }
 
 func (syscallPath) write(fds []int, p []byte, off int64, errs []error) {
-	forEach(fds, errs, func(fd int) error {
-		return fullWrite(p, off, func(p []byte, off int64) (int, error) { return unix.Pwrite(fd, p, off) })
-	})
+	forEach(fds, errs, func(fd int) error { return pwriteAll(fd, p, off) })
+}
+
+// pwriteAll writes all of p at off with pwrite(2).
+func pwriteAll(fd int, p []byte, off int64) error {
+	return fullWrite(p, off, func(p []byte, off int64) (int, error) { return unix.Pwrite(fd, p, off) })
 }
 
 func (syscallPath) fsync(fds []int, datasync bool, errs []error) {
@@ -106,14 +109,7 @@ func (fs *fileSystem) read(h *handle, p []byte, off int64) (int, error) {
 func (fs *fileSystem) write(h *handle, p []byte, off int64) (int, error) {
 	h.written.Store(true)
 	data := fs.writePath(h)
-	if !fs.replicas.mirrored() {
-		var errs [1]error
-		data.write(h.fds, p, off, errs[:])
-		return data.path(), errs[0]
-	}
-	fds, errs := fs.targets(h)
-	data.write(fds, p, off, errs)
-	return data.path(), fs.replicas.settle("write", errs)
+	return data.path(), fs.fanOut(h, "write", func(fds []int, errs []error) { data.write(fds, p, off, errs) })
 }
 
 // writePath is the data path for a write through h: the mount's, except
@@ -127,19 +123,18 @@ func (fs *fileSystem) writePath(h *handle) dataPath {
 }
 
 func (fs *fileSystem) fsync(h *handle, datasync bool) error {
-	if !fs.replicas.mirrored() {
-		var errs [1]error
-		fs.data.fsync(h.fds, datasync, errs[:])
-		return errs[0]
-	}
-	fds, errs := fs.targets(h)
-	fs.data.fsync(fds, datasync, errs)
-	return fs.replicas.settle("fsync", errs)
+	return fs.fanOut(h, "fsync", func(fds []int, errs []error) { fs.data.fsync(fds, datasync, errs) })
 }
 
-// targets returns the descriptors of h on the healthy replicas (-1
-// elsewhere) and room for their outcomes.
-func (fs *fileSystem) targets(h *handle) ([]int, []error) {
+// fanOut runs do, a dataPath write or fsync, on h's descriptors of the
+// healthy replicas (-1 elsewhere) and settles the outcomes (see
+// replicaSet). A single replica is always healthy and needs no settling.
+func (fs *fileSystem) fanOut(h *handle, op string, do func(fds []int, errs []error)) error {
+	if !fs.replicas.mirrored() {
+		var errs [1]error
+		do(h.fds, errs[:])
+		return errs[0]
+	}
 	fds := make([]int, len(h.fds))
 	for i, fd := range h.fds {
 		fds[i] = -1
@@ -147,7 +142,9 @@ func (fs *fileSystem) targets(h *handle) ([]int, []error) {
 			fds[i] = fd
 		}
 	}
-	return fds, make([]error, len(fds))
+	errs := make([]error, len(fds))
+	do(fds, errs)
+	return fs.replicas.settle(op, errs)
 }
 
 // fullWrite repeats a positional write until p is written or it fails: a
