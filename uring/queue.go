@@ -68,16 +68,22 @@ func newSubmissionQueue(ring []byte, off *sqringOffsets, sqes []byte, flags uint
 // next returns the next free SQE, or nil when all entries are either
 // waiting for flush or not yet consumed by the kernel.
 func (q *submissionQueue) next() *SQE {
-	var head uint32
-	if !q.rewind {
-		head = q.khead.Load()
-	}
-	if q.sqeTail-head >= q.entries {
+	if q.full() {
 		return nil
 	}
 	sqe := (*SQE)(unsafe.Add(q.sqes, uintptr(q.sqeTail&q.mask)<<q.shift))
 	q.sqeTail++
 	return sqe
+}
+
+// full reports whether every entry is waiting for flush or not yet
+// consumed by the kernel.
+func (q *submissionQueue) full() bool {
+	var head uint32
+	if !q.rewind {
+		head = q.khead.Load()
+	}
+	return q.sqeTail-head >= q.entries
 }
 
 // clear zeroes an SQE, including the second half of a 128-byte one.

@@ -183,6 +183,24 @@ func (r *Ring) GetSQE() *SQE {
 	return sqe
 }
 
+// WaitSQSpace waits until an SQPOLL ring's kernel thread has consumed at
+// least one SQE, so that GetSQE has room again (liburing's
+// io_uring_sqring_wait). With SQPOLL, completions can be visible before the
+// thread moves the SQ head past the requests that made them, so a full SQ
+// is normal there. Rings without SQPOLL return at once: their SQ empties
+// on Submit.
+func (r *Ring) WaitSQSpace() error {
+	if r.flags&SetupSQPoll == 0 {
+		return nil
+	}
+	for r.sq.full() {
+		if _, errno := enter(r.enterFd, 0, 0, r.enterReg|EnterSQWait, nil, 0); errno != 0 && errno != syscall.EINTR {
+			return enterError(errno)
+		}
+	}
+	return nil
+}
+
 // Submit publishes the prepared SQEs and tells the kernel about them. It
 // returns the number of SQEs the kernel consumed.
 func (r *Ring) Submit() (int, error) {

@@ -64,7 +64,15 @@ func TestSetupFlags(t *testing.T) {
 			for round := range 5 {
 				batch := uint32(1 + round%int(r.SQEntries()))
 				for range batch {
+					// With SQPOLL the kernel thread may not have
+					// moved the SQ head past the last round yet.
+					if err := r.WaitSQSpace(); err != nil {
+						t.Fatal(err)
+					}
 					sqe := r.GetSQE()
+					if sqe == nil {
+						t.Fatalf("round %d: no free SQE after WaitSQSpace", round)
+					}
 					sqe.PrepNop()
 					sqe.SetUserData(next)
 					next++
