@@ -17,7 +17,7 @@ func openFlags(flags uint32) int {
 // finishOpen registers the open backing descriptors of each replica as a
 // handle and decides who serves its I/O.
 func (fs *fileSystem) finishOpen(n *inode, fds []int, flags int, out *fuse.OpenOut) fuse.Status {
-	h := &handle{node: n, fds: fds, direct: flags&unix.O_DIRECT != 0}
+	h := &handle{node: n, fds: fds, direct: flags&unix.O_DIRECT != 0, appending: flags&unix.O_APPEND != 0}
 	h.reader.Store(int32(fs.pickReader(fds)))
 	if fs.passthrough {
 		fd := h.fd()
@@ -174,6 +174,15 @@ func (fs *fileSystem) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byt
 			return 0, status(err)
 		}
 	}
+	if in.WriteFlags&fuse.WRITE_CACHE != 0 && (h.direct || h.appending) {
+		wb, err := fs.writebackHandle(h)
+		if err != nil {
+			fs.stats.errors.Add(1)
+			return 0, status(err)
+		}
+		h.written.Store(true)
+		h = wb
+	}
 	src := data
 	if h.direct {
 		if buf, bounce := alignedBuffer(data); bounce {
@@ -196,6 +205,30 @@ func (fs *fileSystem) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byt
 func (fs *fileSystem) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Status {
 	fs.stats.op(in.Opcode)
 	return fuse.OK
+}
+
+// writebackHandle returns the handle that writes h's page-cache writeback.
+// The kernel writes dirty pages of a shared mapping through any writable
+// open of the file, trimmed at EOF, and at the page's own offset. An
+// O_DIRECT descriptor refuses that length (EINVAL: it is not
+// block-aligned) and an O_APPEND one would move the data to the end, so
+// such opens get plain write-only descriptors of the same replicas.
+func (fs *fileSystem) writebackHandle(h *handle) (*handle, error) {
+	h.writebackOnce.Do(func() {
+		fds := make([]int, len(h.fds))
+		for i, fd := range h.fds {
+			fds[i] = -1
+			if fd < 0 {
+				continue
+			}
+			if fds[i], h.writebackErr = fs.proc.reopen(fd, unix.O_WRONLY); h.writebackErr != nil {
+				closeFDs(fds)
+				return
+			}
+		}
+		h.writeback = &handle{node: h.node, fds: fds}
+	})
+	return h.writeback, h.writebackErr
 }
 
 func (fs *fileSystem) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {

@@ -22,14 +22,28 @@ type handle struct {
 	// direct is set for O_DIRECT opens, whose backing I/O needs aligned
 	// buffers.
 	direct bool
+	// appending is set for O_APPEND opens.
+	appending bool
 	// dir is the stream of a directory handle.
 	dir *dirStream
+
+	// writeback serves the kernel's page-cache writeback (WRITE_CACHE
+	// requests, from shared mappings) when fds cannot: see
+	// fileSystem.writebackHandle. Opened on first use, closed with h.
+	writebackOnce sync.Once
+	writeback     *handle
+	writebackErr  error
 }
 
 // fd returns the descriptor of the leading replica.
 func (h *handle) fd() int { return h.fds[h.node.rs.leader()] }
 
-func (h *handle) close() { closeFDs(h.fds) }
+func (h *handle) close() {
+	closeFDs(h.fds)
+	if h.writeback != nil {
+		h.writeback.close()
+	}
+}
 
 type handleTable struct {
 	mu     sync.RWMutex

@@ -751,3 +751,50 @@ func TestMmapWriteTimes(t *testing.T) {
 		}
 	})
 }
+
+// TestMappedWriteback writes through a shared mapping of files opened
+// O_DIRECT and O_APPEND: the kernel writes those dirty pages back through
+// the same open, trimmed at EOF (a length O_DIRECT refuses) and at the
+// page's offset (which O_APPEND would move to the end). fsx -Z
+// (generic/263) found the first.
+func TestMappedWriteback(t *testing.T) {
+	const size = 3*4096 + 1000 // the last page is partial
+	for _, tc := range []struct {
+		name  string
+		flags int
+	}{
+		{"direct", os.O_RDWR | unix.O_DIRECT},
+		{"append", os.O_RDWR | os.O_APPEND},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			eachMode(t, func(t *testing.T, tm *testMount) {
+				want := bytes.Repeat([]byte{'a'}, size)
+				if err := os.WriteFile(tm.p("f"), want, 0644); err != nil {
+					t.Fatal(err)
+				}
+				fd, err := unix.Open(tm.p("f"), tc.flags|unix.O_CLOEXEC, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer unix.Close(fd)
+				m, err := unix.Mmap(fd, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer unix.Munmap(m)
+				for _, off := range []int{100, 4096 + 7, size - 10} {
+					copy(m[off:], "written")
+					copy(want[off:], "written")
+				}
+				if err := unix.Msync(m, unix.MS_SYNC); err != nil {
+					t.Fatalf("msync: %v", err)
+				}
+				if got, err := os.ReadFile(tm.b("f")); err != nil {
+					t.Fatal(err)
+				} else if !bytes.Equal(got, want) {
+					t.Errorf("backing file after msync: %d bytes, want %d (same bytes: %v)", len(got), len(want), bytes.Equal(got[:min(len(got), size)], want))
+				}
+			})
+		})
+	}
+}
