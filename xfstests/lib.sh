@@ -197,8 +197,35 @@ install_helpers() {
 	fi
 }
 
-# modes_to_run expands --accel: `all` is every mode `bpfusefs doctor --json`
-# reports available, or only none when doctor cannot say.
+# The fuse module's enable_uring parameter gates FUSE-over-io_uring. It is
+# global, so the Go tests (internal/fusetest) change it only under an
+# exclusive lock on one file; a fusering run takes the same lock, sets Y for
+# the mode's duration and then restores the old value.
+URING_PARAM=/sys/module/fuse/parameters/enable_uring
+URING_LOCK=${TMPDIR:-/tmp}/bpfusefs-test-enable-uring.lock
+uring_saved=
+
+# enable_uring_for MODE sets enable_uring to Y when MODE needs it.
+enable_uring_for() {
+	[ "$1" = fusering ] || return 0
+	[ -w "$URING_PARAM" ] || die "fusering: no writable $URING_PARAM (the kernel lacks FUSE-over-io_uring, or this is not root)"
+	exec {uring_lock_fd}>"$URING_LOCK"
+	flock "$uring_lock_fd"
+	uring_saved=$(cat "$URING_PARAM")
+	echo Y >"$URING_PARAM"
+}
+
+# restore_enable_uring undoes enable_uring_for; it is safe to call always.
+restore_enable_uring() {
+	[ -n "$uring_saved" ] || return 0
+	echo "$uring_saved" >"$URING_PARAM"
+	uring_saved=
+	exec {uring_lock_fd}>&-
+}
+
+# modes_to_run expands --accel: `all` is none plus every mode `bpfusefs
+# doctor --json` reports available (fusering also when only enable_uring is
+# off), or none alone when doctor cannot say.
 modes_to_run() {
 	local m chosen=()
 	if [ -n "$reference" ]; then
@@ -207,16 +234,19 @@ modes_to_run() {
 		IFS=, read -ra chosen <<<"$accel"
 	else
 		local doctor
+		chosen=(none) # the daemon's own syscalls: always there
 		if doctor=$("$BPFUSEFS" doctor --json 2>/dev/null) &&
 			jq -e '.accel | type == "object"' >/dev/null 2>&1 <<<"$doctor"; then
-			for m in "${MODES[@]}"; do
+			for m in "${MODES[@]:1}"; do
 				jq -e --arg m "$m" '.accel[$m] | if type == "object" then (.available // .supported // false) else . == true end' \
 					>/dev/null 2>&1 <<<"$doctor" && chosen+=("$m")
+				# fusering off only because enable_uring is N: the run
+				# turns it on for the mode (enable_uring_for).
+				[ "$m" = fusering ] && jq -e '.fuse.enable_uring == "N" and (.accel.fusering.reason | startswith("enable_uring is N"))' \
+					>/dev/null 2>&1 <<<"$doctor" && chosen+=("$m")
 			done
-		fi
-		if [ ${#chosen[@]} -eq 0 ]; then
-			log "bpfusefs doctor --json reported no available mode; running mode none only"
-			chosen=(none)
+		else
+			log "bpfusefs doctor --json did not answer; running mode none only"
 		fi
 	fi
 	for m in "${chosen[@]}"; do

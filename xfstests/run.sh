@@ -245,13 +245,15 @@ main() {
 	ensure_reachable "$SUITE"
 	ensure_reachable "$WORK"
 	install_helpers
-	trap 'unmount_all $(work_mounts)' EXIT
+	trap 'unmount_all $(work_mounts); restore_enable_uring' EXIT
 
 	# SIGINT/SIGTERM (forwarded by the watchdog to check as well) end the run
 	# after recording the tests that finished.
 	trap 'interrupted=1' INT TERM
 	for m in $modes; do
+		enable_uring_for "$m"
 		u=$(run_mode "$m")
+		restore_enable_uring
 		[ -z "$u" ] || bad+=("$m: $(echo $u)")
 		[ -z "$interrupted" ] || break
 	done

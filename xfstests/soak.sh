@@ -118,9 +118,11 @@ main() {
 	ensure_suite
 	mkdir -p "$WORK"
 	install_helpers
-	trap 'unmount_all "$mnt" "$ext4"' EXIT
+	trap 'unmount_all "$mnt" "$ext4"; restore_enable_uring' EXIT
 	for m in $modes; do
+		enable_uring_for "$m"
 		soak_mode "$m" || bad+=("$m")
+		restore_enable_uring
 	done
 	if [ ${#bad[@]} -gt 0 ]; then
 		echo "soak: failed in: ${bad[*]} (logs in $WORK)" >&2
