@@ -114,11 +114,18 @@ detach_foreign_mounts() {
 
 # ---- the machine: users, reachability, mount helpers ---------------------
 
+# ensure_users creates what the suite's README asks for: the fsgqa group, the
+# users fsgqa and 123456-fsgqa in it, and fsgqa2 with a group of its own
+# (generic/597, 598 protect files owned by fsgqa2:fsgqa2).
 ensure_users() {
-	getent group fsgqa >/dev/null || groupadd fsgqa
-	local u
+	local g u
+	for g in fsgqa fsgqa2; do
+		getent group "$g" >/dev/null || groupadd "$g" || die "cannot create group $g"
+	done
 	for u in fsgqa fsgqa2 123456-fsgqa; do
-		getent passwd "$u" >/dev/null || useradd -m -g fsgqa "$u" ||
+		g=fsgqa
+		[ "$u" = fsgqa2 ] && g=fsgqa2
+		getent passwd "$u" >/dev/null || useradd -m -g "$g" "$u" ||
 			die "cannot create user $u"
 	done
 }
