@@ -60,7 +60,10 @@ type fileSystem struct {
 
 func (fs *fileSystem) String() string { return "bpfusefs" }
 
-func (fs *fileSystem) Init(server *fuse.Server) { fs.server = server }
+func (fs *fileSystem) Init(server *fuse.Server) {
+	fs.server = server
+	fs.inodes.startPruning(newPruner(server.PruneNotify, fs.log))
+}
 
 func (fs *fileSystem) fillEntry(n *inode, st *unix.Stat_t, out *fuse.EntryOut) {
 	out.NodeId = n.id

@@ -38,6 +38,10 @@ type inode struct {
 	// fromHandle is set when id is the backing file handle itself (see
 	// inodeTable.handleIDs).
 	fromHandle bool
+
+	// used is the inode table's clock at the last lookup; guarded by
+	// inodeTable.mu.
+	used uint64
 }
 
 // fd returns the O_PATH descriptor of the leading replica.
@@ -71,6 +75,11 @@ type inodeTable struct {
 	handleIDs bool
 	dev       uint64
 	rs        *replicaSet
+
+	// clock counts lookups, to find the least recently used inodes
+	// for pruner, which is nil until the kernel connection is up.
+	clock  uint64
+	pruner *pruner
 }
 
 // fileidIno32Gen is FILEID_INO32_GEN from include/linux/exportfs.h: a
@@ -150,7 +159,19 @@ func (t *inodeTable) add(fds []int, st *unix.Stat_t) *inode {
 	}
 	t.byID[n.id] = n
 	t.byKey[key] = n
+	t.clock++
+	n.used = t.clock
+	if held := len(t.byID) * len(fds); t.pruner.pressure(held) {
+		t.pruner.prune(t.pruneVictims(held))
+	}
 	return n
+}
+
+// startPruning lets the table ask the kernel to drop inodes (see pruner).
+func (t *inodeTable) startPruning(p *pruner) {
+	t.mu.Lock()
+	t.pruner = p
+	t.mu.Unlock()
 }
 
 // ref takes a kernel reference on the known object key, if any.
@@ -160,6 +181,8 @@ func (t *inodeTable) ref(key inodeKey) *inode {
 	n := t.byKey[key]
 	if n != nil {
 		n.lookups++
+		t.clock++
+		n.used = t.clock
 	}
 	return n
 }

@@ -798,3 +798,44 @@ func TestMappedWriteback(t *testing.T) {
 		})
 	}
 }
+
+// TestPruneInodes looks up more files than the daemon's descriptor budget
+// allows (lowered here from three quarters of RLIMIT_NOFILE) and checks
+// that the kernel, asked to prune, forgets enough of them that the daemon
+// never holds many more descriptors than the budget: a find over a large
+// tree must not run it out of descriptors (EMFILE).
+func TestPruneInodes(t *testing.T) {
+	const files, highWater = 3000, 400
+	eachMode(t, func(t *testing.T, tm *testMount) {
+		p := tm.m.fs.inodes.pruner
+		p.highWater, p.lowWater = highWater, highWater/2
+		for i := range files {
+			writeFile(t, tm.b(fmt.Sprintf("f%d", i)), "")
+		}
+		for i := range files {
+			if _, err := os.Lstat(tm.p(fmt.Sprintf("f%d", i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if p.unsupported.Load() {
+			t.Skip("kernel has no FUSE_NOTIFY_PRUNE (Linux 6.17+)")
+		}
+		live := func() int {
+			tm.m.fs.inodes.mu.RLock()
+			defer tm.m.fs.inodes.mu.RUnlock()
+			return len(tm.m.fs.inodes.byID)
+		}
+		// FORGETs arrive after the prune; a lookup racing a prune may
+		// overshoot the mark by what the kernel had in flight.
+		deadline := time.Now().Add(10 * time.Second)
+		for live() > 2*highWater && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if n := live(); n > 2*highWater {
+			t.Errorf("%d inodes live after looking up %d files with a budget of %d descriptors", n, files, highWater)
+		}
+		if _, err := os.Stat(tm.p("f0")); err != nil {
+			t.Errorf("a pruned file is gone from the mount: %v", err)
+		}
+	})
+}
