@@ -197,11 +197,21 @@ install_helpers() {
 			exec $HERE/loopback-helper.sh $LOOPBACK "\$@"
 		EOF
 		chmod 0755 "$helper"
-		ln -sfn "$helper" /sbin/mount.fuse.loopback
+		place_helper "$helper" /sbin/mount.fuse.loopback
 	else
 		[ -x "$BPFUSEFS" ] || die "$BPFUSEFS missing: run make build"
-		ln -sfn "$BPFUSEFS" /sbin/mount.fuse.bpfusefs
+		place_helper "$BPFUSEFS" /sbin/mount.fuse.bpfusefs
 	fi
+}
+
+# place_helper TARGET PATH makes PATH run TARGET in this run. PATH is one for
+# the machine, but the run has its own mount namespace (isolate): TARGET is
+# bound over what PATH leads to there only, so runs of different builds
+# side by side each mount with their own.
+place_helper() {
+	local target=$1 path=$2
+	[ -e "$path" ] || ln -sfn "$target" "$path" # missing, or a dangling link
+	mount --bind "$target" "$(readlink -f "$path")" || die "cannot bind $target over $path"
 }
 
 # The fuse module's enable_uring parameter gates FUSE-over-io_uring. It is
