@@ -48,61 +48,47 @@
 // its errors, and Attach's on such kernels, wrap ErrUnavailable. A verifier
 // rejection surfaces as a wrapped *ebpf.VerifierError.
 //
-// # Next: the FUSE queue loop (design, not built yet)
+// # The FUSE queue loop
 //
-// What the loop above already settles for issue 8's FUSE offload, and what
-// the FUSE program adds:
+// AttachFUSE runs the same program on a FUSE-over-io_uring queue ring
+// (fs/fusering with Options.BPF) and lets it serve READ and WRITE of the
+// open files in a Files map, which the daemon fills at OPEN and empties at
+// RELEASE:
 //
-//   - Ring. fusering's DeferTaskrun queues already have SINGLE_ISSUER and
-//     DEFER_TASKRUN; with --accel bpf they add SQ_REWIND and NO_SQARRAY
-//     (RingFlags). They use SQE128 for URING_CMD, so the program needs the
-//     SQE size as a load-time constant (index << 7) and must zero both
-//     halves. The queue thread's getSQE/SubmitAndWait/PeekCQEs become
-//     Loop.GetSQE, Loop.Enter(1) and Loop.Completions; everything else in
-//     fusering's dispatch stays.
-//   - Region. fusering's queueMemory puts entry k's fuse_uring_req_header
-//     at k*headerSize from the region's start, so loop_shared must move:
-//     Attach takes the offset of loop_shared (a load-time constant of the
-//     program) and fusering reserves it after its wake word. The program
-//     reads fuse_in_header and the op header of entry k from the region,
-//     writes fuse_out_header and ent_in_out.payload_sz back, and gets the
-//     user addresses of the payloads (for READ/WRITE SQEs, which run in the
-//     task's mm) from loop_shared, filled by Go.
-//   - Per entry CQE (a FUSE request in entry k, user_data tagEntry|k): if
-//     the opcode is READ or WRITE and fuse_read_in.fh / fuse_write_in.fh is
-//     in an "offload" hash map (filled by Go at OPEN, cleared at RELEASE:
-//     replica count, fixed-file index per replica, flags), the program
-//     issues the backing I/O with IOSQE_FIXED_FILE and user_data
-//     LOOP_TAG|k|replica<<16: READ on one healthy replica into k's payload,
-//     WRITE on every healthy replica from it. Per-entry state (opcode,
-//     unique, requests outstanding, result) lives in an array map indexed
-//     by k. Anything else is handed to Go untouched, exactly as now.
-//   - Per backing CQE: record the result; when the entry's last one
-//     arrives, write the reply (fuse_out_header, fuse_write_out) and issue
-//     COMMIT_AND_FETCH for k with the same user_data Go uses (tagEntry|k):
-//     its completion is the entry's next request, which comes back to the
-//     program through the same path. An entry is owned by either the
-//     program or Go at any moment, so their commits never race. A failing
-//     replica is marked in a "replicas" map shared with the daemon path
-//     (rule 2: degrade loudly; Go logs it on its next wake); a short read
-//     or write is finished like the daemon path does, and a submission the
-//     kernel refuses is retried a bounded number of times and then the
-//     entry is handed to Go (a synthetic hand-off carrying the original
-//     CQE), so nothing hangs.
-//   - Fixed files. Registering backing fds at OPEN must happen on the queue
-//     thread (SINGLE_ISSUER rejects io_uring_register from other tasks):
-//     queue IORING_OP_FILES_UPDATE through Loop.GetSQE, or hand the update
-//     to the queue thread the way fusering's workers hand finished replies
-//     (the wake eventfd, whose read completion is handed off to Go).
-//   - Which requests stay inline. On the 7.3 guest kernel (io_uring
-//     tracepoint io_uring_queue_async_work) a buffered READ from ext4's
-//     page cache and a WRITE to /dev/zero complete inline inside
-//     bpf_io_uring_submit_sqes, so one loop_step chains many of them; a
-//     READ from tmpfs and a buffered WRITE to ext4 are punted to io-wq
-//     (no FMODE_NOWAIT / buffered async write support), and each such
-//     completion wakes the loop once. The FUSE path's backing files are on
-//     disk filesystems: READ offload stays inline, WRITE fan-out costs an
-//     io-wq hop per replica unless the filesystem does async buffered
-//     writes (XFS and btrfs do). BenchmarkCopy4K measures it (run it with
-//     TMPDIR on a disk filesystem).
+//   - Ring. The queue rings have SQE128 (URING_CMD) as well as RingFlags;
+//     the program writes 128-byte SQEs (sqe_size) at index 0.
+//   - Region. The loop's state takes the region's first SharedSize bytes;
+//     fusering puts entry k's fuse_uring_req_header at HeaderOff+k*288 and
+//     its payload buffer at PayloadOff+k*PayloadStride, load-time
+//     constants of the program, which reads the request from the header
+//     and writes fuse_out_header, fuse_write_out and payload_sz back. The
+//     SQEs name payloads by user address (region_uaddr in loop_shared):
+//     they run in the daemon's mm.
+//   - A FUSE request (a CQE of the entry's REGISTER or COMMIT_AND_FETCH,
+//     user_data = k) for a file in Files: READ becomes a READ of the file's
+//     read replica into the payload; WRITE one WRITE from the payload per
+//     replica (at most MaxReplicas), counted in a per-entry array map.
+//     WRITEs that would drop set-ID bits (FUSE_WRITE_KILL_SUIDGID) stay
+//     with the daemon. Their SQEs carry LOOP_TAG, so their CQEs stay in
+//     the kernel.
+//   - When the entry's last backing CQE arrives the program writes the
+//     reply and queues COMMIT_AND_FETCH for k with the daemon's own
+//     user_data, so the entry's next request comes back the same way. An
+//     entry is owned by the program or by Go at any moment, never both.
+//   - Anything doubtful goes to Go: any other opcode or file; a backing
+//     read or write that fails or falls short (the request is handed off
+//     as it arrived, Go serves it again under its replica rules, and the
+//     file leaves Files; rewriting the same bytes at the same offset is
+//     harmless); a commit the kernel would not take (handed off as
+//     CommitTag|k, and Go commits the reply the program wrote). The daemon
+//     empties Files whenever a replica degrades.
+//
+// Which backing requests complete inline: on the 7.3 guest kernel
+// (io_uring tracepoint io_uring_queue_async_work) a buffered READ from
+// ext4's page cache and a WRITE to /dev/zero complete inline inside
+// bpf_io_uring_submit_sqes, so one loop_step chains many of them; a READ
+// from tmpfs and a buffered WRITE to ext4 are punted to io-wq (no
+// FMODE_NOWAIT / buffered async write support), and each such completion
+// wakes the loop once. BenchmarkCopy4K measures it (run it with TMPDIR on
+// a disk filesystem).
 package bpf

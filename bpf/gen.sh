@@ -18,5 +18,5 @@ strip=llvm-strip-${clang#clang-}
 command -v "$strip" >/dev/null 2>&1 || strip=llvm-strip
 
 exec go tool bpf2go -cc "$clang" -strip "$strip" -target bpfel -no-global-types \
-	-type loop_shared -type loop_stats \
+	-type loop_shared -type loop_stats -type offload_file -type entry_state \
 	loop c/loop.bpf.c -- -I c -O2 -g -Wall -Werror

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"unsafe"
@@ -59,7 +60,113 @@ type Loop struct {
 	objs   loopObjects
 	link   link.Link
 	queued uint32
+
+	// mu guards closed and final against Stats, which other goroutines
+	// call; final holds the counters as Close found them.
+	mu     sync.Mutex
+	closed bool
+	final  Stats
 }
+
+// FUSEQueue describes the FUSE-over-io_uring queue whose ring a Loop runs
+// (AttachFUSE): where its entries sit in the parameter region, and which
+// open files the program may serve.
+type FUSEQueue struct {
+	DevFd int // the /dev/fuse fd the queue's commands go to
+	QID   int
+	Depth int // entries
+	// HeaderOff is the region offset of entry 0's struct
+	// fuse_uring_req_header; entry k's follows at k*288. The program's
+	// own state takes the first SharedSize bytes.
+	HeaderOff int
+	// PayloadOff is the region offset of entry 0's payload buffer;
+	// entry k's is PayloadStride bytes further on each.
+	PayloadOff, PayloadStride int
+	// Files are the open files the program serves, shared by every
+	// queue of the connection.
+	Files *Files
+}
+
+// fuseHeaderSize is sizeof(struct fuse_uring_req_header).
+const fuseHeaderSize = 288
+
+// Files is the set of open FUSE files whose READs and WRITEs the loop
+// programs serve with backing I/O themselves: the BPF hash map
+// offload_files, keyed by the file handle the daemon gave the kernel at
+// OPEN.
+type Files struct {
+	m *ebpf.Map
+}
+
+// MaxReplicas is the most backing files one WRITE can be served to.
+const MaxReplicas = len(loopOffloadFile{}.WriteFd)
+
+// File says how the programs serve an open file.
+type File struct {
+	// ReadFd is the backing file READs are served from.
+	ReadFd int
+	// WriteFds are the backing files every WRITE goes to, one per
+	// replica (at most MaxReplicas); none leaves WRITEs to the daemon.
+	WriteFds []int
+}
+
+// NewFiles creates an empty Files. It needs the same privileges as
+// loading the loop (CAP_BPF).
+func NewFiles() (*Files, error) {
+	spec, err := loadLoop()
+	if err != nil {
+		return nil, fmt.Errorf("bpf: parse loop object: %w", err)
+	}
+	m, err := ebpf.NewMap(spec.Maps["offload_files"])
+	if err != nil {
+		return nil, fmt.Errorf("bpf: create offload_files map: %w", err)
+	}
+	return &Files{m: m}, nil
+}
+
+// Add lets the programs serve file handle fh as file says; its descriptors
+// must stay open until Remove.
+func (f *Files) Add(fh uint64, file File) error {
+	if len(file.WriteFds) > MaxReplicas {
+		return fmt.Errorf("bpf: offload file handle %d: %d replicas, at most %d", fh, len(file.WriteFds), MaxReplicas)
+	}
+	v := loopOffloadFile{ReadFd: int32(file.ReadFd), Nwrite: uint32(len(file.WriteFds))}
+	for i, fd := range file.WriteFds {
+		v.WriteFd[i] = int32(fd)
+	}
+	if err := f.m.Put(fh, v); err != nil {
+		return fmt.Errorf("bpf: offload file handle %d: %w", fh, err)
+	}
+	return nil
+}
+
+// Remove takes fh back to the daemon; a missing fh is not an error.
+func (f *Files) Remove(fh uint64) error {
+	if err := f.m.Delete(fh); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("bpf: stop offloading file handle %d: %w", fh, err)
+	}
+	return nil
+}
+
+// Clear takes every file back to the daemon.
+func (f *Files) Clear() error {
+	var (
+		fh   uint64
+		keys []uint64
+	)
+	iter := f.m.Iterate()
+	for iter.Next(&fh, new(loopOffloadFile)) {
+		keys = append(keys, fh)
+	}
+	err := iter.Err()
+	for _, k := range keys {
+		err = errors.Join(err, f.Remove(k))
+	}
+	return err
+}
+
+// Close frees the map once no program uses it any more.
+func (f *Files) Close() error { return f.m.Close() }
 
 // Attach loads the loop program for ring and attaches it. ring must have
 // been set up with RingFlags and region must be its parameter region
@@ -68,6 +175,29 @@ type Loop struct {
 // error wrapping ErrUnavailable; a verifier rejection wraps
 // *ebpf.VerifierError, whose %+v prints the log.
 func Attach(ring *uring.Ring, region []byte) (*Loop, error) {
+	return attachLoop(ring, region, nil)
+}
+
+// AttachFUSE attaches the loop to the ring of FUSE queue q, as Attach does,
+// and has it serve READ and WRITE of q.Files itself: it reads the backing
+// file into the entry's payload buffer, or writes the payload to every
+// replica's, writes the reply and commits the entry, and hands every other
+// request to Go through Completions unchanged. A request whose backing I/O
+// fails or falls short is handed to Go too (as the request it was), and
+// its file leaves q.Files. The ring must have SetupSQE128 as well as
+// RingFlags.
+// Go must treat a completion with user_data CommitTag|k as "commit entry
+// k": the program wrote its reply but could not queue the commit.
+func AttachFUSE(ring *uring.Ring, region []byte, q FUSEQueue) (*Loop, error) {
+	return attachLoop(ring, region, &q)
+}
+
+// CommitTag marks a handed-off completion that asks Go to commit an entry
+// whose reply the program wrote (FUSE_TAG_COMMIT of loop.bpf.c); the entry
+// is in the low 32 bits.
+const CommitTag = 5 << 32
+
+func attachLoop(ring *uring.Ring, region []byte, q *FUSEQueue) (*Loop, error) {
 	if err := Available(); err != nil {
 		return nil, fmt.Errorf("bpf: attach loop: %w", err)
 	}
@@ -77,10 +207,34 @@ func Attach(ring *uring.Ring, region []byte) (*Loop, error) {
 	if len(region) < SharedSize {
 		return nil, fmt.Errorf("bpf: attach loop: parameter region of %d bytes, need %d", len(region), SharedSize)
 	}
+	p := loadParams{sqEntries: ring.SQEntries(), cqEntries: ring.CQEntries(), ringFd: ring.Fd(),
+		sqeSize: 64, regionSize: SharedSize}
+	if ring.Flags()&uring.SetupSQE128 != 0 {
+		p.sqeSize = 128
+	}
+	if q != nil {
+		end := q.HeaderOff + q.Depth*fuseHeaderSize
+		switch {
+		case p.sqeSize != 128:
+			return nil, errors.New("bpf: attach FUSE loop: ring lacks SetupSQE128")
+		case q.Depth <= 0 || q.HeaderOff < SharedSize || end > len(region) ||
+			q.PayloadOff < end || q.PayloadOff+q.Depth*q.PayloadStride > len(region):
+			return nil, fmt.Errorf("bpf: attach FUSE loop: %d entries at %d, payloads at %d (stride %d) do not fit a %d-byte region after %d bytes of loop state",
+				q.Depth, q.HeaderOff, q.PayloadOff, q.PayloadStride, len(region), SharedSize)
+		case q.Files == nil:
+			return nil, errors.New("bpf: attach FUSE loop: no Files")
+		}
+		p.fuse, p.regionSize = q, uint32(q.PayloadOff+q.Depth*q.PayloadStride)
+	}
 	l := &Loop{ring: ring, region: region, shared: (*loopLoopShared)(unsafe.Pointer(&region[0]))}
 	clear(region[:SharedSize])
+	l.shared.RegionUaddr = uint64(uintptr(unsafe.Pointer(&region[0])))
+	if q != nil {
+		l.shared.FuseDevFd = int32(q.DevFd)
+		l.shared.FuseQid = uint32(q.QID)
+	}
 	var err error
-	if l.objs, err = loadObjects(ring.SQEntries(), ring.CQEntries(), ring.Fd()); err != nil {
+	if l.objs, err = loadObjects(p); err != nil {
 		return nil, err
 	}
 	l.link, err = link.AttachStructOps(link.StructOpsOptions{Map: l.objs.LoopOps})
@@ -91,24 +245,47 @@ func Attach(ring *uring.Ring, region []byte) (*Loop, error) {
 	return l, nil
 }
 
-// loadObjects loads the program for a ring of the given queue sizes (powers
-// of two, which the program's index masks rely on) and fd.
-func loadObjects(sqEntries, cqEntries uint32, ringFd int) (loopObjects, error) {
+// loadParams are the load-time constants of one program instance.
+type loadParams struct {
+	// sqEntries and cqEntries are powers of two, which the program's
+	// index masks rely on.
+	sqEntries, cqEntries uint32
+	ringFd               int
+	sqeSize              uint32
+	regionSize           uint32 // bytes of the parameter region the program maps
+	fuse                 *FUSEQueue
+}
+
+// loadObjects loads the program with p's constants.
+func loadObjects(p loadParams) (loopObjects, error) {
 	var objs loopObjects
 	spec, err := loadLoop()
 	if err != nil {
 		return objs, fmt.Errorf("bpf: parse loop object: %w", err)
 	}
-	if err := spec.Variables["sq_entries"].Set(sqEntries); err != nil {
-		return objs, fmt.Errorf("bpf: set sq_entries: %w", err)
+	consts := map[string]uint32{
+		"sq_entries":  p.sqEntries,
+		"cq_entries":  p.cqEntries,
+		"sqe_size":    p.sqeSize,
+		"region_size": p.regionSize,
 	}
-	if err := spec.Variables["cq_entries"].Set(cqEntries); err != nil {
-		return objs, fmt.Errorf("bpf: set cq_entries: %w", err)
+	var opts *ebpf.CollectionOptions
+	if q := p.fuse; q != nil {
+		consts["fuse_depth"] = uint32(q.Depth)
+		consts["fuse_hdr_off"] = uint32(q.HeaderOff)
+		consts["fuse_payload_off"] = uint32(q.PayloadOff)
+		consts["fuse_payload_stride"] = uint32(q.PayloadStride)
+		opts = &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{"offload_files": q.Files.m}}
 	}
-	if err := setRingFd(spec.Maps["loop_ops"], ringFd); err != nil {
+	for name, v := range consts {
+		if err := spec.Variables[name].Set(v); err != nil {
+			return objs, fmt.Errorf("bpf: set %s: %w", name, err)
+		}
+	}
+	if err := setRingFd(spec.Maps["loop_ops"], p.ringFd); err != nil {
 		return objs, fmt.Errorf("bpf: set ring_fd: %w", err)
 	}
-	if err := spec.LoadAndAssign(&objs, nil); err != nil {
+	if err := spec.LoadAndAssign(&objs, opts); err != nil {
 		return objs, fmt.Errorf("bpf: load loop program: %w", err)
 	}
 	return objs, nil
@@ -139,6 +316,13 @@ func setRingFd(ms *ebpf.MapSpec, fd int) error {
 // Close detaches the program; from then on the ring submits and waits the
 // ordinary way. Completions still in the hand-off queue are dropped.
 func (l *Loop) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil
+	}
+	l.closed = true
+	l.objs.Stats.Lookup(uint32(0), &l.final) // best effort: only Stats reads it
 	err := l.link.Close()
 	if cerr := l.objs.Close(); err == nil {
 		err = cerr
@@ -212,9 +396,15 @@ func (l *Loop) Completions(dst []uring.CQE) int {
 	return n
 }
 
-// Stats reads the loop's counters.
+// Stats reads the loop's counters. Any goroutine may call it, also after
+// Close, which keeps the last values.
 func (l *Loop) Stats() (Stats, error) {
 	var s Stats
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return l.final, nil
+	}
 	if err := l.objs.Stats.Lookup(uint32(0), &s); err != nil {
 		return s, fmt.Errorf("bpf: read loop stats: %w", err)
 	}

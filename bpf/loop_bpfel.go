@@ -13,6 +13,12 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type loopEntryState struct {
+	_       structs.HostLayout
+	Pending uint32
+	Failed  uint32
+}
+
 type loopLoopShared struct {
 	_            structs.HostLayout
 	SqPending    uint32
@@ -29,6 +35,9 @@ type loopLoopShared struct {
 	CopyWriteLen uint32
 	CopyLen      uint64
 	CopyDone     uint64
+	RegionUaddr  uint64
+	FuseDevFd    int32
+	FuseQid      uint32
 	Handoff      [128]struct {
 		_        structs.HostLayout
 		UserData uint64
@@ -38,25 +47,45 @@ type loopLoopShared struct {
 }
 
 type loopLoopStats struct {
-	_            structs.HostLayout
-	Steps        uint64
-	GoSqes       uint64
-	OwnSqes      uint64
-	OwnCqes      uint64
-	HandedOff    uint64
-	CopyBytes    uint64
-	SubmitErrors uint64
+	_              structs.HostLayout
+	Steps          uint64
+	GoSqes         uint64
+	OwnSqes        uint64
+	OwnCqes        uint64
+	HandedOff      uint64
+	CopyBytes      uint64
+	SubmitErrors   uint64
+	FuseReads      uint64
+	FuseReadBytes  uint64
+	FuseFallbacks  uint64
+	FuseWrites     uint64
+	FuseWriteBytes uint64
+}
+
+type loopOffloadFile struct {
+	_       structs.HostLayout
+	ReadFd  int32
+	Nwrite  uint32
+	WriteFd [4]int32
 }
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	loopMapLoopOps   = "loop_ops"
-	loopMapStats     = "stats"
-	loopProgLoopStep = "loop_step"
-	loopVarCqEntries = "cq_entries"
-	loopVarSqEntries = "sq_entries"
+	loopMapEntries           = "entries"
+	loopMapLoopOps           = "loop_ops"
+	loopMapOffloadFiles      = "offload_files"
+	loopMapStats             = "stats"
+	loopProgLoopStep         = "loop_step"
+	loopVarCqEntries         = "cq_entries"
+	loopVarFuseDepth         = "fuse_depth"
+	loopVarFuseHdrOff        = "fuse_hdr_off"
+	loopVarFusePayloadOff    = "fuse_payload_off"
+	loopVarFusePayloadStride = "fuse_payload_stride"
+	loopVarRegionSize        = "region_size"
+	loopVarSqEntries         = "sq_entries"
+	loopVarSqeSize           = "sqe_size"
 )
 
 // loadLoop returns the embedded CollectionSpec for loop.
@@ -108,16 +137,24 @@ type loopProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type loopMapSpecs struct {
-	LoopOps *ebpf.MapSpec `ebpf:"loop_ops"`
-	Stats   *ebpf.MapSpec `ebpf:"stats"`
+	Entries      *ebpf.MapSpec `ebpf:"entries"`
+	LoopOps      *ebpf.MapSpec `ebpf:"loop_ops"`
+	OffloadFiles *ebpf.MapSpec `ebpf:"offload_files"`
+	Stats        *ebpf.MapSpec `ebpf:"stats"`
 }
 
 // loopVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type loopVariableSpecs struct {
-	CqEntries *ebpf.VariableSpec `ebpf:"cq_entries"`
-	SqEntries *ebpf.VariableSpec `ebpf:"sq_entries"`
+	CqEntries         *ebpf.VariableSpec `ebpf:"cq_entries"`
+	FuseDepth         *ebpf.VariableSpec `ebpf:"fuse_depth"`
+	FuseHdrOff        *ebpf.VariableSpec `ebpf:"fuse_hdr_off"`
+	FusePayloadOff    *ebpf.VariableSpec `ebpf:"fuse_payload_off"`
+	FusePayloadStride *ebpf.VariableSpec `ebpf:"fuse_payload_stride"`
+	RegionSize        *ebpf.VariableSpec `ebpf:"region_size"`
+	SqEntries         *ebpf.VariableSpec `ebpf:"sq_entries"`
+	SqeSize           *ebpf.VariableSpec `ebpf:"sqe_size"`
 }
 
 // loopObjects contains all objects after they have been loaded into the kernel.
@@ -140,13 +177,17 @@ func (o *loopObjects) Close() error {
 //
 // It can be passed to loadLoopObjects or ebpf.CollectionSpec.LoadAndAssign.
 type loopMaps struct {
-	LoopOps *ebpf.Map `ebpf:"loop_ops"`
-	Stats   *ebpf.Map `ebpf:"stats"`
+	Entries      *ebpf.Map `ebpf:"entries"`
+	LoopOps      *ebpf.Map `ebpf:"loop_ops"`
+	OffloadFiles *ebpf.Map `ebpf:"offload_files"`
+	Stats        *ebpf.Map `ebpf:"stats"`
 }
 
 func (m *loopMaps) Close() error {
 	return _LoopClose(
+		m.Entries,
 		m.LoopOps,
+		m.OffloadFiles,
 		m.Stats,
 	)
 }
@@ -155,8 +196,14 @@ func (m *loopMaps) Close() error {
 //
 // It can be passed to loadLoopObjects or ebpf.CollectionSpec.LoadAndAssign.
 type loopVariables struct {
-	CqEntries *ebpf.Variable `ebpf:"cq_entries"`
-	SqEntries *ebpf.Variable `ebpf:"sq_entries"`
+	CqEntries         *ebpf.Variable `ebpf:"cq_entries"`
+	FuseDepth         *ebpf.Variable `ebpf:"fuse_depth"`
+	FuseHdrOff        *ebpf.Variable `ebpf:"fuse_hdr_off"`
+	FusePayloadOff    *ebpf.Variable `ebpf:"fuse_payload_off"`
+	FusePayloadStride *ebpf.Variable `ebpf:"fuse_payload_stride"`
+	RegionSize        *ebpf.Variable `ebpf:"region_size"`
+	SqEntries         *ebpf.Variable `ebpf:"sq_entries"`
+	SqeSize           *ebpf.Variable `ebpf:"sqe_size"`
 }
 
 // loopPrograms contains all programs after they have been loaded into the kernel.

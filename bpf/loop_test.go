@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 
@@ -280,9 +281,34 @@ func TestVerifierRejectionIsAnError(t *testing.T) {
 	requireLoop(t)
 	// A CQ of 0 entries leaves the CQE index mask unbounded: the verifier
 	// must refuse the program, and the error must carry its log.
-	_, err := loadObjects(8, 0, -1)
+	_, err := loadObjects(loadParams{sqEntries: 8, cqEntries: 0, ringFd: -1, sqeSize: 64, regionSize: SharedSize})
 	var verr *ebpf.VerifierError
 	if !errors.As(err, &verr) {
 		t.Fatalf("load with an unbounded CQ index: %v, want a *ebpf.VerifierError", err)
 	}
+}
+
+// TestLoadFUSE loads the program as a FUSE queue of 8 entries uses it and
+// logs what the verifier spent on it: every mount loads it once per queue.
+func TestLoadFUSE(t *testing.T) {
+	requireLoop(t)
+	files, err := NewFiles()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer files.Close()
+	q := &FUSEQueue{Depth: 8, HeaderOff: SharedSize, PayloadOff: 2 * SharedSize, PayloadStride: 1 << 20, Files: files}
+	start := time.Now()
+	objs, err := loadObjects(loadParams{sqEntries: 16, cqEntries: 64, ringFd: -1, sqeSize: 128,
+		regionSize: uint32(q.PayloadOff + q.Depth*q.PayloadStride), fuse: q})
+	if err != nil {
+		t.Fatalf("%+v", err)
+	}
+	defer objs.Close()
+	info, err := objs.LoopStep.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	insns, _ := info.VerifiedInstructions()
+	t.Logf("loaded in %v: %d instructions verified", time.Since(start), insns)
 }

@@ -27,8 +27,9 @@ typedef unsigned long size_t;
 
 /* Helpers by their fixed uapi numbers (include/uapi/linux/bpf.h). */
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
+static long (*bpf_map_delete_elem)(void *map, const void *key) = (void *)3;
 
-enum { BPF_MAP_TYPE_ARRAY = 2 };
+enum { BPF_MAP_TYPE_HASH = 1, BPF_MAP_TYPE_ARRAY = 2 };
 
 /* struct io_uring_sqe, 64 bytes (uapi). */
 struct io_uring_sqe {
@@ -46,6 +47,13 @@ struct io_uring_sqe {
 	__s32 splice_fd_in;
 	__u64 addr3;
 	__u64 __pad2;
+};
+
+/* A 128-byte SQE (IORING_SETUP_SQE128): uring_cmd's command area runs from
+ * addr3 on into the second half. */
+struct io_uring_sqe128 {
+	struct io_uring_sqe sqe;
+	__u64 cmd_ext[8];
 };
 
 /* struct io_uring_cqe without the CQE32 extension (uapi). */

@@ -16,22 +16,54 @@
  * The copy job is the offload mechanism in its smallest form: READ a chunk
  * of one file into a buffer in the parameter region, WRITE it to another,
  * repeat, without returning to userspace between the steps.
+ *
+ * On a FUSE-over-io_uring queue ring (fuse_depth > 0) the program also
+ * serves FUSE requests on files in the offload_files map: a READ becomes a
+ * READ of one backing file into the entry's payload buffer, a WRITE one
+ * WRITE from the payload to every replica's backing file; their completion
+ * becomes the reply and the entry's COMMIT_AND_FETCH. The daemon never
+ * sees those requests. Everything else, and any request whose backing I/O
+ * fails or falls short, is handed to it as it arrived: the daemon's rules
+ * for replicas decide, and rewriting the same bytes at the same offset is
+ * harmless.
  */
 #include "iou.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
+#define SHARED_SIZE 4096 /* bpf.SharedSize: struct loop_shared, page-rounded */
+
 /* Set by the loader before load: the verifier needs constant region sizes
  * and index masks. Both are powers of two (io_uring rounds them up). */
 const volatile __u32 sq_entries = 1;
 const volatile __u32 cq_entries = 1;
+const volatile __u32 sqe_size = 64; /* 128 on SQE128 rings */
+/* Bytes of the parameter region the program maps (at least SHARED_SIZE). */
+const volatile __u32 region_size = SHARED_SIZE;
+
+/* The FUSE queue: entries, and where their buffers sit in the region. */
+const volatile __u32 fuse_depth = 0; /* 0: not a FUSE queue */
+const volatile __u32 fuse_hdr_off = 0; /* entry 0's fuse_uring_req_header */
+const volatile __u32 fuse_payload_off = 0; /* entry 0's payload buffer */
+const volatile __u32 fuse_payload_stride = 0;
 
 #define LOOP_TAG (1ULL << 63) /* user_data of SQEs the program issues */
 #define TAG_COPY_READ (LOOP_TAG | 1)
 #define TAG_COPY_WRITE (LOOP_TAG | 2)
+#define TAG_FUSE_READ (LOOP_TAG | (1ULL << 32))  /* | entry: its backing READ */
+#define TAG_FUSE_WRITE (LOOP_TAG | (2ULL << 32)) /* | entry: one of its backing WRITEs */
+#define MAX_REPLICAS 4
+
+/* user_data of the daemon's FUSE queue (fs/fusering): the entry in the low
+ * 32 bits, the kind above them. */
+#define FUSE_TAG_MASK 0xffffffff00000000ULL
+#define FUSE_TAG_ENTRY 0ULL	      /* the entry's REGISTER or COMMIT_AND_FETCH */
+#define FUSE_TAG_COMMIT (5ULL << 32) /* hand-off only: commit the entry's reply */
 
 #define HANDOFF_ENTRIES 128 /* power of two */
-#define MAX_REAP 256	    /* CQEs reaped per step; the loop runs again for more */
+/* CQEs reaped per step; the loop runs again for more. The verifier walks
+ * every iteration, so this bounds the cost of loading the program too. */
+#define MAX_REAP 32
 
 enum copy_state {
 	COPY_IDLE = 0,
@@ -60,6 +92,9 @@ struct loop_shared {
 	__u32 copy_write_len; /* bytes of the WRITE in flight */
 	__u64 copy_len;	      /* bytes to copy */
 	__u64 copy_done;      /* bytes copied so far */
+	__u64 region_uaddr;   /* user address of the region, for payload SQEs */
+	__s32 fuse_dev_fd;    /* the queue's /dev/fuse fd, for commits */
+	__u32 fuse_qid;
 	struct io_uring_cqe handoff[HANDOFF_ENTRIES];
 };
 
@@ -71,7 +106,41 @@ struct loop_stats {
 	__u64 handed_off;   /* CQEs moved to the hand-off queue */
 	__u64 copy_bytes;   /* bytes the copy job wrote */
 	__u64 submit_errors; /* bpf_io_uring_submit_sqes shortfalls */
+	__u64 fuse_reads;	/* FUSE READs answered by the program */
+	__u64 fuse_read_bytes;	/* bytes in those answers */
+	__u64 fuse_fallbacks;	/* offloaded requests handed back to the daemon */
+	__u64 fuse_writes;	/* FUSE WRITEs answered by the program */
+	__u64 fuse_write_bytes; /* bytes they wrote (once, not per replica) */
 };
+
+/* An open file whose I/O the program serves, filled by the daemon at OPEN
+ * and removed at RELEASE, or when a replica degrades. Keyed by the FUSE
+ * file handle. */
+struct offload_file {
+	__s32 read_fd;		     /* the replica READs go to */
+	__u32 nwrite;		     /* replicas WRITEs go to; 0: the daemon's */
+	__s32 write_fd[MAX_REPLICAS]; /* their fds */
+};
+
+/* The backing I/O of an entry's WRITE in flight. */
+struct entry_state {
+	__u32 pending; /* WRITEs not completed */
+	__u32 failed;  /* one failed or fell short */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 4096); /* fusering's maxDepth */
+	__type(key, __u32);
+	__type(value, struct entry_state);
+} entries SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct offload_file);
+} offload_files SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -180,6 +249,266 @@ static void copy_step(struct iou_ctx *ctx, struct io_uring_sqe *sqe, struct loop
 	copy_read_next(ctx, sqe, sh, st);
 }
 
+/* The parts of struct fuse_uring_req_header (include/uapi/linux/fuse.h)
+ * the program reads and writes. */
+#define FUSE_HDR_SIZE 288 /* in_out[128], op_in[128], ring_ent_in_out[32] */
+#define FUSE_OP_IN 128
+#define FUSE_ENT 256
+
+struct fuse_in_header {
+	__u32 len;
+	__u32 opcode;
+	__u64 unique;
+	__u64 nodeid;
+	__u32 uid, gid, pid;
+	__u16 total_extlen;
+	__u16 padding;
+};
+
+struct fuse_out_header {
+	__u32 len;
+	__s32 error;
+	__u64 unique;
+};
+
+struct fuse_read_in {
+	__u64 fh;
+	__u64 offset;
+	__u32 size;
+	__u32 read_flags;
+	__u64 lock_owner;
+	__u32 flags;
+	__u32 padding;
+};
+
+struct fuse_write_in {
+	__u64 fh;
+	__u64 offset;
+	__u32 size;
+	__u32 write_flags;
+	__u64 lock_owner;
+	__u32 flags;
+	__u32 padding;
+};
+
+struct fuse_write_out {
+	__u32 size;
+	__u32 padding;
+};
+
+struct fuse_uring_ent_in_out {
+	__u64 flags;
+	__u64 commit_id;
+	__u32 payload_sz;
+	__u32 offset;
+	__u64 reserved;
+};
+
+enum {
+	FUSE_READ = 15,
+	FUSE_WRITE = 16,
+	FUSE_WRITE_KILL_SUIDGID = 1 << 2, /* the daemon drops set-ID bits and caps */
+	FUSE_IO_URING_CMD_COMMIT_AND_FETCH = 2,
+	IORING_OP_URING_CMD = 46,
+};
+
+/* Entry k's header, or NULL when k is not an entry of this queue. */
+static __u8 *fuse_header(__u8 *region, __u32 k)
+{
+	__u64 off;
+
+	if (k >= fuse_depth)
+		return 0;
+	off = fuse_hdr_off + (__u64)k * FUSE_HDR_SIZE;
+	if (off + FUSE_HDR_SIZE > region_size)
+		return 0;
+	return region + off;
+}
+
+/* Entry k's payload buffer as the program sees it, or NULL. */
+static __u8 *fuse_payload(__u8 *region, __u32 k)
+{
+	__u64 off;
+
+	if (k >= fuse_depth)
+		return 0;
+	off = fuse_payload_off + (__u64)k * fuse_payload_stride;
+	if (off + sizeof(struct fuse_write_out) > region_size)
+		return 0;
+	return region + off;
+}
+
+/* Entry k's WRITE: one WRITE of the payload per replica. Returns whether
+ * any was issued; if not all were, the entry is marked failed, and the
+ * last completion hands it to the daemon. */
+static int fuse_start_write(struct iou_ctx *ctx, struct io_uring_sqe *sqe, struct loop_shared *sh,
+			    struct loop_stats *st, struct offload_file *f, struct fuse_write_in *wr,
+			    __u32 k)
+{
+	struct entry_state *es = bpf_map_lookup_elem(&entries, &k);
+	__u32 n = f->nwrite, i;
+
+	if (!es || n == 0 || n > MAX_REPLICAS || wr->write_flags & FUSE_WRITE_KILL_SUIDGID)
+		return 0;
+	/* Set before issuing: a WRITE may complete inline, though its CQE is
+	 * reaped only after this returns. */
+	es->pending = n;
+	es->failed = 0;
+	for (i = 0; i < MAX_REPLICAS; i++) {
+		if (i >= n)
+			break;
+		if (issue(ctx, sqe, st, IORING_OP_WRITE, f->write_fd[i],
+			  sh->region_uaddr + fuse_payload_off + (__u64)k * fuse_payload_stride,
+			  wr->size, wr->offset, TAG_FUSE_WRITE | k)) {
+			es->pending = i;
+			es->failed = 1;
+			return i > 0;
+		}
+	}
+	return 1;
+}
+
+/*
+ * A FUSE request arrived in entry k: start serving it if the program can,
+ * and report whether it did. The caller has freed the CQE's slot and made
+ * sure the hand-off queue has room for one completion.
+ */
+static int fuse_start(struct iou_ctx *ctx, struct io_uring_sqe *sqe, __u8 *region,
+		      struct loop_shared *sh, struct loop_stats *st, __u32 k)
+{
+	struct fuse_uring_ent_in_out *ent;
+	struct fuse_in_header *in;
+	struct fuse_read_in *rd;
+	struct offload_file *f;
+	__u8 *hdr = fuse_header(region, k);
+	__u64 fh;
+
+	if (!hdr)
+		return 0;
+	in = (struct fuse_in_header *)hdr;
+	if (in->opcode != FUSE_READ && in->opcode != FUSE_WRITE)
+		return 0;
+	/* fh leads both fuse_read_in and fuse_write_in. */
+	rd = (struct fuse_read_in *)(hdr + FUSE_OP_IN);
+	fh = rd->fh;
+	f = bpf_map_lookup_elem(&offload_files, &fh);
+	if (!f || rd->size > fuse_payload_stride)
+		return 0;
+	if (in->opcode == FUSE_WRITE) {
+		ent = (struct fuse_uring_ent_in_out *)(hdr + FUSE_ENT);
+		if (ent->payload_sz != rd->size)
+			return 0;
+		return fuse_start_write(ctx, sqe, sh, st, f, (struct fuse_write_in *)rd, k);
+	}
+	if (issue(ctx, sqe, st, IORING_OP_READ, f->read_fd,
+		  sh->region_uaddr + fuse_payload_off + (__u64)k * fuse_payload_stride, rd->size,
+		  rd->offset, TAG_FUSE_READ | k))
+		return 0; /* the daemon serves it instead */
+	return 1;
+}
+
+/* Queue entry k's COMMIT_AND_FETCH: the reply in its header goes to the
+ * kernel, and the entry's next request comes back as its completion. */
+static int fuse_commit(struct iou_ctx *ctx, struct io_uring_sqe *sqe, struct loop_shared *sh,
+		       struct loop_stats *st, __u8 *hdr, __u32 k)
+{
+	struct fuse_uring_ent_in_out *ent = (struct fuse_uring_ent_in_out *)(hdr + FUSE_ENT);
+	__u64 *cmd = (__u64 *)&sqe->addr3; /* struct fuse_uring_cmd_req */
+	int ret;
+
+	if (sqe_size < 128)
+		return -22; /* EINVAL: uring_cmd needs SQE128 */
+	*(struct io_uring_sqe128 *)sqe = (struct io_uring_sqe128){};
+	sqe->opcode = IORING_OP_URING_CMD;
+	sqe->fd = sh->fuse_dev_fd;
+	sqe->off = FUSE_IO_URING_CMD_COMMIT_AND_FETCH; /* cmd_op */
+	sqe->user_data = FUSE_TAG_ENTRY | k;
+	cmd[1] = ent->commit_id;
+	cmd[2] = sh->fuse_qid;
+	ret = bpf_io_uring_submit_sqes(ctx, 1);
+	if (ret != 1) {
+		__sync_fetch_and_add(&st->submit_errors, 1);
+		return ret < 0 ? ret : -11;
+	}
+	__sync_fetch_and_add(&st->own_sqes, 1);
+	return 0;
+}
+
+/* Hand the request in entry k back to the daemon as it arrived, and leave
+ * its file to the daemon from now on: it fails over between replicas and
+ * degrades them by its rules. */
+static void fuse_fall_back(struct loop_shared *sh, struct loop_stats *st, __u8 *hdr, __u32 k)
+{
+	__u64 fh = ((struct fuse_read_in *)(hdr + FUSE_OP_IN))->fh;
+
+	bpf_map_delete_elem(&offload_files, &fh);
+	__sync_fetch_and_add(&st->fuse_fallbacks, 1);
+	hand_off(sh, FUSE_TAG_ENTRY | k, 0, 0);
+}
+
+/* Reply to the request in entry k with the payload_sz bytes of arguments
+ * in its payload buffer, and commit it. */
+static void fuse_reply(struct iou_ctx *ctx, struct io_uring_sqe *sqe, struct loop_shared *sh,
+		       struct loop_stats *st, __u8 *hdr, __u32 k, __u32 payload_sz)
+{
+	struct fuse_out_header *out = (struct fuse_out_header *)hdr;
+
+	out->unique = ((struct fuse_in_header *)hdr)->unique;
+	out->len = sizeof(*out) + payload_sz;
+	out->error = 0;
+	((struct fuse_uring_ent_in_out *)(hdr + FUSE_ENT))->payload_sz = payload_sz;
+	if (fuse_commit(ctx, sqe, sh, st, hdr, k))
+		hand_off(sh, FUSE_TAG_COMMIT | k, 0, 0); /* the reply is ready: Go commits it */
+}
+
+/* The backing READ of entry k completed with res. */
+static void fuse_read_done(struct iou_ctx *ctx, struct io_uring_sqe *sqe, __u8 *region,
+			   struct loop_shared *sh, struct loop_stats *st, __u32 k, __s32 res)
+{
+	__u8 *hdr = fuse_header(region, k);
+
+	if (!hdr)
+		return;
+	if (res < 0) {
+		fuse_fall_back(sh, st, hdr, k);
+		return;
+	}
+	__sync_fetch_and_add(&st->fuse_reads, 1);
+	__sync_fetch_and_add(&st->fuse_read_bytes, res);
+	fuse_reply(ctx, sqe, sh, st, hdr, k, res);
+}
+
+/* One backing WRITE of entry k completed with res; the last one replies. */
+static void fuse_write_done(struct iou_ctx *ctx, struct io_uring_sqe *sqe, __u8 *region,
+			    struct loop_shared *sh, struct loop_stats *st, __u32 k, __s32 res)
+{
+	struct entry_state *es = bpf_map_lookup_elem(&entries, &k);
+	__u8 *hdr = fuse_header(region, k);
+	__u8 *payload = fuse_payload(region, k);
+	struct fuse_write_in *wr;
+	__u32 size;
+
+	if (!es || !hdr || !payload || es->pending == 0)
+		return;
+	wr = (struct fuse_write_in *)(hdr + FUSE_OP_IN);
+	size = wr->size;
+	if (res < 0 || (__u32)res != size)
+		es->failed = 1;
+	if (es->pending > 1) {
+		es->pending--;
+		return;
+	}
+	es->pending = 0;
+	if (es->failed) {
+		fuse_fall_back(sh, st, hdr, k);
+		return;
+	}
+	__sync_fetch_and_add(&st->fuse_writes, 1);
+	__sync_fetch_and_add(&st->fuse_write_bytes, size);
+	*(struct fuse_write_out *)payload = (struct fuse_write_out){ .size = size };
+	fuse_reply(ctx, sqe, sh, st, hdr, k, sizeof(struct fuse_write_out));
+}
+
 SEC("struct_ops.s/loop_step")
 int loop_step(unsigned long long *args)
 {
@@ -188,18 +517,19 @@ int loop_step(unsigned long long *args)
 	__u32 cqes_off = __builtin_preserve_field_info(((struct io_rings *)0)->cqes, 0);
 	struct loop_shared *sh;
 	struct io_uring_sqe *sqes;
+	__u8 *region;
 	struct io_rings *rings;
 	struct loop_stats *st;
-	__u32 head, tail, key = 0, n, i;
+	__u32 head, tail, key = 0, n, i, flags;
 	__u64 user_data;
 	int ret, res;
 
 	st = bpf_map_lookup_elem(&stats, &key);
-	sqes = (void *)bpf_io_uring_get_region(ctx, IOU_REGION_SQ,
-					       sq_entries * sizeof(struct io_uring_sqe));
+	sqes = (void *)bpf_io_uring_get_region(ctx, IOU_REGION_SQ, sq_entries * sqe_size);
 	rings = (void *)bpf_io_uring_get_region(ctx, IOU_REGION_CQ,
 						cqes_off + cq_entries * sizeof(struct io_uring_cqe));
-	sh = (void *)bpf_io_uring_get_region(ctx, IOU_REGION_MEM, sizeof(struct loop_shared));
+	region = bpf_io_uring_get_region(ctx, IOU_REGION_MEM, region_size);
+	sh = (struct loop_shared *)region;
 	if (!st || !sqes || !rings || !sh)
 		return IOU_LOOP_STOP; /* enter returns; Loop.Enter reports the missing region */
 	__sync_fetch_and_add(&st->steps, 1);
@@ -229,22 +559,33 @@ int loop_step(unsigned long long *args)
 		tail = READ_ONCE(rings->cq.tail);
 		if (head == tail)
 			break;
+		/* Every CQE hands off at most one completion: with no room,
+		 * leave the CQ alone until Go has drained the queue. */
+		if (sh->handoff_tail - sh->handoff_head >= HANDOFF_ENTRIES)
+			break;
 		cqe = &rings->cqes[head & (cq_entries - 1)];
 		user_data = cqe->user_data;
 		res = cqe->res;
-		if (!(user_data & LOOP_TAG)) {
-			if (!hand_off(sh, user_data, res, cqe->flags))
-				break;
-			__sync_fetch_and_add(&st->handed_off, 1);
-		}
+		flags = cqe->flags;
 		/* Free the slot before issuing more: requests that complete
 		 * inline post their CQE at once, and a CQ the program has
 		 * not released would overflow. */
 		WRITE_ONCE(rings->cq.head, ++head);
 		if (user_data & LOOP_TAG) {
 			__sync_fetch_and_add(&st->own_cqes, 1);
-			copy_step(ctx, &sqes[0], sh, st, user_data, res);
+			if ((user_data & ~0xffffffffULL) == TAG_FUSE_READ)
+				fuse_read_done(ctx, &sqes[0], region, sh, st, (__u32)user_data, res);
+			else if ((user_data & ~0xffffffffULL) == TAG_FUSE_WRITE)
+				fuse_write_done(ctx, &sqes[0], region, sh, st, (__u32)user_data, res);
+			else
+				copy_step(ctx, &sqes[0], sh, st, user_data, res);
+			continue;
 		}
+		if (fuse_depth && (user_data & FUSE_TAG_MASK) == FUSE_TAG_ENTRY && res >= 0 &&
+		    fuse_start(ctx, &sqes[0], region, sh, st, (__u32)user_data))
+			continue;
+		hand_off(sh, user_data, res, flags);
+		__sync_fetch_and_add(&st->handed_off, 1);
 	}
 
 	n = sh->handoff_tail - sh->handoff_head;
