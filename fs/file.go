@@ -17,7 +17,8 @@ func openFlags(flags uint32) int {
 // finishOpen registers the open backing descriptors of each replica as a
 // handle and decides who serves its I/O.
 func (fs *fileSystem) finishOpen(n *inode, fds []int, flags int, out *fuse.OpenOut) fuse.Status {
-	h := &handle{node: n, fds: fds, direct: flags&unix.O_DIRECT != 0, appending: flags&unix.O_APPEND != 0}
+	h := &handle{node: n, fds: fds, direct: flags&unix.O_DIRECT != 0, appending: flags&unix.O_APPEND != 0,
+		writable: flags&unix.O_ACCMODE != unix.O_RDONLY}
 	h.reader.Store(int32(fs.pickReader(fds)))
 	if fs.passthrough {
 		fd := h.fd()

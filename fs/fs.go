@@ -51,11 +51,12 @@ type fileSystem struct {
 	readTurn atomic.Uint32
 	// passthrough is set when opens of eligible files go to the kernel.
 	passthrough bool
-	// fusering is set when requests arrive over FUSE-over-io_uring.
-	fusering bool
-	server   *fuse.Server // set by Init, before any other request
-	stats    counters
-	log      *log.Logger
+	// fusering is set when requests arrive over FUSE-over-io_uring,
+	// bpf when the rings run the BPF loop.
+	fusering, bpf bool
+	server        *fuse.Server // set by Init, before any other request
+	stats         counters
+	log           *log.Logger
 }
 
 func (fs *fileSystem) String() string { return "bpfusefs" }

@@ -1,20 +1,56 @@
 package fs
 
 import (
-	"log"
-
+	"github.com/bpfusefs/bpfusefs/bpf"
 	"github.com/bpfusefs/bpfusefs/fs/fusering"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 )
 
 // mountFusering serves the mount over FUSE-over-io_uring: one ring per
 // CPU, requests as completions, replies committed with the next fetch.
-// The file system is the same; only the transport differs. With zeroCopy,
+// The file system is the same; only the transport differs. With ZeroCopy,
 // where the kernel has zero-copy queues (Linux 7.3+, root), the transport
-// reads and writes the files ZeroCopyFile names itself.
-func mountFusering(mountpoint string, fs *fileSystem, mo *fuse.MountOptions, zeroCopy bool, logger *log.Logger) (connection, error) {
-	return fusering.Mount(mountpoint, fs, mo, fusering.Options{Logger: logger, ZeroCopy: zeroCopy})
+// reads and writes the files ZeroCopyFile names itself; with BPF, the
+// rings' BPF loop reads the files OffloadFile names.
+func mountFusering(mountpoint string, fs *fileSystem, mo *fuse.MountOptions, opts fusering.Options) (connection, error) {
+	fs.bpf = opts.BPF
+	return fusering.Mount(mountpoint, fs, mo, opts)
 }
+
+// OffloadFile implements fusering.OffloadFiles: the BPF loop may answer
+// READ and WRITE of open file fh with backing I/O itself, as Read and
+// Write would. That is any regular file the daemon serves except O_DIRECT
+// ones (whose I/O needs aligned buffers). A mirrored file is read from the
+// replica its reads go to now and written to every healthy one (see
+// OnReplicaChange). Writes of O_APPEND opens stay with Write: the backing
+// descriptor would append wherever the kernel said to write.
+func (fs *fileSystem) OffloadFile(fh uint64) (bpf.File, bool) {
+	h := fs.handles.get(fh)
+	if h == nil || h.dir != nil || h.direct || h.passthrough {
+		return bpf.File{}, false
+	}
+	f := bpf.File{ReadFd: h.fds[h.reader.Load()]}
+	var st unix.Stat_t
+	if f.ReadFd < 0 || unix.Fstat(f.ReadFd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return bpf.File{}, false
+	}
+	if h.writable && !h.appending && len(h.fds) <= bpf.MaxReplicas {
+		for i, fd := range h.fds {
+			if fd >= 0 && fs.replicas.healthy(i) {
+				f.WriteFds = append(f.WriteFds, fd)
+			}
+		}
+		// Release copies the leader's times to the mirrors of a
+		// written file; these writes bypass Write, which marks it.
+		h.written.Store(true)
+	}
+	return f, true
+}
+
+// OnReplicaChange implements fusering.OffloadFiles: f runs when a replica
+// degrades, whose descriptors OffloadFile may have given out.
+func (fs *fileSystem) OnReplicaChange(f func()) { fs.replicas.onDegrade(f) }
 
 // ZeroCopyFile implements fusering.ZeroCopyFiles: the transport may serve
 // READ and WRITE of open file fh with READ_FIXED/WRITE_FIXED between the
@@ -22,10 +58,12 @@ func mountFusering(mountpoint string, fs *fileSystem, mo *fuse.MountOptions, zer
 // daemon. The file must qualify as for passthrough (a write needs no
 // set-ID or capability dropping, which the transport does not do) and
 // have one replica; O_DIRECT files stay with the daemon, whose aligned
-// buffers they need.
+// buffers they need, and so do O_APPEND ones: their backing descriptor
+// would append the kernel's writeback of a mapped page wherever the page
+// belongs (see writebackHandle).
 func (fs *fileSystem) ZeroCopyFile(fh uint64) (int, bool) {
 	h := fs.handles.get(fh)
-	if h == nil || h.dir != nil || h.direct || h.passthrough || fs.replicas.mirrored() {
+	if h == nil || h.dir != nil || h.direct || h.appending || h.passthrough || fs.replicas.mirrored() {
 		return 0, false
 	}
 	fd := h.fd()

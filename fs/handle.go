@@ -22,8 +22,9 @@ type handle struct {
 	// direct is set for O_DIRECT opens, whose backing I/O needs aligned
 	// buffers.
 	direct bool
-	// appending is set for O_APPEND opens.
-	appending bool
+	// appending is set for O_APPEND opens, writable for those that may
+	// write.
+	appending, writable bool
 	// dir is the stream of a directory handle.
 	dir *dirStream
 

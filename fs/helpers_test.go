@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bpfusefs/bpfusefs/bpf"
 	"github.com/bpfusefs/bpfusefs/fs/fusering"
 	"github.com/bpfusefs/bpfusefs/internal/fusetest"
 	"github.com/bpfusefs/bpfusefs/passthrough"
@@ -40,6 +41,19 @@ func requireFUSE(t *testing.T) {
 	}
 }
 
+// requireFusering skips tests that cannot serve FUSE over io_uring here,
+// and otherwise holds enable_uring at Y for the test (see modes).
+func requireFusering(t *testing.T) {
+	t.Helper()
+	requireFUSE(t)
+	if err := fusetest.SetEnableURing(t, "Y"); err != nil {
+		t.Skip(err)
+	}
+	if err := fusering.Available(); err != nil {
+		t.Skip(err)
+	}
+}
+
 // modes lists the accel modes this host supports, each as the Options
 // fields that select it. A mode the host lacks is reported, not failed.
 // Call it once per test: it may hold enable_uring for the test.
@@ -69,6 +83,22 @@ func modes(t testing.TB) map[string]Options {
 		ms["fusering"] = Options{Fusering: true}
 		if ms["engine"].Engine {
 			ms["fusering,engine"] = Options{Fusering: true, Engine: true}
+		}
+		if err := bpf.Available(); err != nil {
+			t.Logf("bpf mode skipped: %v", err)
+		} else {
+			ms["bpf"] = Options{BPF: true}
+		}
+	}
+	if testing.Short() {
+		// The VM harness runs -short under emulation, where every mode
+		// costs minutes, for the kernels' transports: the data paths
+		// of the daemon and of passthrough run in full on the host.
+		for _, m := range []string{"engine", "passthrough", "fusering,engine"} {
+			if _, ok := ms[m]; ok {
+				delete(ms, m)
+				t.Logf("%s mode skipped in -short", m)
+			}
 		}
 	}
 	return ms

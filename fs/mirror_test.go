@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/bpfusefs/bpfusefs/mirror"
+	"github.com/bpfusefs/bpfusefs/passthrough"
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
@@ -425,11 +426,10 @@ func TestSettle(t *testing.T) {
 // file per inode) and still reaches every replica.
 func TestMirrorNoPassthrough(t *testing.T) {
 	requireFUSE(t)
-	opts, ok := modes(t)["passthrough"]
-	if !ok {
-		t.Skip("passthrough unavailable")
+	if err := passthrough.Probe(); err != nil {
+		t.Skip(err)
 	}
-	tm := mountReplicas(t, "passthrough", opts, nil, plainMirror)
+	tm := mountReplicas(t, "passthrough", Options{Passthrough: true}, nil, plainMirror)
 	writeFile(t, tm.p("f"), "both")
 	for _, r := range tm.replicas() {
 		if got := readFile(t, filepath.Join(r, "f")); got != "both" {

@@ -84,6 +84,11 @@ type Options struct {
 	// NoZeroCopy keeps Fusering's queues ordinary where the kernel has
 	// zero-copy ones (Linux 7.3+), to measure one against the other.
 	NoZeroCopy bool
+	// BPF runs the io_uring BPF loop on the FUSE queue rings (Linux
+	// 7.1+ bpf-ops; implies Fusering): READ and WRITE of regular files
+	// the daemon serves (mirrored ones included) are answered in the
+	// kernel.
+	BPF bool
 
 	ReadOnly           bool
 	AllowOther         bool
@@ -135,14 +140,22 @@ func Mount(mountpoint string, opts Options) (*Mounted, error) {
 	}
 	mo := fs.mountOptions(opts, logger)
 	var conn connection
-	if opts.Fusering {
-		conn, err = mountFusering(mountpoint, fs, mo, !opts.NoZeroCopy, logger)
+	if opts.Fusering || opts.BPF {
+		conn, err = mountFusering(mountpoint, fs, mo, fusering.Options{
+			Logger:       logger,
+			ZeroCopy:     !opts.NoZeroCopy && !opts.BPF,
+			BPF:          opts.BPF,
+			DeferTaskrun: opts.BPF,
+		})
 	} else {
 		conn, err = mountDev(mountpoint, fs, mo)
 	}
 	if err != nil {
 		fs.close()
 		return nil, fmt.Errorf("mount %s on %s: %w", opts.Backing, mountpoint, err)
+	}
+	if ring, ok := conn.(*fusering.Server); ok && fs.bpf && ring.Stats().BPFQueues == 0 {
+		fs.bpf = false // no queue could load the program (logged)
 	}
 	m := &Mounted{
 		mountpoint: mountpoint,
@@ -349,7 +362,7 @@ func newFileSystem(opts Options, logger *log.Logger) (*fileSystem, error) {
 		handles:       newHandleTable(),
 		data:          syscallPath{},
 		passthrough:   opts.Passthrough,
-		fusering:      opts.Fusering,
+		fusering:      opts.Fusering || opts.BPF,
 		asyncWrites:   replicas.asyncWrites(),
 		log:           logger,
 	}
@@ -420,6 +433,9 @@ func (fs *fileSystem) accel() []string {
 	if fs.fusering {
 		accel = append(accel, pathNames[pathFusering])
 	}
+	if fs.bpf {
+		accel = append(accel, pathNames[pathBPF])
+	}
 	if fs.passthrough {
 		accel = append(accel, pathNames[pathPassthrough])
 	}
@@ -478,6 +494,14 @@ func (m *Mounted) Stats() Stats {
 		rs := ring.Stats()
 		s.Paths[pathNames[pathFusering]] = rs.Ring.Requests
 		s.Paths[pathNames[pathZeroCopy]] = rs.ZeroCopyReads + rs.ZeroCopyWrites
+		// READs and WRITEs the BPF loop answered never reached the
+		// file system.
+		s.Paths[pathNames[pathBPF]] = rs.BPFReads + rs.BPFWrites
+		s.Ops["READ"] += rs.BPFReads
+		s.Ops["WRITE"] += rs.BPFWrites
+		s.BytesRead += rs.BPFReadBytes
+		s.BytesWritten += rs.BPFWriteBytes
+		s.BPFFallbacks = rs.BPFFallbacks
 		s.Transport = map[string]uint64{"ring": rs.Ring.Requests, "dev": rs.Dev.Requests}
 	}
 	s.Accel = m.accel

@@ -2,7 +2,9 @@ package fs
 
 import (
 	"bytes"
+	"crypto/rand"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -11,8 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bpfusefs/bpfusefs/bpf"
 	"github.com/bpfusefs/bpfusefs/fs/fusering"
-	"github.com/bpfusefs/bpfusefs/internal/fusetest"
 	"github.com/bpfusefs/bpfusefs/passthrough"
 	"golang.org/x/sys/unix"
 )
@@ -243,13 +245,7 @@ func isErrno(err error, errno unix.Errno) bool {
 // fuse module's enable_uring parameter: the test turns it on and restores
 // it.
 func TestFusering(t *testing.T) {
-	requireFUSE(t)
-	if err := fusetest.SetEnableURing(t, "Y"); err != nil {
-		t.Skip(err)
-	}
-	if err := fusering.Available(); err != nil {
-		t.Skip(err)
-	}
+	requireFusering(t)
 	opts := map[string]Options{"fusering": {Fusering: true}, "fusering+engine": {Fusering: true, Engine: true}}
 	if passthrough.Probe() == nil {
 		opts["fusering+passthrough"] = Options{Fusering: true, Passthrough: true}
@@ -290,13 +286,7 @@ func TestFusering(t *testing.T) {
 // byte-identical to the backing file, and leaves to the daemon a file
 // whose writes must drop set-ID bits.
 func TestFuseringZeroCopy(t *testing.T) {
-	requireFUSE(t)
-	if err := fusetest.SetEnableURing(t, "Y"); err != nil {
-		t.Skip(err)
-	}
-	if err := fusering.Available(); err != nil {
-		t.Skip(err)
-	}
+	requireFusering(t)
 	tm := mountFS(t, "fusering", Options{Fusering: true})
 	if tm.m.conn.(*fusering.Server).Stats().ZeroCopyQueues == 0 {
 		t.Skip("kernel has no FUSE-over-io_uring zero-copy queues (Linux 7.3+, root)")
@@ -344,10 +334,12 @@ func TestFuseringZeroCopy(t *testing.T) {
 	}
 }
 
-// TestZeroCopyFileEligibility checks which open files the daemon lets the
-// ring transport serve itself (ZeroCopyFile): plain files of a single
-// replica, not set-user-ID, O_DIRECT, mirrored files or directories.
-func TestZeroCopyFileEligibility(t *testing.T) {
+// TestTransportFileEligibility checks which open files the daemon lets the
+// ring transport serve itself. ZeroCopyFile: plain files of a single
+// replica, not set-user-ID, O_DIRECT, O_APPEND, mirrored files or
+// directories. OffloadFile (the BPF loop): reads of every regular file but
+// O_DIRECT ones, writes to every replica unless read-only or O_APPEND.
+func TestTransportFileEligibility(t *testing.T) {
 	requireFUSE(t)
 	single := mountFS(t, "none", Options{})
 	mirrored := mountReplicas(t, "none", Options{}, nil, plainMirror)
@@ -359,16 +351,21 @@ func TestZeroCopyFileEligibility(t *testing.T) {
 		}
 	}
 	for _, tc := range []struct {
-		tm    *testMount
-		name  string
-		flags int
-		want  bool
+		tm       *testMount
+		name     string
+		flags    int
+		zeroCopy bool
+		offload  bool
+		writeFds int // OffloadFile's write replicas
 	}{
-		{single, "plain", os.O_RDWR, true},
-		{single, "setuid", os.O_RDWR, false},
-		{single, "plain", os.O_RDWR | unix.O_DIRECT, false},
-		{single, ".", os.O_RDONLY, false},
-		{mirrored, "plain", os.O_RDWR, false},
+		{single, "plain", os.O_RDWR, true, true, 1},
+		{single, "plain", os.O_RDONLY, true, true, 0},
+		{single, "setuid", os.O_RDWR, false, true, 1},
+		{single, "plain", os.O_RDWR | unix.O_DIRECT, false, false, 0},
+		{single, "plain", os.O_RDWR | os.O_APPEND, false, true, 0},
+		{single, ".", os.O_RDONLY, false, false, 0},
+		{mirrored, "plain", os.O_RDWR, false, true, 2},
+		{mirrored, "plain", os.O_WRONLY | os.O_APPEND, false, true, 0},
 	} {
 		f, err := os.OpenFile(tc.tm.p(tc.name), tc.flags, 0)
 		if err != nil {
@@ -376,20 +373,107 @@ func TestZeroCopyFileEligibility(t *testing.T) {
 		}
 		fs := tc.tm.m.fs
 		fs.handles.mu.RLock()
-		var got []bool
+		var fhs []uint64
 		for fh := range fs.handles.byID {
-			_, ok := fs.ZeroCopyFile(fh)
-			got = append(got, ok)
+			fhs = append(fhs, fh)
 		}
 		fs.handles.mu.RUnlock()
+		if len(fhs) != 1 {
+			t.Fatalf("%d handles open, want 1", len(fhs))
+		}
+		_, zeroCopy := fs.ZeroCopyFile(fhs[0])
+		file, offload := fs.OffloadFile(fhs[0])
 		f.Close()
-		if len(got) != 1 || got[0] != tc.want {
-			t.Errorf("%s (flags %#x, %d replicas): ZeroCopyFile %v, want %v", tc.name, tc.flags, len(tc.tm.replicas()), got, tc.want)
+		if zeroCopy != tc.zeroCopy || offload != tc.offload || len(file.WriteFds) != tc.writeFds {
+			t.Errorf("%s (flags %#x, %d replicas): ZeroCopyFile %v, OffloadFile %v with %d write replicas; want %v, %v, %d",
+				tc.name, tc.flags, len(tc.tm.replicas()), zeroCopy, offload, len(file.WriteFds), tc.zeroCopy, tc.offload, tc.writeFds)
 		}
 		waitFor(t, "release of "+tc.name, func() bool {
 			fs.handles.mu.RLock()
 			defer fs.handles.mu.RUnlock()
 			return len(fs.handles.byID) == 0
+		})
+	}
+}
+
+// TestBPFOffload checks that, where the kernel runs io_uring BPF loops
+// (Linux 7.1+), READ and WRITE of daemon-served files are answered in the
+// kernel, byte-identical to the backing files, on one replica and on
+// mirrors, while O_DIRECT reads stay with the daemon.
+func TestBPFOffload(t *testing.T) {
+	requireFusering(t)
+	if err := bpf.Available(); err != nil {
+		t.Skip(err)
+	}
+	data := make([]byte, 3<<20+4321)
+	if _, err := rand.Read(data); err != nil {
+		t.Fatal(err)
+	}
+	for _, replicas := range []int{1, 2, 3} {
+		t.Run(fmt.Sprintf("%d-replicas", replicas), func(t *testing.T) {
+			mirrors := make([]func(*testing.T) string, replicas-1)
+			for i := range mirrors {
+				mirrors[i] = func(t *testing.T) string { return t.TempDir() }
+			}
+			tm := mountReplicas(t, "bpf", Options{BPF: true}, nil, mirrors...)
+			if !slices.Contains(tm.m.Stats().Accel, "bpf") {
+				t.Fatalf("accel %v: the BPF loop did not attach", tm.m.Stats().Accel)
+			}
+			ring := tm.m.conn.(*fusering.Server)
+			if err := os.WriteFile(tm.p("f"), data, 0644); err != nil {
+				t.Fatal(err)
+			}
+			// Overwrites in place through a read-write open.
+			f, err := os.OpenFile(tm.p("f"), os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, off := range []int{0, 5000, 1 << 20, len(data) - 3} {
+				p := bytes.Repeat([]byte{byte('a' + i)}, min(3000, len(data)-off))
+				if _, err := f.WriteAt(p, int64(off)); err != nil {
+					t.Fatal(err)
+				}
+				copy(data[off:], p)
+			}
+			if err := f.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if rs := ring.Stats(); rs.BPFWrites == 0 || rs.BPFWriteBytes < uint64(len(data)) {
+				t.Errorf("BPF answered %d WRITEs of %d bytes, want the file's %d bytes", rs.BPFWrites, rs.BPFWriteBytes, len(data))
+			}
+			dropCaches(t)
+			before := tm.m.Stats()
+			if got, err := os.ReadFile(tm.p("f")); err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("read back %d bytes (%v), want the %d written", len(got), err, len(data))
+			}
+			after := tm.m.Stats()
+			if after.Paths["bpf"] == before.Paths["bpf"] || after.BytesRead-before.BytesRead < uint64(len(data)) {
+				t.Errorf("stats: bpf reads %d -> %d, bytes read %d -> %d: want the file's READs answered by BPF",
+					before.Paths["bpf"], after.Paths["bpf"], before.BytesRead, after.BytesRead)
+			}
+			if after.BPFFallbacks != 0 {
+				t.Errorf("stats: %d BPF reads fell back to the daemon", after.BPFFallbacks)
+			}
+			for _, r := range tm.replicas() {
+				if got, err := os.ReadFile(filepath.Join(r, "f")); err != nil || !bytes.Equal(got, data) {
+					t.Errorf("replica %s: %d bytes (%v), want the %d written", r, len(got), err, len(data))
+				}
+			}
+
+			// O_DIRECT reads are the daemon's.
+			f, err = os.OpenFile(tm.p("f"), os.O_RDONLY|unix.O_DIRECT, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			buf := make([]byte, 1<<16)
+			daemonReads := tm.m.Stats().Paths["bpf"]
+			if n, err := f.ReadAt(buf, 4096); err != nil || !bytes.Equal(buf[:n], data[4096:4096+n]) {
+				t.Errorf("O_DIRECT read: %d bytes (%v), not the file's", n, err)
+			}
+			if got := tm.m.Stats().Paths["bpf"]; got != daemonReads {
+				t.Errorf("an O_DIRECT read was answered by BPF (%d -> %d)", daemonReads, got)
+			}
 		})
 	}
 }

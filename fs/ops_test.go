@@ -805,7 +805,10 @@ func TestMappedWriteback(t *testing.T) {
 // never holds many more descriptors than the budget: a find over a large
 // tree must not run it out of descriptors (EMFILE).
 func TestPruneInodes(t *testing.T) {
-	const files, highWater = 3000, 400
+	files, highWater := 3000, 400
+	if testing.Short() {
+		files, highWater = 1000, 150
+	}
 	eachMode(t, func(t *testing.T, tm *testMount) {
 		p := tm.m.fs.inodes.pruner
 		p.highWater, p.lowWater = highWater, highWater/2

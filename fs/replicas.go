@@ -40,6 +40,16 @@ type replicaSet struct {
 	lead atomic.Int32
 	mu   sync.Mutex // serialises degrade
 	log  *log.Logger
+	// degraded are called, under mu, after a replica is degraded.
+	degraded []func()
+}
+
+// onDegrade registers f to run whenever a replica is degraded, before
+// degrade returns.
+func (s *replicaSet) onDegrade(f func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.degraded = append(s.degraded, f)
 }
 
 type replica struct {
@@ -176,6 +186,9 @@ func (s *replicaSet) degrade(i int, op string, err error) bool {
 			s.lead.Store(int32(j))
 			break
 		}
+	}
+	for _, f := range s.degraded {
+		f()
 	}
 	return true
 }

@@ -32,8 +32,12 @@ type Stats struct {
 	Transport map[string]uint64 `json:"transport,omitempty"`
 	// Copies counts the backing copies COPY_FILE_RANGE made, by method:
 	// copy_file_range, splice, readwrite (see copyData).
-	Copies   map[string]uint64 `json:"copies"`
-	Replicas []ReplicaStats    `json:"replicas"`
+	Copies map[string]uint64 `json:"copies"`
+	// BPFFallbacks counts READs and WRITEs the BPF loop handed back to
+	// the daemon after their backing I/O failed or fell short (their
+	// files are served by the daemon from then on).
+	BPFFallbacks uint64         `json:"bpf_fallbacks,omitempty"`
+	Replicas     []ReplicaStats `json:"replicas"`
 }
 
 // ReplicaStats describes one backing directory.

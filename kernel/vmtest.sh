@@ -24,9 +24,9 @@ test_run=""
 go_bench=""
 read -ra packages <<<"${BPFUSEFS_VM_PACKAGES:-}"
 full=0
-timeout=20m
+timeout=35m
 boot_timeout=180s
-test_timeout=10m
+test_timeout=20m
 mem=${BPFUSEFS_VM_MEM:-2G}
 smp=${BPFUSEFS_VM_SMP:-2}
 disk_size=""

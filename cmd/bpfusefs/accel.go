@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -27,10 +26,6 @@ func fsChecker() features.Checker {
 }
 
 func checkFS(set features.Set) error {
-	if set.BPF {
-		// fs.Options has no switch for it: the filesystem has no BPF path.
-		return errors.New("this bpfusefs build has no BPF offload")
-	}
 	dir, err := os.MkdirTemp("", "bpfusefs-probe-")
 	if err != nil {
 		return err
@@ -41,6 +36,7 @@ func checkFS(set features.Set) error {
 		Engine:      set.Engine,
 		Passthrough: set.Passthrough,
 		Fusering:    set.Fusering,
+		BPF:         set.BPF,
 	}
 	mnt := filepath.Join(dir, "mnt")
 	for _, d := range []string{opts.Backing, mnt} {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -66,6 +67,9 @@ func printStats(w io.Writer, st fs.Stats) {
 	fmt.Fprintf(tw, "bytes read\t%d\n", st.BytesRead)
 	fmt.Fprintf(tw, "bytes written\t%d\n", st.BytesWritten)
 	fmt.Fprintf(tw, "errors\t%d\n", st.Errors)
+	if slices.Contains(st.Accel, "bpf") {
+		fmt.Fprintf(tw, "bpf fallbacks\t%d\n", st.BPFFallbacks)
+	}
 	fmt.Fprintf(tw, "\nserved by\trequests\n")
 	printCounts(tw, st.Paths)
 	if len(st.Transport) > 0 {

@@ -60,6 +60,9 @@ func (s *Server) handleDev(req []byte) {
 	outp := s.devBufs.Get().(*[]byte)
 	defer s.devBufs.Put(outp)
 	out := *outp
+	if in.Opcode == opRelease {
+		s.beforeRelease(req[inHeaderSize:])
+	}
 	n, st := s.ps.HandleRequest([][]byte{req}, [][]byte{out})
 	switch {
 	case !st.Ok():
@@ -68,7 +71,9 @@ func (s *Server) handleDev(req []byte) {
 	case n == 0:
 		return // FORGET, INTERRUPT: no reply
 	case in.Opcode == opOpen || in.Opcode == opCreate:
-		s.markZeroCopy(in.Opcode, (*fuse.OutHeader)(unsafe.Pointer(&out[0])), out[outHeaderSize:n])
+		oh := (*fuse.OutHeader)(unsafe.Pointer(&out[0]))
+		s.afterOpen(in.Opcode, oh, out[outHeaderSize:n])
+		s.markZeroCopy(in.Opcode, oh, out[outHeaderSize:n])
 	}
 	if _, err := unix.Write(s.devFd, out[:n]); err != nil && err != unix.ENOENT {
 		// ENOENT: the kernel gave up on the request (interrupted,

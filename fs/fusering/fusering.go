@@ -34,6 +34,13 @@
 // READ_FIXED/WRITE_FIXED straight between the backing file and the
 // caller's pages, which the kernel registers in the entry's slot of the
 // ring's buffer table. Kernels without it get ordinary queues.
+//
+// With Options.BPF (Linux 7.1+ io_uring bpf-ops) each queue's ring runs the
+// io_uring BPF loop of package bpf: the program serves READ of the files
+// the file system names through OffloadFiles in the kernel (backing READ
+// into the entry's payload, reply, COMMIT_AND_FETCH) and hands every other
+// request to the queue thread, which serves it as above. A queue whose
+// program cannot be attached is served without it, and says so once.
 package fusering
 
 import (
@@ -45,6 +52,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/bpfusefs/bpfusefs/bpf"
 	"github.com/bpfusefs/bpfusefs/uring"
 	"github.com/hanwen/go-fuse/v2/fuse"
 )
@@ -69,6 +77,12 @@ type Options struct {
 	// (Linux 7.3+, CAP_SYS_ADMIN); see ZeroCopyFiles. Without kernel
 	// support the queues are ordinary and Stats.ZeroCopyQueues is 0.
 	ZeroCopy bool
+	// BPF attaches the io_uring BPF loop to every queue's ring, serving
+	// READ of the files OffloadFiles names in the kernel (see package
+	// bpf). It needs DeferTaskrun's ring flags and excludes ZeroCopy; a
+	// kernel or process that cannot load the program gets ordinary
+	// queues and one log line (Stats.BPFQueues counts the others).
+	BPF bool
 	// Logger receives unexpected errors (default: MountOptions.Logger,
 	// else log.Default()).
 	Logger *log.Logger
@@ -84,6 +98,21 @@ type ZeroCopyFiles interface {
 	// fh, which must stay open until fh is released, or ok=false to serve
 	// the file through Read and Write.
 	ZeroCopyFile(fh uint64) (fd int, ok bool)
+}
+
+// OffloadFiles is implemented by a RawFileSystem whose open files the BPF
+// loop may serve itself (Options.BPF): it serves their READ and WRITE
+// requests with backing I/O, without calling the file system's Read or
+// Write.
+type OffloadFiles interface {
+	// OffloadFile returns how READ and WRITE of open file fh may be
+	// served (descriptors that stay open until fh is released), or
+	// ok=false to serve them through Read and Write.
+	OffloadFile(fh uint64) (f bpf.File, ok bool)
+	// OnReplicaChange registers f to be called, before the call that
+	// made the change returns, whenever a descriptor OffloadFile gave
+	// out stops being the right one to read (a replica degraded).
+	OnReplicaChange(f func())
 }
 
 // Counters count requests that arrived by one channel.
@@ -108,6 +137,16 @@ type Stats struct {
 	// served with READ_FIXED/WRITE_FIXED on the entry's slot.
 	ZeroCopyReads  uint64
 	ZeroCopyWrites uint64
+
+	// BPFQueues counts queues whose ring runs the BPF loop. BPFReads,
+	// BPFWrites and their bytes count the requests it answered in the
+	// kernel (a mirrored WRITE once), and BPFFallbacks the ones it
+	// handed back to the daemon after their backing I/O failed or fell
+	// short.
+	BPFQueues                   int
+	BPFReads, BPFWrites         uint64
+	BPFReadBytes, BPFWriteBytes uint64
+	BPFFallbacks                uint64
 }
 
 // counters is the lock-free form of Counters.
@@ -172,6 +211,12 @@ type Server struct {
 	// Options.ZeroCopy); zeroCopyActive is set once a queue is zero-copy.
 	zcFiles        ZeroCopyFiles
 	zeroCopyActive atomic.Bool
+	// offload names the files the BPF loop serves, and files holds them
+	// for the programs (both nil without Options.BPF); bpfFailed makes
+	// a queue that runs without the loop say so once.
+	offload   OffloadFiles
+	files     *bpf.Files
+	bpfFailed sync.Once
 
 	ring, dev       counters
 	offloaded       atomic.Uint64
@@ -200,6 +245,20 @@ func (s *Server) Stats() Stats {
 		if q.zc != nil {
 			st.ZeroCopyQueues++
 		}
+		if q.loop == nil {
+			continue
+		}
+		st.BPFQueues++
+		ls, err := q.loop.Stats()
+		if err != nil {
+			s.logf("queue %d: %v", q.qid, err)
+			continue
+		}
+		st.BPFReads += ls.FuseReads
+		st.BPFReadBytes += ls.FuseReadBytes
+		st.BPFWrites += ls.FuseWrites
+		st.BPFWriteBytes += ls.FuseWriteBytes
+		st.BPFFallbacks += ls.FuseFallbacks
 	}
 	return st
 }
@@ -233,6 +292,9 @@ func (s *Server) Wait() {
 	s.loops.Wait()
 	s.waitOnce.Do(func() {
 		closeFd(s.devFd)
+		if s.files != nil {
+			s.files.Close()
+		}
 		if s.initSrv != nil {
 			// It never served, so it still holds its descriptor of the
 			// connection. Serving now sees the connection gone at once

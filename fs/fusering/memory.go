@@ -11,28 +11,33 @@ import (
 // queueMemory is the memory of a queue's entries, laid out so that a BPF
 // program on the ring can find entry k from the region base alone:
 //
-//	k*headerSize                 entry k's fuse_uring_req_header
-//	depth*headerSize             the eventfd word (8 bytes)
+//	0                            the BPF loop's state (bpf.SharedSize
+//	                             bytes), on queues that run it
+//	headerOff + k*headerSize     entry k's fuse_uring_req_header
+//	headerOff + depth*headerSize the eventfd word (8 bytes)
 //	headerArea + k*payloadStride entry k's payload buffer (not used by
 //	                             zero-copy queues, whose payloads are in
 //	                             the kernel's buffer pool)
 //
-// headerArea and payloadStride are multiples of the page size.
+// headerOff, headerArea and payloadStride are multiples of the page size.
 type queueMemory struct {
 	buf           []byte
 	region        bool // the ring's parameter region, unmapped by the ring
 	depth         int
+	headerOff     int
 	headerArea    int
 	payloadStride int
 }
 
 // newQueueMemory places the entries in the ring's parameter region if the
-// kernel has IORING_REGISTER_MEM_REGION (6.13+), else in anonymous memory.
-func newQueueMemory(ring *uring.Ring, depth, payloadSize int) (queueMemory, error) {
+// kernel has IORING_REGISTER_MEM_REGION (6.13+), else in anonymous memory,
+// headerOff bytes in.
+func newQueueMemory(ring *uring.Ring, depth, payloadSize, headerOff int) (queueMemory, error) {
 	page := os.Getpagesize()
 	m := queueMemory{
 		depth:         depth,
-		headerArea:    roundUp(depth*headerSize+8, page),
+		headerOff:     headerOff,
+		headerArea:    roundUp(headerOff+depth*headerSize+8, page),
 		payloadStride: roundUp(payloadSize, page),
 	}
 	size := m.headerArea + depth*m.payloadStride
@@ -51,11 +56,11 @@ func newQueueMemory(ring *uring.Ring, depth, payloadSize int) (queueMemory, erro
 func roundUp(n, to int) int { return (n + to - 1) / to * to }
 
 func (m *queueMemory) header(k int) *reqHeader {
-	return (*reqHeader)(unsafe.Pointer(&m.buf[k*headerSize]))
+	return (*reqHeader)(unsafe.Pointer(&m.buf[m.headerOff+k*headerSize]))
 }
 
 func (m *queueMemory) wakeWord() *uint64 {
-	return (*uint64)(unsafe.Pointer(&m.buf[m.depth*headerSize]))
+	return (*uint64)(unsafe.Pointer(&m.buf[m.headerOff+m.depth*headerSize]))
 }
 
 func (m *queueMemory) payload(k int) []byte {

@@ -97,7 +97,12 @@ func (s *Server) start(o *fuse.MountOptions, opts *Options, cpus int) error {
 		return err
 	}
 	s.payloadSize = maxPayload(init)
-	if opts.ZeroCopy {
+	switch {
+	case opts.BPF:
+		if err := s.startBPF(opts); err != nil {
+			return err
+		}
+	case opts.ZeroCopy:
 		s.zcFiles, _ = s.fs.(ZeroCopyFiles)
 	}
 	s.loops.Add(1)

@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"unsafe"
 
+	"github.com/bpfusefs/bpfusefs/bpf"
 	"github.com/bpfusefs/bpfusefs/uring"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
@@ -19,6 +20,7 @@ const (
 	opOpen          = 14
 	opRead          = 15
 	opWrite         = 16
+	opRelease       = 18
 	opFsync         = 20
 	opFsyncdir      = 30
 	opSetlkw        = 33
@@ -70,6 +72,11 @@ type queue struct {
 	live int
 
 	zc *zeroCopyQueue // nil unless the queue is zero-copy
+	// loop is the queue's BPF loop (Options.BPF), set before the queue
+	// serves and never cleared, so Stats can read it; looping is set
+	// while it is attached and only the queue thread reads it.
+	loop    *bpf.Loop
+	looping bool
 
 	// Worker goroutines put the entries they served in finished and
 	// write wakeFd; the queue thread commits them.
@@ -142,12 +149,21 @@ func (q *queue) setup(opts *Options) error {
 	}
 	// At most one SQE per entry is prepared between two submissions,
 	// plus the eventfd read and its cancellation.
-	ring, err := uring.New(uint32(q.depth+2), &uring.Options{Flags: flags})
+	ringOpts := uring.Options{Flags: flags}
+	headerOff := 0
+	if q.s.files != nil {
+		ringOpts.Flags |= bpf.RingFlags
+		headerOff = bpf.SharedSize
+		// The BPF loop adds up to a WRITE per replica per entry in
+		// flight, whose completions must not overflow the CQ.
+		ringOpts.CQEntries = uint32(q.depth*(bpf.MaxReplicas+1) + 2)
+	}
+	ring, err := uring.New(uint32(q.depth+2), &ringOpts)
 	if err != nil {
 		return err
 	}
 	q.ring = ring
-	if q.mem, err = newQueueMemory(ring, q.depth, q.s.payloadSize); err != nil {
+	if q.mem, err = newQueueMemory(ring, q.depth, q.s.payloadSize, headerOff); err != nil {
 		return err
 	}
 	if q.s.zcFiles != nil {
@@ -199,12 +215,25 @@ func (q *queue) setup(opts *Options) error {
 			return fmt.Errorf("FUSE_IO_URING_CMD_REGISTER: %w", syscall.Errno(-c.Res))
 		}
 	}
+	if q.s.files != nil {
+		q.attachLoop()
+		q.looping = q.loop != nil
+	}
 	return nil
 }
 
 // getSQE returns a free SQE, submitting what is queued if the SQ is full.
 func (q *queue) getSQE() *uring.SQE {
 	for {
+		if q.looping {
+			if sqe := q.loop.GetSQE(); sqe != nil {
+				return sqe
+			}
+			if err := q.loop.Enter(0); err != nil {
+				q.s.logf("queue %d: submit: %v", q.qid, err)
+			}
+			continue
+		}
 		if sqe := q.ring.GetSQE(); sqe != nil {
 			return sqe
 		}
@@ -217,6 +246,15 @@ func (q *queue) getSQE() *uring.SQE {
 // serve is the queue's event loop: submit what is queued, wait for a
 // completion, handle the completions, until every entry is gone.
 func (q *queue) serve() error {
+	if q.looping {
+		err := q.serveLoop()
+		q.looping = false
+		q.detachLoop()
+		if err != nil {
+			// Whatever went wrong, the ring itself still serves.
+			q.s.logf("queue %d: BPF loop: %v; serving without it", q.qid, err)
+		}
+	}
 	cqes := make([]*uring.CQE, 2*q.depth+2)
 	for q.live > 0 {
 		if _, err := q.ring.SubmitAndWait(1); err != nil {
@@ -246,6 +284,8 @@ func (q *queue) complete(userData uint64, res int32) {
 		}
 	case tagBacking:
 		q.zc.finish(q, k, res)
+	case bpf.CommitTag:
+		q.commit(k)
 	default:
 		if res < 0 {
 			q.retire(k, syscall.Errno(-res))
@@ -380,6 +420,9 @@ func (s *Server) handle(h *reqHeader, payload []byte) {
 		return
 	}
 	reqPayload := payload[:size]
+	if opcode == opRelease {
+		s.beforeRelease(h.OpIn[:opLen])
+	}
 	if opcode == opIoctl {
 		// The reply is written in place over the request payload,
 		// which an ioctl handler reads while it writes its output.
@@ -396,6 +439,7 @@ func (s *Server) handle(h *reqHeader, payload []byte) {
 	}
 	h.Ent.PayloadSz = uint32(n - outHeaderSize)
 	if opcode == opOpen || opcode == opCreate {
+		s.afterOpen(opcode, h.outHeader(), payload)
 		s.markZeroCopy(opcode, h.outHeader(), payload)
 	}
 }

@@ -143,22 +143,31 @@ func (z *zeroCopyQueue) finish(q *queue, k int, res int32) {
 	q.commit(k)
 }
 
-// markZeroCopy sets FOPEN_IO_URING_ZERO_COPY in a successful OPEN or
-// CREATE reply when zero-copy queues exist and the file system serves the
-// file from a backing fd; reply holds the reply arguments.
-func (s *Server) markZeroCopy(opcode uint32, oh *fuse.OutHeader, reply []byte) {
-	if !s.zeroCopyActive.Load() || oh.Status != 0 {
-		return
+// openOut returns the fuse_open_out of a successful OPEN or CREATE reply
+// whose arguments are in reply, or nil.
+func openOut(opcode uint32, oh *fuse.OutHeader, reply []byte) *fuse.OpenOut {
+	if oh.Status != 0 {
+		return nil
 	}
 	off := 0
 	if opcode == opCreate {
 		off = int(unsafe.Sizeof(fuse.EntryOut{}))
 	}
 	if len(reply) < off+int(unsafe.Sizeof(fuse.OpenOut{})) {
+		return nil
+	}
+	return (*fuse.OpenOut)(unsafe.Pointer(&reply[off]))
+}
+
+// markZeroCopy sets FOPEN_IO_URING_ZERO_COPY in a successful OPEN or
+// CREATE reply when zero-copy queues exist and the file system serves the
+// file from a backing fd; reply holds the reply arguments.
+func (s *Server) markZeroCopy(opcode uint32, oh *fuse.OutHeader, reply []byte) {
+	if !s.zeroCopyActive.Load() {
 		return
 	}
-	o := (*fuse.OpenOut)(unsafe.Pointer(&reply[off]))
-	if o.OpenFlags&fuse.FOPEN_PASSTHROUGH != 0 {
+	o := openOut(opcode, oh, reply)
+	if o == nil || o.OpenFlags&fuse.FOPEN_PASSTHROUGH != 0 {
 		return
 	}
 	if _, ok := s.zcFiles.ZeroCopyFile(o.Fh); ok {
