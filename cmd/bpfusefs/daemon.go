@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/bpfusefs/bpfusefs/control"
 	"github.com/bpfusefs/bpfusefs/features"
+	"golang.org/x/sys/unix"
 )
 
 // A Go program cannot fork, so -d starts the binary again as the daemon:
@@ -71,6 +73,12 @@ func startDaemon(cfg mountConfig, set features.Set) error {
 	env, err := json.Marshal(daemonRequest{Config: cfg, Accel: set})
 	if err != nil {
 		return err
+	}
+	// Descriptors this process inherited (a caller's lock file, the
+	// write end of a pipe it waits on) must not live on in the daemon:
+	// os/exec passes on every descriptor without close-on-exec.
+	if err := unix.CloseRange(3, math.MaxUint32, unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		return fmt.Errorf("daemon: close-on-exec for inherited descriptors: %w", err)
 	}
 	cmd := exec.Command(self)
 	cmd.Env = append(os.Environ(), envDaemon+"="+string(env))

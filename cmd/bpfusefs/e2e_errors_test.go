@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -214,6 +215,35 @@ func TestDaemonReportsChildError(t *testing.T) {
 	}
 	if mounted(mnt) {
 		t.Errorf("%s is mounted after a failed mount -d", mnt)
+	}
+}
+
+// TestDaemonDropsInheritedFiles starts mount -d with a descriptor its
+// caller forgot to close (xfstests' lock on enable_uring, in the case that
+// found it): the daemon must not hold it for the life of the mount.
+func TestDaemonDropsInheritedFiles(t *testing.T) {
+	requireMount(t)
+	backing, mnt := newDirs(t)
+	lock, err := os.Create(filepath.Join(t.TempDir(), "lock"))
+	must(t, err)
+	defer lock.Close()
+	cmd := exec.Command(binary, "mount", "-d", backing, mnt)
+	// Inherited as fd 5, without close-on-exec, past the fd 3 the
+	// daemon's readiness pipe takes.
+	devNull, err := os.Open(os.DevNull)
+	must(t, err)
+	defer devNull.Close()
+	cmd.ExtraFiles = []*os.File{devNull, devNull, lock}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("mount -d: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { cleanupMount(t, mnt) })
+	pids, err := filepath.Glob("/proc/[0-9]*/fd/*")
+	must(t, err)
+	for _, fd := range pids {
+		if target, err := os.Readlink(fd); err == nil && target == lock.Name() && !strings.HasPrefix(fd, fmt.Sprintf("/proc/%d/", os.Getpid())) {
+			t.Errorf("%s still holds the caller's %s", fd, lock.Name())
+		}
 	}
 }
 
