@@ -213,21 +213,17 @@ func (fs *fileSystem) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Statu
 // open of the file, trimmed at EOF, and at the page's own offset. An
 // O_DIRECT descriptor refuses that length (EINVAL: it is not
 // block-aligned) and an O_APPEND one would move the data to the end, so
-// such opens get plain write-only descriptors of the same replicas.
+// such opens get plain write-only descriptors of the same replicas, opened
+// under the replica rules of every other open (openEach).
 func (fs *fileSystem) writebackHandle(h *handle) (*handle, error) {
 	h.writebackOnce.Do(func() {
-		fds := make([]int, len(h.fds))
-		for i, fd := range h.fds {
-			fds[i] = -1
-			if fd < 0 {
-				continue
-			}
-			if fds[i], h.writebackErr = fs.proc.reopen(fd, unix.O_WRONLY); h.writebackErr != nil {
-				closeFDs(fds)
-				return
-			}
+		var fds []int
+		fds, h.writebackErr = fs.openEach("writeback open", h.fds, func(fd int) (int, error) {
+			return fs.proc.reopen(fd, unix.O_WRONLY)
+		})
+		if h.writebackErr == nil {
+			h.writeback = &handle{node: h.node, fds: fds}
 		}
-		h.writeback = &handle{node: h.node, fds: fds}
 	})
 	return h.writeback, h.writebackErr
 }

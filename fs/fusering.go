@@ -12,9 +12,8 @@ import (
 // The file system is the same; only the transport differs. With ZeroCopy,
 // where the kernel has zero-copy queues (Linux 7.3+, root), the transport
 // reads and writes the files ZeroCopyFile names itself; with BPF, the
-// rings' BPF loop reads the files OffloadFile names.
+// rings' BPF loop reads and writes the files OffloadFile names.
 func mountFusering(mountpoint string, fs *fileSystem, mo *fuse.MountOptions, opts fusering.Options) (connection, error) {
-	fs.bpf = opts.BPF
 	return fusering.Mount(mountpoint, fs, mo, opts)
 }
 

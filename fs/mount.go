@@ -142,10 +142,9 @@ func Mount(mountpoint string, opts Options) (*Mounted, error) {
 	var conn connection
 	if opts.Fusering || opts.BPF {
 		conn, err = mountFusering(mountpoint, fs, mo, fusering.Options{
-			Logger:       logger,
-			ZeroCopy:     !opts.NoZeroCopy && !opts.BPF,
-			BPF:          opts.BPF,
-			DeferTaskrun: opts.BPF,
+			Logger:   logger,
+			ZeroCopy: !opts.NoZeroCopy && !opts.BPF,
+			BPF:      opts.BPF,
 		})
 	} else {
 		conn, err = mountDev(mountpoint, fs, mo)
@@ -363,6 +362,7 @@ func newFileSystem(opts Options, logger *log.Logger) (*fileSystem, error) {
 		data:          syscallPath{},
 		passthrough:   opts.Passthrough,
 		fusering:      opts.Fusering || opts.BPF,
+		bpf:           opts.BPF,
 		asyncWrites:   replicas.asyncWrites(),
 		log:           logger,
 	}

@@ -14,10 +14,7 @@ import (
 // and the file system's say in it. A kernel without io_uring bpf-ops fails
 // the mount, since the caller asked for the loop; a program that cannot be
 // attached later only costs its queue the offload (attachLoop).
-func (s *Server) startBPF(opts *Options) error {
-	if !opts.DeferTaskrun {
-		return errors.New("fusering: Options.BPF needs Options.DeferTaskrun")
-	}
+func (s *Server) startBPF() error {
 	offload, ok := s.fs.(OffloadFiles)
 	if !ok {
 		return fmt.Errorf("fusering: Options.BPF: %T does not implement OffloadFiles", s.fs)

@@ -36,10 +36,11 @@
 // ring's buffer table. Kernels without it get ordinary queues.
 //
 // With Options.BPF (Linux 7.1+ io_uring bpf-ops) each queue's ring runs the
-// io_uring BPF loop of package bpf: the program serves READ of the files
-// the file system names through OffloadFiles in the kernel (backing READ
-// into the entry's payload, reply, COMMIT_AND_FETCH) and hands every other
-// request to the queue thread, which serves it as above. A queue whose
+// io_uring BPF loop of package bpf: the program serves READ and WRITE of
+// the files the file system names through OffloadFiles in the kernel
+// (backing READ into the entry's payload or WRITE from it to every replica,
+// reply, COMMIT_AND_FETCH) and hands every other request to the queue
+// thread, which serves it as above. A queue whose
 // program cannot be attached is served without it, and says so once.
 package fusering
 
@@ -78,10 +79,11 @@ type Options struct {
 	// support the queues are ordinary and Stats.ZeroCopyQueues is 0.
 	ZeroCopy bool
 	// BPF attaches the io_uring BPF loop to every queue's ring, serving
-	// READ of the files OffloadFiles names in the kernel (see package
-	// bpf). It needs DeferTaskrun's ring flags and excludes ZeroCopy; a
-	// kernel or process that cannot load the program gets ordinary
-	// queues and one log line (Stats.BPFQueues counts the others).
+	// READ and WRITE of the files OffloadFiles names in the kernel (see
+	// package bpf). It implies DeferTaskrun's ring flags (bpf.RingFlags)
+	// and excludes ZeroCopy; a kernel or process that cannot load the
+	// program gets ordinary queues and one log line (Stats.BPFQueues
+	// counts the others).
 	BPF bool
 	// Logger receives unexpected errors (default: MountOptions.Logger,
 	// else log.Default()).

@@ -99,7 +99,7 @@ func (s *Server) start(o *fuse.MountOptions, opts *Options, cpus int) error {
 	s.payloadSize = maxPayload(init)
 	switch {
 	case opts.BPF:
-		if err := s.startBPF(opts); err != nil {
+		if err := s.startBPF(); err != nil {
 			return err
 		}
 	case opts.ZeroCopy:
