@@ -34,9 +34,10 @@ bpfusefs=$repo/bin/bpfusefs
 bench_args=${BENCHFLAGS:-}
 accel=${BPFUSEFS_VM_ACCEL:-}
 # Host programs the suites run (GNU semantics the busybox applets lack:
-# cp -a keeping xattrs, ACLs, file attributes, sqlite3, git...). fio is
+# cp -a keeping xattrs, ACLs, file attributes, sqlite3, git, xfs_io for
+# mapped writes in a process other than the daemon's...). fio is
 # left to --bench: its libraries alone are 80 MB, slow to boot under TCG.
-read -ra host_tools <<<"${BPFUSEFS_VM_TOOLS:-tar cp setfattr getfattr setfacl getfacl chattr lsattr sqlite3 rsync git flock mount umount}"
+read -ra host_tools <<<"${BPFUSEFS_VM_TOOLS:-tar cp setfattr getfattr setfacl getfacl chattr lsattr sqlite3 rsync git flock mount umount xfs_io}"
 disk=""
 
 usage() {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the host test suites need, only when it is missing.
 set -euo pipefail
-pkgs=(fio rsync sqlite3 attr acl git make gcc e2fsprogs)
+pkgs=(fio rsync sqlite3 attr acl git make gcc e2fsprogs xfsprogs)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
