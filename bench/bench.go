@@ -250,21 +250,3 @@ func selfCommand(exe string, osArgs, args []string) []string {
 	}
 	return append([]string{exe}, osArgs[1:len(osArgs)-len(args)]...)
 }
-
-const enableUringParam = "/sys/module/fuse/parameters/enable_uring"
-
-// enableUring turns FUSE-over-io_uring on and returns what restores the
-// previous value.
-func enableUring() (restore func(), err error) {
-	old, err := os.ReadFile(enableUringParam)
-	if err != nil {
-		return nil, fmt.Errorf("--enable-uring: %w", err)
-	}
-	if strings.TrimSpace(string(old)) == "Y" {
-		return func() {}, nil
-	}
-	if err := os.WriteFile(enableUringParam, []byte("Y"), 0); err != nil {
-		return nil, fmt.Errorf("--enable-uring: %w", err)
-	}
-	return func() { _ = os.WriteFile(enableUringParam, old, 0) }, nil
-}

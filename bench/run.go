@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/bpfusefs/bpfusefs/internal/enableuring"
 )
 
 // Run measures every selected workload on every selected system and returns
@@ -31,11 +33,17 @@ func Run(ctx context.Context, cfg *Config, progress io.Writer) (*Report, error) 
 		return nil, fmt.Errorf("no workload matches --workloads %s", cfg.Workloads.String())
 	}
 	if cfg.EnableUring {
-		restore, err := enableUring()
+		// Under the machine-wide lock: a test or xfstests run that set
+		// the parameter back to N halfway would skip fusering from then on.
+		restore, err := enableuring.Hold("Y")
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("--enable-uring: %w", err)
 		}
-		defer restore()
+		defer func() {
+			if err := restore(); err != nil {
+				fmt.Fprintf(progress, "bench: %v\n", err)
+			}
+		}()
 	}
 	rep := newReport(ctx, cfg, selected)
 	work, err := os.MkdirTemp(cfg.Dir, "bpfusefs-bench-")

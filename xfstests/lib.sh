@@ -215,7 +215,7 @@ place_helper() {
 }
 
 # The fuse module's enable_uring parameter gates FUSE-over-io_uring. It is
-# global, so the Go tests (internal/fusetest) change it only under an
+# global, so the Go code (internal/enableuring) changes it only under an
 # exclusive lock on one file; a fusering run takes the same lock, sets Y for
 # the mode's duration and then restores the old value.
 URING_PARAM=/sys/module/fuse/parameters/enable_uring
