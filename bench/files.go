@@ -69,6 +69,15 @@ func dropCache(inst *instance, name string) error {
 	return nil
 }
 
+// dropMountCache drops the pages of name that a mount caches, keeping the
+// backing copies' pages. Natively there is no mount, and nothing is dropped.
+func dropMountCache(inst *instance, name string) error {
+	if inst.pid == 0 {
+		return nil
+	}
+	return fadviseDontNeed(filepath.Join(inst.dir, name))
+}
+
 func fadviseDontNeed(path string) error {
 	f, err := os.Open(path)
 	if err != nil {
