@@ -51,8 +51,8 @@
 // # The FUSE queue loop
 //
 // AttachFUSE runs the same program on a FUSE-over-io_uring queue ring
-// (fs/fusering with Options.BPF) and lets it serve READ and WRITE of the
-// open files in a Files map, which the daemon fills at OPEN and empties at
+// (fs/fusering with Options.BPF) and lets it serve READ, WRITE, FSYNC and
+// FLUSH of the open files in a Files map, which the daemon fills at OPEN and empties at
 // RELEASE:
 //
 //   - Ring. The queue rings have SQE128 (URING_CMD) as well as RingFlags;
@@ -69,8 +69,10 @@
 //     read replica into the payload; WRITE one WRITE from the payload per
 //     replica (at most MaxReplicas), counted in a per-entry array map.
 //     WRITEs that would drop set-ID bits (FUSE_WRITE_KILL_SUIDGID) stay
-//     with the daemon. Their SQEs carry LOOP_TAG, so their CQEs stay in
-//     the kernel.
+//     with the daemon. FSYNC becomes an FSYNC of the read replica when
+//     the daemon said that is all it needs (File.Fsync: one replica);
+//     FLUSH, which the daemon only counts, is answered at once. The
+//     SQEs carry LOOP_TAG, so their CQEs stay in the kernel.
 //   - When the entry's last backing CQE arrives the program writes the
 //     reply and queues COMMIT_AND_FETCH for k with the daemon's own
 //     user_data, so the entry's next request comes back the same way. An
@@ -81,7 +83,10 @@
 //     file leaves Files; rewriting the same bytes at the same offset is
 //     harmless); a commit the kernel would not take (handed off as
 //     CommitTag|k, and Go commits the reply the program wrote). The daemon
-//     empties Files whenever a replica degrades.
+//     empties Files whenever a replica degrades. A failed FSYNC is the
+//     exception: the program replies with its error, because the kernel
+//     reports a writeback error to one fsync of a descriptor only, and
+//     the daemon's retry would succeed.
 //
 // Which backing requests complete inline: on the 7.3 guest kernel
 // (io_uring tracepoint io_uring_queue_async_work) a buffered READ from

@@ -101,6 +101,9 @@ type Files struct {
 // MaxReplicas is the most backing files one WRITE can be served to.
 const MaxReplicas = len(loopOffloadFile{}.WriteFd)
 
+// offloadFsync is OFFLOAD_FSYNC in offload_file.flags (File.Fsync).
+const offloadFsync = 1
+
 // File says how the programs serve an open file.
 type File struct {
 	// ReadFd is the backing file READs are served from.
@@ -108,6 +111,9 @@ type File struct {
 	// WriteFds are the backing files every WRITE goes to, one per
 	// replica (at most MaxReplicas); none leaves WRITEs to the daemon.
 	WriteFds []int
+	// Fsync says that fsync(2) of ReadFd is all an FSYNC of the file
+	// needs, so the program may do it; otherwise FSYNC is the daemon's.
+	Fsync bool
 }
 
 // NewFiles creates an empty Files. It needs the same privileges as
@@ -131,6 +137,9 @@ func (f *Files) Add(fh uint64, file File) error {
 		return fmt.Errorf("bpf: offload file handle %d: %d replicas, at most %d", fh, len(file.WriteFds), MaxReplicas)
 	}
 	v := loopOffloadFile{ReadFd: int32(file.ReadFd), Nwrite: uint32(len(file.WriteFds))}
+	if file.Fsync {
+		v.Flags |= offloadFsync
+	}
 	for i, fd := range file.WriteFds {
 		v.WriteFd[i] = int32(fd)
 	}
@@ -179,9 +188,10 @@ func Attach(ring *uring.Ring, region []byte) (*Loop, error) {
 }
 
 // AttachFUSE attaches the loop to the ring of FUSE queue q, as Attach does,
-// and has it serve READ and WRITE of q.Files itself: it reads the backing
-// file into the entry's payload buffer, or writes the payload to every
-// replica's, writes the reply and commits the entry, and hands every other
+// and has it serve READ, WRITE, FSYNC and FLUSH of q.Files itself: it reads
+// the backing file into the entry's payload buffer, writes the payload to
+// every replica's, or fsyncs it (File.Fsync), writes the reply and commits
+// the entry, and hands every other
 // request to Go through Completions unchanged. A request whose backing I/O
 // fails or falls short is handed to Go too (as the request it was), and
 // its file leaves q.Files. The ring must have SetupSQE128 as well as

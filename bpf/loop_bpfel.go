@@ -60,6 +60,8 @@ type loopLoopStats struct {
 	FuseFallbacks  uint64
 	FuseWrites     uint64
 	FuseWriteBytes uint64
+	FuseFsyncs     uint64
+	FuseFlushes    uint64
 }
 
 type loopOffloadFile struct {
@@ -67,6 +69,7 @@ type loopOffloadFile struct {
 	ReadFd  int32
 	Nwrite  uint32
 	WriteFd [4]int32
+	Flags   uint32
 }
 
 // Names of all BPF objects in the ELF.

@@ -19,7 +19,8 @@ func mountFusering(mountpoint string, fs *fileSystem, mo *fuse.MountOptions, opt
 
 // OffloadFile implements fusering.OffloadFiles: the BPF loop may answer
 // READ and WRITE of open file fh with backing I/O itself, as Read and
-// Write would. That is any regular file the daemon serves except O_DIRECT
+// Write would, FSYNC of an unmirrored one as Fsync would, and FLUSH, which
+// Flush only counts. That is any regular file the daemon serves except O_DIRECT
 // ones (whose I/O needs aligned buffers). A mirrored file is read from the
 // replica its reads go to now and written to every healthy one (see
 // OnReplicaChange). Writes of O_APPEND opens stay with Write: the backing
@@ -29,7 +30,9 @@ func (fs *fileSystem) OffloadFile(fh uint64) (bpf.File, bool) {
 	if h == nil || h.dir != nil || h.direct || h.passthrough {
 		return bpf.File{}, false
 	}
-	f := bpf.File{ReadFd: h.fds[h.reader.Load()]}
+	// A mirrored FSYNC first copies the leader's times to the mirrors
+	// (syncTimes), which io_uring cannot.
+	f := bpf.File{ReadFd: h.fds[h.reader.Load()], Fsync: !fs.replicas.mirrored()}
 	var st unix.Stat_t
 	if f.ReadFd < 0 || unix.Fstat(f.ReadFd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return bpf.File{}, false

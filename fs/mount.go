@@ -85,9 +85,9 @@ type Options struct {
 	// zero-copy ones (Linux 7.3+), to measure one against the other.
 	NoZeroCopy bool
 	// BPF runs the io_uring BPF loop on the FUSE queue rings (Linux
-	// 7.1+ bpf-ops; implies Fusering): READ and WRITE of regular files
-	// the daemon serves (mirrored ones included) are answered in the
-	// kernel.
+	// 7.1+ bpf-ops; implies Fusering): READ, WRITE and FLUSH of regular
+	// files the daemon serves (mirrored ones included), and FSYNC of
+	// unmirrored ones, are answered in the kernel.
 	BPF bool
 
 	ReadOnly           bool
@@ -494,11 +494,13 @@ func (m *Mounted) Stats() Stats {
 		rs := ring.Stats()
 		s.Paths[pathNames[pathFusering]] = rs.Ring.Requests
 		s.Paths[pathNames[pathZeroCopy]] = rs.ZeroCopyReads + rs.ZeroCopyWrites
-		// READs and WRITEs the BPF loop answered never reached the
-		// file system.
-		s.Paths[pathNames[pathBPF]] = rs.BPFReads + rs.BPFWrites
-		s.Ops["READ"] += rs.BPFReads
-		s.Ops["WRITE"] += rs.BPFWrites
+		// Requests the BPF loop answered never reached the file system.
+		s.Paths[pathNames[pathBPF]] = rs.BPFReads + rs.BPFWrites + rs.BPFFsyncs + rs.BPFFlushes
+		for op, n := range map[string]uint64{"READ": rs.BPFReads, "WRITE": rs.BPFWrites, "FSYNC": rs.BPFFsyncs, "FLUSH": rs.BPFFlushes} {
+			if n > 0 {
+				s.Ops[op] += n
+			}
+		}
 		s.BytesRead += rs.BPFReadBytes
 		s.BytesWritten += rs.BPFWriteBytes
 		s.BPFFallbacks = rs.BPFFallbacks

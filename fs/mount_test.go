@@ -397,9 +397,10 @@ func TestTransportFileEligibility(t *testing.T) {
 }
 
 // TestBPFOffload checks that, where the kernel runs io_uring BPF loops
-// (Linux 7.1+), READ and WRITE of daemon-served files are answered in the
-// kernel, byte-identical to the backing files, on one replica and on
-// mirrors, while O_DIRECT reads stay with the daemon.
+// (Linux 7.1+), READ, WRITE and FLUSH of daemon-served files are answered in
+// the kernel, byte-identical to the backing files, on one replica and on
+// mirrors, and FSYNC on one replica, while O_DIRECT reads stay with the
+// daemon.
 func TestBPFOffload(t *testing.T) {
 	requireFusering(t)
 	if err := bpf.Available(); err != nil {
@@ -435,11 +436,32 @@ func TestBPFOffload(t *testing.T) {
 				}
 				copy(data[off:], p)
 			}
+			// FSYNC of one replica is fsync(2) of its file, the
+			// program's; a mirrored one copies times first, the
+			// daemon's. FLUSH (at close) is always the program's.
+			fsyncs := tm.m.Stats().Ops["FSYNC"]
+			if err := f.Sync(); err != nil {
+				t.Fatal(err)
+			}
 			if err := f.Close(); err != nil {
 				t.Fatal(err)
 			}
-			if rs := ring.Stats(); rs.BPFWrites == 0 || rs.BPFWriteBytes < uint64(len(data)) {
+			rs := ring.Stats()
+			if rs.BPFWrites == 0 || rs.BPFWriteBytes < uint64(len(data)) {
 				t.Errorf("BPF answered %d WRITEs of %d bytes, want the file's %d bytes", rs.BPFWrites, rs.BPFWriteBytes, len(data))
+			}
+			if got := tm.m.Stats().Ops["FSYNC"]; got != fsyncs+1 {
+				t.Errorf("FSYNC requests: %d -> %d, want one more", fsyncs, got)
+			}
+			wantBPF := uint64(0)
+			if replicas == 1 {
+				wantBPF = 1
+			}
+			if rs.BPFFsyncs != wantBPF {
+				t.Errorf("BPF answered %d FSYNCs of %d replicas, want %d", rs.BPFFsyncs, replicas, wantBPF)
+			}
+			if rs.BPFFlushes == 0 {
+				t.Errorf("BPF answered no FLUSH")
 			}
 			dropCaches(t)
 			before := tm.m.Stats()

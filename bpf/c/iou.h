@@ -22,6 +22,9 @@ typedef unsigned long size_t;
 #define __weak __attribute__((weak))
 #define __uint(name, val) int(*name)[val]
 #define __type(name, val) typeof(val) *name
+/* A BPF-to-BPF call passes at most five arguments, in registers: helpers
+ * that take more must be inlined, which clang otherwise decides by size. */
+#define __always_inline inline __attribute__((always_inline))
 #define READ_ONCE(x) (*(volatile typeof(x) *)&(x))
 #define WRITE_ONCE(x, v) (*(volatile typeof(x) *)&(x) = (v))
 
@@ -64,8 +67,10 @@ struct io_uring_cqe {
 };
 
 enum {
+	IORING_OP_FSYNC = 3,
 	IORING_OP_READ = 22,
 	IORING_OP_WRITE = 23,
+	IORING_FSYNC_DATASYNC = 1 << 0, /* fsync_flags */
 };
 
 /* io_uring/io_uring_types.h: the head of the ring region (IOU_REGION_CQ). */

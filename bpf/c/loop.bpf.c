@@ -20,12 +20,16 @@
  * On a FUSE-over-io_uring queue ring (fuse_depth > 0) the program also
  * serves FUSE requests on files in the offload_files map: a READ becomes a
  * READ of one backing file into the entry's payload buffer, a WRITE one
- * WRITE from the payload to every replica's backing file; their completion
- * becomes the reply and the entry's COMMIT_AND_FETCH. The daemon never
- * sees those requests. Everything else, and any request whose backing I/O
- * fails or falls short, is handed to it as it arrived: the daemon's rules
- * for replicas decide, and rewriting the same bytes at the same offset is
- * harmless.
+ * WRITE from the payload to every replica's backing file, an FSYNC of an
+ * unmirrored file an FSYNC of its backing file; their completion becomes
+ * the reply and the entry's COMMIT_AND_FETCH. A FLUSH, which the daemon
+ * answers without doing anything, is answered at once. The daemon never
+ * sees those requests. Everything else, and any READ or WRITE whose backing
+ * I/O fails or falls short, is handed to it as it arrived: the daemon's
+ * rules for replicas decide, and rewriting the same bytes at the same
+ * offset is harmless. A failed FSYNC is answered with its error instead:
+ * the kernel reports a writeback error to one fsync of the descriptor, so
+ * the daemon's second try could find nothing wrong.
  */
 #include "iou.h"
 
@@ -52,6 +56,7 @@ const volatile __u32 fuse_payload_stride = 0;
 #define TAG_COPY_WRITE (LOOP_TAG | 2)
 #define TAG_FUSE_READ (LOOP_TAG | (1ULL << 32))  /* | entry: its backing READ */
 #define TAG_FUSE_WRITE (LOOP_TAG | (2ULL << 32)) /* | entry: one of its backing WRITEs */
+#define TAG_FUSE_FSYNC (LOOP_TAG | (3ULL << 32)) /* | entry: its backing FSYNC */
 #define MAX_REPLICAS 4
 
 /* user_data of the daemon's FUSE queue (fs/fusering): the entry in the low
@@ -111,6 +116,8 @@ struct loop_stats {
 	__u64 fuse_fallbacks;	/* offloaded requests handed back to the daemon */
 	__u64 fuse_writes;	/* FUSE WRITEs answered by the program */
 	__u64 fuse_write_bytes; /* bytes they wrote (once, not per replica) */
+	__u64 fuse_fsyncs;	/* FUSE FSYNCs answered by the program */
+	__u64 fuse_flushes;	/* FUSE FLUSHes answered by the program */
 };
 
 /* An open file whose I/O the program serves, filled by the daemon at OPEN
@@ -120,7 +127,12 @@ struct offload_file {
 	__s32 read_fd;		     /* the replica READs go to */
 	__u32 nwrite;		     /* replicas WRITEs go to; 0: the daemon's */
 	__s32 write_fd[MAX_REPLICAS]; /* their fds */
+	__u32 flags;		     /* OFFLOAD_* */
 };
+
+/* FSYNC of read_fd is all the daemon would do for the file's FSYNC (it has
+ * one replica: a mirrored file's FSYNC first copies times to the mirrors). */
+#define OFFLOAD_FSYNC 1
 
 /* The backing I/O of an entry's WRITE in flight. */
 struct entry_state {
@@ -165,9 +177,11 @@ static int hand_off(struct loop_shared *sh, __u64 user_data, __s32 res, __u32 fl
 	return 1;
 }
 
-/* Issue one READ or WRITE at SQ index 0 (SQ_REWIND) and submit it now. */
-static int issue(struct iou_ctx *ctx, struct io_uring_sqe *sqe, struct loop_stats *st,
-		 __u8 opcode, __s32 fd, __u64 addr, __u32 len, __u64 off, __u64 user_data)
+/* Issue one request at SQ index 0 (SQ_REWIND) and submit it now; op_flags
+ * are the opcode's flags (rw_flags, fsync_flags...). */
+static __always_inline int issue(struct iou_ctx *ctx, struct io_uring_sqe *sqe,
+				 struct loop_stats *st, __u8 opcode, __s32 fd, __u64 addr,
+				 __u32 len, __u64 off, __u32 op_flags, __u64 user_data)
 {
 	int ret;
 
@@ -177,6 +191,7 @@ static int issue(struct iou_ctx *ctx, struct io_uring_sqe *sqe, struct loop_stat
 	sqe->addr = addr;
 	sqe->len = len;
 	sqe->off = off;
+	sqe->rw_flags = op_flags;
 	sqe->user_data = user_data;
 	ret = bpf_io_uring_submit_sqes(ctx, 1);
 	if (ret != 1) {
@@ -209,7 +224,7 @@ static void copy_read_next(struct iou_ctx *ctx, struct io_uring_sqe *sqe,
 	if (left < len)
 		len = left;
 	ret = issue(ctx, sqe, st, IORING_OP_READ, sh->copy_in_fd, sh->copy_buf, len,
-		    sh->copy_done, TAG_COPY_READ);
+		    sh->copy_done, 0, TAG_COPY_READ);
 	if (ret) {
 		copy_finish(sh, ret);
 		return;
@@ -218,8 +233,9 @@ static void copy_read_next(struct iou_ctx *ctx, struct io_uring_sqe *sqe,
 }
 
 /* One of the copy job's own completions. */
-static void copy_step(struct iou_ctx *ctx, struct io_uring_sqe *sqe, struct loop_shared *sh,
-		      struct loop_stats *st, __u64 user_data, __s32 res)
+static __always_inline void copy_step(struct iou_ctx *ctx, struct io_uring_sqe *sqe,
+				      struct loop_shared *sh, struct loop_stats *st,
+				      __u64 user_data, __s32 res)
 {
 	int ret;
 
@@ -233,7 +249,7 @@ static void copy_step(struct iou_ctx *ctx, struct io_uring_sqe *sqe, struct loop
 			return;
 		}
 		ret = issue(ctx, sqe, st, IORING_OP_WRITE, sh->copy_out_fd, sh->copy_buf, res,
-			    sh->copy_done, TAG_COPY_WRITE);
+			    sh->copy_done, 0, TAG_COPY_WRITE);
 		if (ret) {
 			copy_finish(sh, ret);
 			return;
@@ -296,6 +312,12 @@ struct fuse_write_out {
 	__u32 padding;
 };
 
+struct fuse_fsync_in {
+	__u64 fh;
+	__u32 fsync_flags;
+	__u32 padding;
+};
+
 struct fuse_uring_ent_in_out {
 	__u64 flags;
 	__u64 commit_id;
@@ -307,7 +329,10 @@ struct fuse_uring_ent_in_out {
 enum {
 	FUSE_READ = 15,
 	FUSE_WRITE = 16,
+	FUSE_FSYNC = 20,
+	FUSE_FLUSH = 25,
 	FUSE_WRITE_KILL_SUIDGID = 1 << 2, /* the daemon drops set-ID bits and caps */
+	FUSE_FSYNC_FDATASYNC = 1 << 0,
 	FUSE_IO_URING_CMD_COMMIT_AND_FETCH = 2,
 	IORING_OP_URING_CMD = 46,
 };
@@ -341,9 +366,10 @@ static __u8 *fuse_payload(__u8 *region, __u32 k)
 /* Entry k's WRITE: one WRITE of the payload per replica. Returns whether
  * any was issued; if not all were, the entry is marked failed, and the
  * last completion hands it to the daemon. */
-static int fuse_start_write(struct iou_ctx *ctx, struct io_uring_sqe *sqe, struct loop_shared *sh,
-			    struct loop_stats *st, struct offload_file *f, struct fuse_write_in *wr,
-			    __u32 k)
+static __always_inline int fuse_start_write(struct iou_ctx *ctx, struct io_uring_sqe *sqe,
+					    struct loop_shared *sh, struct loop_stats *st,
+					    struct offload_file *f, struct fuse_write_in *wr,
+					    __u32 k)
 {
 	struct entry_state *es = bpf_map_lookup_elem(&entries, &k);
 	__u32 n = f->nwrite, i;
@@ -359,7 +385,7 @@ static int fuse_start_write(struct iou_ctx *ctx, struct io_uring_sqe *sqe, struc
 			break;
 		if (issue(ctx, sqe, st, IORING_OP_WRITE, f->write_fd[i],
 			  sh->region_uaddr + fuse_payload_off + (__u64)k * fuse_payload_stride,
-			  wr->size, wr->offset, TAG_FUSE_WRITE | k)) {
+			  wr->size, wr->offset, 0, TAG_FUSE_WRITE | k)) {
 			es->pending = i;
 			es->failed = 1;
 			return i > 0;
@@ -368,49 +394,11 @@ static int fuse_start_write(struct iou_ctx *ctx, struct io_uring_sqe *sqe, struc
 	return 1;
 }
 
-/*
- * A FUSE request arrived in entry k: start serving it if the program can,
- * and report whether it did. The caller has freed the CQE's slot and made
- * sure the hand-off queue has room for one completion.
- */
-static int fuse_start(struct iou_ctx *ctx, struct io_uring_sqe *sqe, __u8 *region,
-		      struct loop_shared *sh, struct loop_stats *st, __u32 k)
-{
-	struct fuse_uring_ent_in_out *ent;
-	struct fuse_in_header *in;
-	struct fuse_read_in *rd;
-	struct offload_file *f;
-	__u8 *hdr = fuse_header(region, k);
-	__u64 fh;
-
-	if (!hdr)
-		return 0;
-	in = (struct fuse_in_header *)hdr;
-	if (in->opcode != FUSE_READ && in->opcode != FUSE_WRITE)
-		return 0;
-	/* fh leads both fuse_read_in and fuse_write_in. */
-	rd = (struct fuse_read_in *)(hdr + FUSE_OP_IN);
-	fh = rd->fh;
-	f = bpf_map_lookup_elem(&offload_files, &fh);
-	if (!f || rd->size > fuse_payload_stride)
-		return 0;
-	if (in->opcode == FUSE_WRITE) {
-		ent = (struct fuse_uring_ent_in_out *)(hdr + FUSE_ENT);
-		if (ent->payload_sz != rd->size)
-			return 0;
-		return fuse_start_write(ctx, sqe, sh, st, f, (struct fuse_write_in *)rd, k);
-	}
-	if (issue(ctx, sqe, st, IORING_OP_READ, f->read_fd,
-		  sh->region_uaddr + fuse_payload_off + (__u64)k * fuse_payload_stride, rd->size,
-		  rd->offset, TAG_FUSE_READ | k))
-		return 0; /* the daemon serves it instead */
-	return 1;
-}
-
 /* Queue entry k's COMMIT_AND_FETCH: the reply in its header goes to the
  * kernel, and the entry's next request comes back as its completion. */
-static int fuse_commit(struct iou_ctx *ctx, struct io_uring_sqe *sqe, struct loop_shared *sh,
-		       struct loop_stats *st, __u8 *hdr, __u32 k)
+static __always_inline int fuse_commit(struct iou_ctx *ctx, struct io_uring_sqe *sqe,
+				       struct loop_shared *sh, struct loop_stats *st, __u8 *hdr,
+				       __u32 k)
 {
 	struct fuse_uring_ent_in_out *ent = (struct fuse_uring_ent_in_out *)(hdr + FUSE_ENT);
 	__u64 *cmd = (__u64 *)&sqe->addr3; /* struct fuse_uring_cmd_req */
@@ -446,24 +434,26 @@ static void fuse_fall_back(struct loop_shared *sh, struct loop_stats *st, __u8 *
 	hand_off(sh, FUSE_TAG_ENTRY | k, 0, 0);
 }
 
-/* Reply to the request in entry k with the payload_sz bytes of arguments
- * in its payload buffer, and commit it. */
-static void fuse_reply(struct iou_ctx *ctx, struct io_uring_sqe *sqe, struct loop_shared *sh,
-		       struct loop_stats *st, __u8 *hdr, __u32 k, __u32 payload_sz)
+/* Reply to the request in entry k with error (0 or -errno) and the
+ * payload_sz bytes of arguments in its payload buffer, and commit it. */
+static __always_inline void fuse_reply(struct iou_ctx *ctx, struct io_uring_sqe *sqe,
+				       struct loop_shared *sh, struct loop_stats *st, __u8 *hdr,
+				       __u32 k, __s32 error, __u32 payload_sz)
 {
 	struct fuse_out_header *out = (struct fuse_out_header *)hdr;
 
 	out->unique = ((struct fuse_in_header *)hdr)->unique;
 	out->len = sizeof(*out) + payload_sz;
-	out->error = 0;
+	out->error = error;
 	((struct fuse_uring_ent_in_out *)(hdr + FUSE_ENT))->payload_sz = payload_sz;
 	if (fuse_commit(ctx, sqe, sh, st, hdr, k))
 		hand_off(sh, FUSE_TAG_COMMIT | k, 0, 0); /* the reply is ready: Go commits it */
 }
 
 /* The backing READ of entry k completed with res. */
-static void fuse_read_done(struct iou_ctx *ctx, struct io_uring_sqe *sqe, __u8 *region,
-			   struct loop_shared *sh, struct loop_stats *st, __u32 k, __s32 res)
+static __always_inline void fuse_read_done(struct iou_ctx *ctx, struct io_uring_sqe *sqe,
+					   __u8 *region, struct loop_shared *sh,
+					   struct loop_stats *st, __u32 k, __s32 res)
 {
 	__u8 *hdr = fuse_header(region, k);
 
@@ -475,12 +465,13 @@ static void fuse_read_done(struct iou_ctx *ctx, struct io_uring_sqe *sqe, __u8 *
 	}
 	__sync_fetch_and_add(&st->fuse_reads, 1);
 	__sync_fetch_and_add(&st->fuse_read_bytes, res);
-	fuse_reply(ctx, sqe, sh, st, hdr, k, res);
+	fuse_reply(ctx, sqe, sh, st, hdr, k, 0, res);
 }
 
 /* One backing WRITE of entry k completed with res; the last one replies. */
-static void fuse_write_done(struct iou_ctx *ctx, struct io_uring_sqe *sqe, __u8 *region,
-			    struct loop_shared *sh, struct loop_stats *st, __u32 k, __s32 res)
+static __always_inline void fuse_write_done(struct iou_ctx *ctx, struct io_uring_sqe *sqe,
+					    __u8 *region, struct loop_shared *sh,
+					    struct loop_stats *st, __u32 k, __s32 res)
 {
 	struct entry_state *es = bpf_map_lookup_elem(&entries, &k);
 	__u8 *hdr = fuse_header(region, k);
@@ -506,7 +497,77 @@ static void fuse_write_done(struct iou_ctx *ctx, struct io_uring_sqe *sqe, __u8 
 	__sync_fetch_and_add(&st->fuse_writes, 1);
 	__sync_fetch_and_add(&st->fuse_write_bytes, size);
 	*(struct fuse_write_out *)payload = (struct fuse_write_out){ .size = size };
-	fuse_reply(ctx, sqe, sh, st, hdr, k, sizeof(struct fuse_write_out));
+	fuse_reply(ctx, sqe, sh, st, hdr, k, 0, sizeof(struct fuse_write_out));
+}
+
+/* The backing FSYNC of entry k completed with res: that is the reply. A
+ * failure is not handed back, since the kernel reports a writeback error to
+ * one fsync of the descriptor only, and the daemon's would find none. */
+static __always_inline void fuse_fsync_done(struct iou_ctx *ctx, struct io_uring_sqe *sqe,
+					    __u8 *region, struct loop_shared *sh,
+					    struct loop_stats *st, __u32 k, __s32 res)
+{
+	__u8 *hdr = fuse_header(region, k);
+
+	if (!hdr)
+		return;
+	__sync_fetch_and_add(&st->fuse_fsyncs, 1);
+	fuse_reply(ctx, sqe, sh, st, hdr, k, res < 0 ? res : 0, 0);
+}
+
+/*
+ * A FUSE request arrived in entry k: start serving it if the program can,
+ * and report whether it did. The caller has freed the CQE's slot and made
+ * sure the hand-off queue has room for one completion.
+ */
+static __always_inline int fuse_start(struct iou_ctx *ctx, struct io_uring_sqe *sqe, __u8 *region,
+				      struct loop_shared *sh, struct loop_stats *st, __u32 k)
+{
+	struct fuse_uring_ent_in_out *ent;
+	struct fuse_in_header *in;
+	struct fuse_read_in *rd;
+	struct fuse_fsync_in *fs;
+	struct offload_file *f;
+	__u8 *hdr = fuse_header(region, k);
+	__u64 fh;
+
+	if (!hdr)
+		return 0;
+	in = (struct fuse_in_header *)hdr;
+	if (in->opcode != FUSE_READ && in->opcode != FUSE_WRITE && in->opcode != FUSE_FSYNC &&
+	    in->opcode != FUSE_FLUSH)
+		return 0;
+	/* fh leads the arguments of all four. */
+	fh = *(__u64 *)(hdr + FUSE_OP_IN);
+	f = bpf_map_lookup_elem(&offload_files, &fh);
+	if (!f)
+		return 0;
+	switch (in->opcode) {
+	case FUSE_FLUSH:
+		__sync_fetch_and_add(&st->fuse_flushes, 1);
+		fuse_reply(ctx, sqe, sh, st, hdr, k, 0, 0);
+		return 1;
+	case FUSE_FSYNC:
+		fs = (struct fuse_fsync_in *)(hdr + FUSE_OP_IN);
+		if (!(f->flags & OFFLOAD_FSYNC))
+			return 0;
+		return !issue(ctx, sqe, st, IORING_OP_FSYNC, f->read_fd, 0, 0, 0,
+			      fs->fsync_flags & FUSE_FSYNC_FDATASYNC ? IORING_FSYNC_DATASYNC : 0,
+			      TAG_FUSE_FSYNC | k);
+	case FUSE_WRITE:
+		rd = (struct fuse_read_in *)(hdr + FUSE_OP_IN);
+		ent = (struct fuse_uring_ent_in_out *)(hdr + FUSE_ENT);
+		if (rd->size > fuse_payload_stride || ent->payload_sz != rd->size)
+			return 0;
+		return fuse_start_write(ctx, sqe, sh, st, f, (struct fuse_write_in *)rd, k);
+	}
+	rd = (struct fuse_read_in *)(hdr + FUSE_OP_IN);
+	if (rd->size > fuse_payload_stride)
+		return 0;
+	/* On failure the daemon serves it instead. */
+	return !issue(ctx, sqe, st, IORING_OP_READ, f->read_fd,
+		      sh->region_uaddr + fuse_payload_off + (__u64)k * fuse_payload_stride, rd->size,
+		      rd->offset, 0, TAG_FUSE_READ | k);
 }
 
 SEC("struct_ops.s/loop_step")
@@ -577,6 +638,8 @@ int loop_step(unsigned long long *args)
 				fuse_read_done(ctx, &sqes[0], region, sh, st, (__u32)user_data, res);
 			else if ((user_data & ~0xffffffffULL) == TAG_FUSE_WRITE)
 				fuse_write_done(ctx, &sqes[0], region, sh, st, (__u32)user_data, res);
+			else if ((user_data & ~0xffffffffULL) == TAG_FUSE_FSYNC)
+				fuse_fsync_done(ctx, &sqes[0], region, sh, st, (__u32)user_data, res);
 			else
 				copy_step(ctx, &sqes[0], sh, st, user_data, res);
 			continue;

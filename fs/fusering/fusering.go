@@ -36,10 +36,10 @@
 // ring's buffer table. Kernels without it get ordinary queues.
 //
 // With Options.BPF (Linux 7.1+ io_uring bpf-ops) each queue's ring runs the
-// io_uring BPF loop of package bpf: the program serves READ and WRITE of
-// the files the file system names through OffloadFiles in the kernel
-// (backing READ into the entry's payload or WRITE from it to every replica,
-// reply, COMMIT_AND_FETCH) and hands every other request to the queue
+// io_uring BPF loop of package bpf: the program serves READ, WRITE, FSYNC
+// and FLUSH of the files the file system names through OffloadFiles in the
+// kernel (backing READ into the entry's payload, WRITE from it to every
+// replica, or FSYNC; reply, COMMIT_AND_FETCH) and hands every other request to the queue
 // thread, which serves it as above. A queue whose
 // program cannot be attached is served without it, and says so once.
 package fusering
@@ -79,7 +79,7 @@ type Options struct {
 	// support the queues are ordinary and Stats.ZeroCopyQueues is 0.
 	ZeroCopy bool
 	// BPF attaches the io_uring BPF loop to every queue's ring, serving
-	// READ and WRITE of the files OffloadFiles names in the kernel (see
+	// I/O of the files OffloadFiles names in the kernel (see
 	// package bpf). It implies DeferTaskrun's ring flags (bpf.RingFlags)
 	// and excludes ZeroCopy; a kernel or process that cannot load the
 	// program gets ordinary queues and one log line (Stats.BPFQueues
@@ -103,13 +103,13 @@ type ZeroCopyFiles interface {
 }
 
 // OffloadFiles is implemented by a RawFileSystem whose open files the BPF
-// loop may serve itself (Options.BPF): it serves their READ and WRITE
-// requests with backing I/O, without calling the file system's Read or
-// Write.
+// loop may serve itself (Options.BPF): it serves their READ, WRITE and
+// FSYNC requests with backing I/O, and FLUSH with a reply, without calling
+// the file system's Read, Write, Fsync or Flush.
 type OffloadFiles interface {
-	// OffloadFile returns how READ and WRITE of open file fh may be
-	// served (descriptors that stay open until fh is released), or
-	// ok=false to serve them through Read and Write.
+	// OffloadFile returns how I/O of open file fh may be served
+	// (descriptors that stay open until fh is released), or ok=false to
+	// serve it through the file system.
 	OffloadFile(fh uint64) (f bpf.File, ok bool)
 	// OnReplicaChange registers f to be called, before the call that
 	// made the change returns, whenever a descriptor OffloadFile gave
@@ -141,13 +141,14 @@ type Stats struct {
 	ZeroCopyWrites uint64
 
 	// BPFQueues counts queues whose ring runs the BPF loop. BPFReads,
-	// BPFWrites and their bytes count the requests it answered in the
-	// kernel (a mirrored WRITE once), and BPFFallbacks the ones it
-	// handed back to the daemon after their backing I/O failed or fell
-	// short.
+	// BPFWrites and their bytes, BPFFsyncs and BPFFlushes count the
+	// requests it answered in the kernel (a mirrored WRITE once), and
+	// BPFFallbacks the ones it handed back to the daemon after their
+	// backing I/O failed or fell short.
 	BPFQueues                   int
 	BPFReads, BPFWrites         uint64
 	BPFReadBytes, BPFWriteBytes uint64
+	BPFFsyncs, BPFFlushes       uint64
 	BPFFallbacks                uint64
 }
 
@@ -260,6 +261,8 @@ func (s *Server) Stats() Stats {
 		st.BPFReadBytes += ls.FuseReadBytes
 		st.BPFWrites += ls.FuseWrites
 		st.BPFWriteBytes += ls.FuseWriteBytes
+		st.BPFFsyncs += ls.FuseFsyncs
+		st.BPFFlushes += ls.FuseFlushes
 		st.BPFFallbacks += ls.FuseFallbacks
 	}
 	return st
