@@ -169,6 +169,9 @@ func serve(cfg mountConfig, set features.Set, logw io.Writer, ready *readiness, 
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
 
+	if limit := raiseFileLimit(); limit < 1<<16 {
+		logger.Printf("descriptor limit %d: directory trees of more than about %d inodes will be pruned from the kernel's cache and looked up again", limit, limit*3/4)
+	}
 	m, err := fs.Mount(cfg.Mountpoint, fs.Options{
 		Backing:            cfg.Backing,
 		Mirrors:            cfg.Mirrors,

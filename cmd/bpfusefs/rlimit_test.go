@@ -1,0 +1,60 @@
+package main
+
+import (
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestRaiseFileLimit checks that the daemon's descriptor limit ends at
+// fs.nr_open (at most maxFiles) when it may raise the hard limit, and
+// never drops.
+func TestRaiseFileLimit(t *testing.T) {
+	var before, after unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &before); err != nil {
+		t.Fatal(err)
+	}
+	got := raiseFileLimit()
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &after); err != nil {
+		t.Fatal(err)
+	}
+	if got != after.Cur || after.Cur < before.Cur || after.Max < before.Max {
+		t.Fatalf("limit %d/%d -> %d/%d, reported %d", before.Cur, before.Max, after.Cur, after.Max, got)
+	}
+	if !hasCapability(t, unix.CAP_SYS_RESOURCE) {
+		t.Skipf("no CAP_SYS_RESOURCE: the hard limit %d stays", before.Max)
+	}
+	want := uint64(maxFiles)
+	if b, err := os.ReadFile("/proc/sys/fs/nr_open"); err == nil {
+		if n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); err == nil {
+			want = min(want, n)
+		}
+	}
+	if after.Cur < want {
+		t.Errorf("with CAP_SYS_RESOURCE: limit %d, want %d", after.Cur, want)
+	}
+}
+
+// hasCapability reports whether capability c is in this process's
+// effective set.
+func hasCapability(t *testing.T, c int) bool {
+	t.Helper()
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(status)) {
+		if hex, ok := strings.CutPrefix(line, "CapEff:"); ok {
+			set, err := strconv.ParseUint(strings.TrimSpace(hex), 16, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return set&(1<<c) != 0
+		}
+	}
+	t.Fatal("no CapEff in /proc/self/status")
+	return false
+}
