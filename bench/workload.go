@@ -128,9 +128,9 @@ const (
 
 // fioRead reads the file written beforehand; each pass reopens it (fio opens
 // it anew). Warm passes read it through the system once before, then loop
-// over it for the whole runtime. The others read
-// it once (capped at the runtime): fio's random map visits every block once
-// a loop, so each read finds only what the pass started with cached.
+// over it for the whole runtime. The others read it once (capped at the
+// runtime): fio's random map visits every block once a loop, so each read
+// finds only what the pass started with cached.
 func fioRead(name, about string, job fioJob, cache cacheState, replicas int) workload {
 	job.fileName, job.timeBased = fioReadFile, cache == warm
 	return workload{

@@ -52,8 +52,8 @@
 //
 // AttachFUSE runs the same program on a FUSE-over-io_uring queue ring
 // (fs/fusering with Options.BPF) and lets it serve READ, WRITE, FSYNC and
-// FLUSH of the open files in a Files map, which the daemon fills at OPEN and empties at
-// RELEASE:
+// FLUSH of the open files in a Files map, which the daemon fills at OPEN
+// and empties at RELEASE:
 //
 //   - Ring. The queue rings have SQE128 (URING_CMD) as well as RingFlags;
 //     the program writes 128-byte SQEs (sqe_size) at index 0.

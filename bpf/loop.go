@@ -191,10 +191,10 @@ func Attach(ring *uring.Ring, region []byte) (*Loop, error) {
 // and has it serve READ, WRITE, FSYNC and FLUSH of q.Files itself: it reads
 // the backing file into the entry's payload buffer, writes the payload to
 // every replica's, or fsyncs it (File.Fsync), writes the reply and commits
-// the entry, and hands every other
-// request to Go through Completions unchanged. A request whose backing I/O
-// fails or falls short is handed to Go too (as the request it was), and
-// its file leaves q.Files. The ring must have SetupSQE128 as well as
+// the entry, and hands every other request to Go through Completions
+// unchanged. A READ or WRITE whose backing I/O fails or falls short is
+// handed to Go too (as the request it was), and its file leaves q.Files; a
+// failed FSYNC is answered with its error. The ring must have SetupSQE128 as well as
 // RingFlags.
 // Go must treat a completion with user_data CommitTag|k as "commit entry
 // k": the program wrote its reply but could not queue the commit.

@@ -20,8 +20,8 @@ func mountFusering(mountpoint string, fs *fileSystem, mo *fuse.MountOptions, opt
 // OffloadFile implements fusering.OffloadFiles: the BPF loop may answer
 // READ and WRITE of open file fh with backing I/O itself, as Read and
 // Write would, FSYNC of an unmirrored one as Fsync would, and FLUSH, which
-// Flush only counts. That is any regular file the daemon serves except O_DIRECT
-// ones (whose I/O needs aligned buffers). A mirrored file is read from the
+// Flush only counts. That is any regular file the daemon serves except
+// O_DIRECT ones (whose I/O needs aligned buffers). A mirrored file is read from the
 // replica its reads go to now and written to every healthy one (see
 // OnReplicaChange). Writes of O_APPEND opens stay with Write: the backing
 // descriptor would append wherever the kernel said to write.

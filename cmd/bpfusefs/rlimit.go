@@ -25,12 +25,7 @@ func raiseFileLimit() uint64 {
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
 		return 0
 	}
-	want := uint64(maxFiles)
-	if b, err := os.ReadFile("/proc/sys/fs/nr_open"); err == nil {
-		if n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); err == nil {
-			want = min(want, n)
-		}
-	}
+	want := wantedFileLimit()
 	if rl.Cur >= want {
 		return rl.Cur
 	}
@@ -45,4 +40,18 @@ func raiseFileLimit() uint64 {
 		return raised.Cur
 	}
 	return rl.Cur
+}
+
+// wantedFileLimit is the descriptor limit raiseFileLimit aims at: maxFiles,
+// or fs.nr_open if the kernel allows fewer.
+func wantedFileLimit() uint64 {
+	b, err := os.ReadFile("/proc/sys/fs/nr_open")
+	if err != nil {
+		return maxFiles
+	}
+	n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return maxFiles
+	}
+	return min(maxFiles, n)
 }

@@ -39,8 +39,8 @@
 // io_uring BPF loop of package bpf: the program serves READ, WRITE, FSYNC
 // and FLUSH of the files the file system names through OffloadFiles in the
 // kernel (backing READ into the entry's payload, WRITE from it to every
-// replica, or FSYNC; reply, COMMIT_AND_FETCH) and hands every other request to the queue
-// thread, which serves it as above. A queue whose
+// replica, or FSYNC; reply, COMMIT_AND_FETCH) and hands every other
+// request to the queue thread, which serves it as above. A queue whose
 // program cannot be attached is served without it, and says so once.
 package fusering
 
