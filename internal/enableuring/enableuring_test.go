@@ -2,9 +2,12 @@ package enableuring
 
 import (
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func read(t *testing.T) string {
@@ -14,6 +17,21 @@ func read(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// settled reads the parameter under the lock, when no holder has it: other
+// test processes may hold it at another value meanwhile, and restore it.
+func settled(t *testing.T) string {
+	t.Helper()
+	lock, err := os.OpenFile(filepath.Join(os.TempDir(), LockName), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	return read(t)
 }
 
 // TestHoldTakesTurns checks that Hold sets the parameter, that a second
@@ -26,7 +44,7 @@ func TestHoldTakesTurns(t *testing.T) {
 	if _, err := os.Stat(Param); err != nil {
 		t.Skipf("kernel has no FUSE-over-io_uring: %v", err)
 	}
-	old := read(t)
+	old := settled(t)
 	restore, err := Hold("Y")
 	if err != nil {
 		t.Fatal(err)
@@ -63,7 +81,7 @@ func TestHoldTakesTurns(t *testing.T) {
 	if err := restoreSecond(); err != nil {
 		t.Fatal(err)
 	}
-	if got := read(t); got != old {
+	if got := settled(t); got != old {
 		t.Errorf("after both: %s, want the old %s", got, old)
 	}
 }
