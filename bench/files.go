@@ -69,6 +69,20 @@ func dropCache(inst *instance, name string) error {
 	return nil
 }
 
+// syncFS writes back everything dirty on the file system holding dir
+// (syncfs(2)): every system's backing directory is on that one.
+func syncFS(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := unix.Syncfs(int(f.Fd())); err != nil {
+		return fmt.Errorf("syncfs %s: %w", dir, err)
+	}
+	return nil
+}
+
 // dropMountCache drops the pages of name that a mount caches, keeping the
 // backing copies' pages. Natively there is no mount, and nothing is dropped.
 func dropMountCache(inst *instance, name string) error {
