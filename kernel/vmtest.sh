@@ -347,6 +347,9 @@ choose_accel() {
 boot() {
 	local console=$1 tpid start=$SECONDS reached=0
 	qemu_cmd "$accel" ""
+	# The file exists before tail opens it: the background job below
+	# creates it only when it gets to run.
+	: >"$console"
 	"${qemu[@]}" -display none -serial stdio -monitor none </dev/null >"$console" 2>&1 &
 	qpid=$!
 	tail -n +1 -f --pid=$qpid "$console" &
