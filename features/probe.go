@@ -84,7 +84,7 @@ func ProbeKernel() *Report {
 	r := &Report{
 		Kernel:      kernelRelease(),
 		UID:         os.Geteuid(),
-		CapSysAdmin: hasCapSysAdmin(),
+		CapSysAdmin: HasCapability(unix.CAP_SYS_ADMIN),
 		Accel:       map[Name]Status{},
 		Auto:        []Name{},
 	}
@@ -221,9 +221,10 @@ func kernelRelease() string {
 	return unix.ByteSliceToString(u.Release[:])
 }
 
-// hasCapSysAdmin reports whether CAP_SYS_ADMIN is in the effective set,
-// read from /proc/self/status so that no capability library is needed.
-func hasCapSysAdmin() bool {
+// HasCapability reports whether capability c (unix.CAP_*) is in this
+// process's effective set, read from /proc/self/status so that no
+// capability library is needed.
+func HasCapability(c int) bool {
 	b, err := os.ReadFile("/proc/self/status")
 	if err != nil {
 		return false
@@ -234,7 +235,7 @@ func hasCapSysAdmin() bool {
 			continue
 		}
 		eff, err := strconv.ParseUint(strings.TrimSpace(hex), 16, 64)
-		return err == nil && eff&(1<<unix.CAP_SYS_ADMIN) != 0
+		return err == nil && eff&(1<<c) != 0
 	}
 	return false
 }

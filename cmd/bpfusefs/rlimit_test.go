@@ -1,12 +1,11 @@
 package main
 
 import (
-	"os"
-	"strconv"
-	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/bpfusefs/bpfusefs/features"
 )
 
 // TestRaiseFileLimit checks that the daemon's descriptor limit ends at
@@ -24,31 +23,10 @@ func TestRaiseFileLimit(t *testing.T) {
 	if got != after.Cur || after.Cur < before.Cur || after.Max < before.Max {
 		t.Fatalf("limit %d/%d -> %d/%d, reported %d", before.Cur, before.Max, after.Cur, after.Max, got)
 	}
-	if !hasCapability(t, unix.CAP_SYS_RESOURCE) {
+	if !features.HasCapability(unix.CAP_SYS_RESOURCE) {
 		t.Skipf("no CAP_SYS_RESOURCE: the hard limit %d stays", before.Max)
 	}
 	if want := wantedFileLimit(); after.Cur < want {
 		t.Errorf("with CAP_SYS_RESOURCE: limit %d, want %d", after.Cur, want)
 	}
-}
-
-// hasCapability reports whether capability c is in this process's
-// effective set.
-func hasCapability(t *testing.T, c int) bool {
-	t.Helper()
-	status, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for line := range strings.Lines(string(status)) {
-		if hex, ok := strings.CutPrefix(line, "CapEff:"); ok {
-			set, err := strconv.ParseUint(strings.TrimSpace(hex), 16, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return set&(1<<c) != 0
-		}
-	}
-	t.Fatal("no CapEff in /proc/self/status")
-	return false
 }
