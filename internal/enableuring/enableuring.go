@@ -28,13 +28,9 @@ const LockName = "bpfusefs-test-enable-uring.lock"
 // returns what restores the old value and drops the lock. Only root can
 // write the parameter; a kernel without FUSE-over-io_uring has none.
 func Hold(value string) (restore func() error, err error) {
-	lock, err := os.OpenFile(filepath.Join(os.TempDir(), LockName), os.O_RDWR|os.O_CREATE, 0o600)
+	lock, err := takeLock()
 	if err != nil {
 		return nil, err
-	}
-	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
-		lock.Close()
-		return nil, fmt.Errorf("locking enable_uring: %w", err)
 	}
 	old, err := os.ReadFile(Param)
 	if err != nil {
@@ -52,4 +48,18 @@ func Hold(value string) (restore func() error, err error) {
 		}
 		return nil
 	}, nil
+}
+
+// takeLock waits for the lock and returns the file that holds it; closing
+// the file drops it.
+func takeLock() (*os.File, error) {
+	lock, err := os.OpenFile(filepath.Join(os.TempDir(), LockName), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("locking enable_uring: %w", err)
+	}
+	return lock, nil
 }

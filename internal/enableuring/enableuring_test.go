@@ -2,12 +2,9 @@ package enableuring
 
 import (
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 func read(t *testing.T) string {
@@ -23,14 +20,11 @@ func read(t *testing.T) string {
 // test processes may hold it at another value meanwhile, and restore it.
 func settled(t *testing.T) string {
 	t.Helper()
-	lock, err := os.OpenFile(filepath.Join(os.TempDir(), LockName), os.O_RDWR|os.O_CREATE, 0o600)
+	lock, err := takeLock()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer lock.Close()
-	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
-		t.Fatal(err)
-	}
 	return read(t)
 }
 
