@@ -7,12 +7,13 @@
 #   xfstests/run.sh --smoke        # the short subset `make test` runs (xfstests/smoke)
 #   xfstests/run.sh --reference    # the same run against go-fuse v2.12.1's loopback
 #   xfstests/run.sh --mirror ...   # every mount with one mirror (label MODE-mirror)
+#   xfstests/run.sh --prepare      # only install, build and patch the suite (vmtest.sh)
 #
 # Exit status: 0 when every failure is listed in xfstests/expected-failures for
 # the mode, 1 when any is not (they are printed), 2 on a usage or set-up error.
 set -euo pipefail
 
-accel=none group=quick tests= smoke= reference= mirror= timeout=900 interrupted=
+accel=none group=quick tests= smoke= reference= mirror= prepare= timeout=900 interrupted=
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # XFSTESTS_WORK relocates the images, mounts and raw results, so that two runs
@@ -32,6 +33,7 @@ parse_args() {
 		--smoke) smoke=1; shift ;;
 		--reference) reference=1; shift ;;
 		--mirror) mirror=1; shift ;;
+		--prepare) prepare=1; shift ;;
 		-h|--help) usage 0 ;;
 		*) echo "xfstests: unknown argument $1" >&2; usage 2 ;;
 		esac
@@ -235,6 +237,11 @@ run_mode() {
 main() {
 	parse_args "$@"
 	[ "$(id -u)" -eq 0 ] || die "must run as root (mounts, loop devices, test users)"
+	if [ -n "$prepare" ]; then
+		ensure_suite
+		ensure_tools
+		return
+	fi
 	isolate "$@"
 	detach_foreign_mounts
 	local m modes bad=() u

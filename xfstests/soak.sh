@@ -14,7 +14,8 @@ set -euo pipefail
 accel=none minutes=10 reference=
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-WORK=$CACHE/xfstests-soak
+# XFSTESTS_SOAK_WORK relocates the image, the mount and the logs.
+WORK=${XFSTESTS_SOAK_WORK:-$CACHE/xfstests-soak}
 
 parse_args() {
 	while [ $# -gt 0 ]; do
