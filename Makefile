@@ -31,8 +31,17 @@ test-host:
 demo: build
 	scripts/demo.sh
 
+# make vmtest XFSTESTS=smoke|quick|auto|'generic/001 ...' [ACCEL=...] runs
+# xfstests in the guest instead, by default in the modes that need its kernel;
+# make vmtest SOAK=MINUTES [ACCEL=...] runs xfstests/soak.sh there.
+VM_XFSTESTS_ACCEL := fusering,bpf
+VM_XFSTESTS_SELECT = $(if $(filter smoke,$(XFSTESTS)),--smoke,$(if $(filter quick auto,$(XFSTESTS)),--group $(XFSTESTS),--tests '$(XFSTESTS)'))
+
 vmtest: build
-	kernel/vmtest.sh $(if $(KERNEL),--kernel $(KERNEL)) $(if $(TESTS),--tests '$(TESTS)') $(if $(PKGS),--packages '$(PKGS)')
+	kernel/vmtest.sh $(if $(KERNEL),--kernel $(KERNEL)) \
+		$(if $(XFSTESTS),--xfstests "--accel $(or $(ACCEL),$(VM_XFSTESTS_ACCEL)) $(VM_XFSTESTS_SELECT)") \
+		$(if $(SOAK),--soak "--accel $(or $(ACCEL),$(VM_XFSTESTS_ACCEL)) --minutes $(SOAK)") \
+		$(if $(TESTS),--tests '$(TESTS)') $(if $(PKGS),--packages '$(PKGS)')
 
 vmshell: build
 	kernel/vmtest.sh --shell $(if $(KERNEL),--kernel $(KERNEL))

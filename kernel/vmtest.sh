@@ -5,6 +5,8 @@
 #   kernel/vmtest.sh [options]           build, boot, run the tests, exit with their status
 #   kernel/vmtest.sh --shell [options]   same guest, interactive shell on the console
 #   kernel/vmtest.sh --bench [options]   same guest, runs `bpfusefs bench`
+#   kernel/vmtest.sh --xfstests 'ARGS'   xfstests/run.sh ARGS in the guest, on the host's userspace
+#   kernel/vmtest.sh --soak 'ARGS'       xfstests/soak.sh ARGS the same way
 #
 # Exit status: 0 the guest's tests passed; 1 they failed (or did not build);
 # 2 usage error; 3 set-up error (no kernel, no qemu...); 4 the guest did not
@@ -39,6 +41,8 @@ accel=${BPFUSEFS_VM_ACCEL:-}
 # left to --bench: its libraries alone are 80 MB, slow to boot under TCG.
 read -ra host_tools <<<"${BPFUSEFS_VM_TOOLS:-tar cp setfattr getfattr setfacl getfacl chattr lsattr sqlite3 rsync git flock mount umount xfs_io}"
 disk=""
+xfstests_args="" xfstests_script=""
+virtiofsd=""
 
 usage() {
 	cat <<-EOF
@@ -57,6 +61,10 @@ usage() {
 		                     mounted at \$BPFUSEFS_VM_SCRATCH in the guest
 		  --bpfusefs PATH    binary to put in the guest, or 'none' (default bin/bpfusefs)
 		  --bench-args ARGS  arguments for bpfusefs bench (default \$BENCHFLAGS)
+		  --xfstests ARGS    run xfstests/run.sh ARGS in the guest (e.g. '--accel bpf
+		                     --smoke'), with the host's / shared read-only over virtiofs;
+		                     implies --disk 24G and --timeout 12h unless given
+		  --soak ARGS        the same for xfstests/soak.sh ARGS (e.g. '--accel bpf')
 		  --tools 'T...'     host programs copied into the guest with their libraries
 		                     (default: ${host_tools[*]})
 		  --mem M, --smp N   guest memory (default $mem) and vCPUs (default $smp)
@@ -87,12 +95,14 @@ parse_args() {
 		case $1 in
 		--shell) mode=shell ;;
 		--bench) mode=bench ;;
+		--xfstests) mode=xfstests xfstests_script=run.sh xfstests_args=${2?--xfstests needs a value} && shift ;;
+		--soak) mode=xfstests xfstests_script=soak.sh xfstests_args=${2?--soak needs a value} && shift ;;
 		--kernel) kernel=${2:?--kernel needs a value} && shift ;;
 		--tests) test_run=${2?--tests needs a value} && shift ;;
 		--go-bench) go_bench=${2:?--go-bench needs a value} && shift ;;
 		--packages) read -ra packages <<<"${2:?--packages needs a value}" && shift ;;
 		--full) full=1 ;;
-		--timeout) timeout=${2:?} && shift ;;
+		--timeout) timeout=${2:?} timeout_given=1 && shift ;;
 		--boot-timeout) boot_timeout=${2:?} && shift ;;
 		--test-timeout) test_timeout=${2:?} && shift ;;
 		--disk)
@@ -111,6 +121,10 @@ parse_args() {
 		esac
 		shift
 	done
+	if [ "$mode" = xfstests ]; then
+		[ -n "$disk_size" ] || disk_size=24G # two sparse 8 GiB images and the overlay
+		[ -n "${timeout_given:-}" ] || timeout=12h
+	fi
 	timeout=$(seconds "$timeout")
 	boot_timeout=$(seconds "$boot_timeout")
 	test_timeout=$(seconds "$test_timeout")
@@ -133,11 +147,17 @@ need_tools() {
 		command -v "$tool" >/dev/null || missing+=("${package_of[$tool]}")
 	done
 	dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "ok installed" || missing+=(busybox-static)
+	if [ "$mode" = xfstests ]; then
+		# Debian 12 ships virtiofsd with qemu, later releases as its own package.
+		virtiofsd=$(command -v /usr/libexec/virtiofsd /usr/lib/qemu/virtiofsd | head -n 1 || true)
+		[ -n "$virtiofsd" ] || missing+=(virtiofsd)
+	fi
 	[ ${#missing[@]} -eq 0 ] && return 0
 	[ "$(id -u)" -eq 0 ] || die $EXIT_SETUP "missing ${missing[*]}: install them (apt-get install ${missing[*]})"
 	log "installing ${missing[*]}"
 	{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null; } ||
 		die $EXIT_SETUP "apt-get install ${missing[*]} failed"
+	[ "$mode" != xfstests ] || [ -n "$virtiofsd" ] || virtiofsd=/usr/libexec/virtiofsd
 }
 
 # resolve_kernel sets kernel_image, and kernel_config and kernel_modules when
@@ -269,7 +289,11 @@ build_payload() {
 		[ -x "$bpfusefs" ] || die $EXIT_SETUP "no bpfusefs binary at $bpfusefs: run make build (or pass --bpfusefs none)"
 		cp "$bpfusefs" "$root/bin/bpfusefs"
 	fi
-	[ "$mode" = bench ] || build_tests
+	case $mode in
+	bench) ;;
+	xfstests) cp "$here/guest/vmtest-xfstests" "$root/bin/vmtest-xfstests" ;;
+	*) build_tests ;;
+	esac
 	local tool
 	for tool in "${host_tools[@]}"; do
 		add_host_tool "$tool"
@@ -278,6 +302,7 @@ build_payload() {
 	if [ -n "$kernel_modules" ]; then
 		add_module virtio_blk # the scratch disk
 		add_module loop       # tests that build file systems on image files
+		[ "$mode" != xfstests ] || add_module overlay
 	fi
 	local flags="-test.timeout=${test_timeout}s"
 	[ "$full" = 1 ] || flags+=" -test.short"
@@ -287,7 +312,8 @@ build_payload() {
 	fi
 	printf 'VMTEST_%s=%q\n' MODE "$mode" TEST_RUN "$test_run" TEST_FLAGS "$flags" \
 		TEST_SECONDS "$test_timeout" GRACE 30 BENCH_ARGS "$bench_args" \
-		MODULES "${guest_modules# }" >"$root/etc/vmtest.conf"
+		MODULES "${guest_modules# }" XFSTESTS_SCRIPT "$xfstests_script" XFSTESTS_ARGS "$xfstests_args" REPO "$repo" \
+		CACHE "$cache" >"$root/etc/vmtest.conf"
 }
 
 # make_initramfs packs $root as a newc cpio, zstd-compressed when the kernel
@@ -317,6 +343,35 @@ qemu_cmd() {
 		-kernel "$kernel_image" -initrd "$initramfs"
 		-append "console=ttyS0 panic=-1 oops=panic loglevel=5 rdinit=/init $2")
 	[ -z "$disk" ] || qemu+=(-drive "file=$disk,if=virtio,format=raw")
+	# vhost-user devices need the guest's memory shared with virtiofsd.
+	[ -z "$virtiofsd" ] || [ "$2" = vmtest.probe ] || qemu+=(-object "memory-backend-memfd,id=mem,size=$mem,share=on" -numa node,memdev=mem
+		-chardev "socket,id=hostroot,path=$work/hostroot.sock" -device vhost-user-fs-pci,chardev=hostroot,tag=hostroot)
+}
+
+# prepare_xfstests builds the suite and the watchdog on the host: the guest
+# runs them from the shared root, and building there would take long under TCG.
+prepare_xfstests() {
+	[ "$mode" = xfstests ] || return 0
+	[ "$(id -u)" -eq 0 ] || die $EXIT_SETUP "--xfstests must run as root (it shares / with the guest)"
+	"$repo/xfstests/run.sh" --prepare || die $EXIT_SETUP "xfstests/run.sh --prepare failed"
+}
+
+# start_virtiofsd serves / to the next boot; it exits when the guest does.
+# Its default namespace sandbox cannot pivot_root into /, so it chroots.
+start_virtiofsd() {
+	[ -n "$virtiofsd" ] || return 0
+	rm -f "$work/hostroot.sock"
+	"$virtiofsd" --socket-path="$work/hostroot.sock" -o source=/ -o sandbox=chroot -o cache=auto -o xattr \
+		>"$work/virtiofsd.log" 2>&1 &
+	virtiofsd_pid=$!
+	local i
+	for i in $(seq 50); do
+		[ -S "$work/hostroot.sock" ] && return 0
+		kill -0 "$virtiofsd_pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	cat "$work/virtiofsd.log" >&2
+	die $EXIT_SETUP "virtiofsd did not start"
 }
 
 # choose_accel uses KVM only when a short trial boot with it reaches init:
@@ -346,6 +401,7 @@ choose_accel() {
 # to $1, and sets outcome: exited, timeout or no-init.
 boot() {
 	local console=$1 tpid start=$SECONDS reached=0
+	start_virtiofsd
 	qemu_cmd "$accel" ""
 	# The file exists before tail opens it: the background job below
 	# creates it only when it gets to run.
@@ -416,6 +472,7 @@ report() {
 
 cleanup() {
 	[ -z "${qpid:-}" ] || kill "$qpid" 2>/dev/null || true
+	[ -z "${virtiofsd_pid:-}" ] || kill "$virtiofsd_pid" 2>/dev/null || true
 	rm -rf "$work"
 }
 
@@ -432,6 +489,7 @@ main() {
 	build_payload
 	make_initramfs
 	make_disk
+	prepare_xfstests
 	if [ "$mode" = shell ]; then
 		choose_accel
 		qemu_cmd "$accel" ""
