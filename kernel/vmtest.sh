@@ -62,7 +62,7 @@ usage() {
 		  --bpfusefs PATH    binary to put in the guest, or 'none' (default bin/bpfusefs)
 		  --bench-args ARGS  arguments for bpfusefs bench (default \$BENCHFLAGS)
 		  --xfstests ARGS    run xfstests/run.sh ARGS in the guest (e.g. '--accel bpf
-		                     --smoke'), with the host's / shared read-only over virtiofs;
+		                     --smoke') on the host's / (virtiofs, beneath an overlay);
 		                     implies --disk 24G and --timeout 12h unless given
 		  --soak ARGS        the same for xfstests/soak.sh ARGS (e.g. '--accel bpf')
 		  --tools 'T...'     host programs copied into the guest with their libraries
@@ -124,6 +124,7 @@ parse_args() {
 	if [ "$mode" = xfstests ]; then
 		[ -n "$disk_size" ] || disk_size=24G # two sparse 8 GiB images and the overlay
 		[ -n "${timeout_given:-}" ] || timeout=12h
+		host_tools=() # the guest runs the suite on the host's own userspace
 	fi
 	timeout=$(seconds "$timeout")
 	boot_timeout=$(seconds "$boot_timeout")
