@@ -99,8 +99,13 @@ soak_mode() {
 		tail -n 30 "$out/fsstress.log" >&2
 		failed=1
 	fi
+	# Which paths served the requests (the BPF loop, io_uring...): the
+	# soak tests them only if they did the work.
+	[ -n "$reference" ] || "$BPFUSEFS" stats --json "$mnt" >"$out/stats.json" 2>&1 || true
 	if compare "$out" 2>"$out/compare.log"; then
 		log "$label: mount and backing dir agree ($(wc -l <"$out/tree.mount") entries and xattr lines)"
+		log "$label: fsx: $(grep -m 1 'operations completed' "$out/fsx.log" || echo 'no summary line')"
+		[ -n "$reference" ] || log "$label: requests served by: $(jq -c .paths "$out/stats.json" 2>/dev/null || echo unknown)"
 	else
 		cat "$out/compare.log" >&2
 		failed=1
