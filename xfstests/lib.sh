@@ -88,7 +88,7 @@ ensure_suite() {
 # slow or absent here (the VM harness runs the suite on the host's userspace).
 ensure_tools() {
 	mkdir -p "$CACHE"
-	[ -n "${XFSTESTS_PREPARED:-}" ] && [ -x "$WATCHDOG" ] && return
+	[ -n "${XFSTESTS_PREPARED:-}" ] && [ -x "$WATCHDOG" ] && { [ -z "$reference" ] || [ -x "$LOOPBACK" ]; } && return
 	(cd "$REPO" && CGO_ENABLED=0 go build -o "$WATCHDOG" ./xfstests/watchdog) ||
 		die "building the watchdog failed"
 	if [ -n "$reference" ]; then

@@ -239,7 +239,7 @@ main() {
 	[ "$(id -u)" -eq 0 ] || die "must run as root (mounts, loop devices, test users)"
 	if [ -n "$prepare" ]; then
 		ensure_suite
-		ensure_tools
+		reference=1 ensure_tools # the reference's loopback too: a guest may run either
 		return
 	fi
 	isolate "$@"
