@@ -110,12 +110,22 @@ func shortRev(rev string) string {
 // kernel fixes at 100 on every architecture Go supports.
 const userHZ = 100
 
-// cpuSeconds returns the user plus system CPU time the process pid has used,
-// over all its threads.
-func cpuSeconds(pid int) (float64, error) {
+// cpuTime is a process's CPU time in seconds, over all its threads. System
+// time is the kernel's work on the process's behalf: its syscalls, and the
+// BPF loop, which runs inside the queue threads' io_uring_enter.
+type cpuTime struct {
+	user, system float64
+}
+
+func (c cpuTime) total() float64 { return c.user + c.system }
+
+func (c cpuTime) sub(d cpuTime) cpuTime { return cpuTime{c.user - d.user, c.system - d.system} }
+
+// processCPU returns the CPU time the process pid has used.
+func processCPU(pid int) (cpuTime, error) {
 	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return 0, fmt.Errorf("daemon cpu time: %w", err)
+		return cpuTime{}, fmt.Errorf("daemon cpu time: %w", err)
 	}
 	return parseStatCPU(data)
 }
@@ -123,25 +133,25 @@ func cpuSeconds(pid int) (float64, error) {
 // parseStatCPU reads utime and stime (fields 14 and 15) from a
 // /proc/PID/stat line. The command name (field 2) is parenthesised and may
 // contain spaces, so fields are counted from its closing parenthesis.
-func parseStatCPU(stat []byte) (float64, error) {
+func parseStatCPU(stat []byte) (cpuTime, error) {
 	end := bytes.LastIndexByte(stat, ')')
 	if end < 0 {
-		return 0, errors.New("parse /proc/PID/stat: no command name")
+		return cpuTime{}, errors.New("parse /proc/PID/stat: no command name")
 	}
 	fields := strings.Fields(string(stat[end+1:]))
 	// fields[0] is field 3 (state), so field n is fields[n-3].
 	if len(fields) < 13 {
-		return 0, errors.New("parse /proc/PID/stat: too few fields")
+		return cpuTime{}, errors.New("parse /proc/PID/stat: too few fields")
 	}
-	var ticks uint64
-	for _, f := range fields[11:13] {
+	var seconds [2]float64
+	for i, f := range fields[11:13] {
 		n, err := strconv.ParseUint(f, 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("parse /proc/PID/stat: %w", err)
+			return cpuTime{}, fmt.Errorf("parse /proc/PID/stat: %w", err)
 		}
-		ticks += n
+		seconds[i] = float64(n) / userHZ
 	}
-	return float64(ticks) / userHZ, nil
+	return cpuTime{user: seconds[0], system: seconds[1]}, nil
 }
 
 // isMounted reports whether a FUSE filesystem is mounted at dir.

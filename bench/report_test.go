@@ -38,7 +38,7 @@ func TestReportRatiosAndTargets(t *testing.T) {
 	ws := []workload{findWorkload(t, "seq-read"), findWorkload(t, "tree-find"), findWorkload(t, "rand-read-qd1-2r"), findWorkload(t, "rand-read-qd1")}
 	rep := testReport(t, ws, []Result{
 		{System: native, Workload: "seq-read", Runs: []float64{1000, 990, 1010}},
-		{System: bpfusefsName + "passthrough", Workload: "seq-read", Runs: []float64{950, 100, 951}, DaemonCPURuns: []float64{0.1, 0.3, 0.2}},
+		{System: bpfusefsName + "passthrough", Workload: "seq-read", Runs: []float64{950, 100, 951}, DaemonCPURuns: []float64{0.1, 0.3, 0.2}, DaemonSysRuns: []float64{0.05, 0.25, 0.15}},
 		{System: loopback, Workload: "seq-read", Runs: []float64{500}},
 		// Durations: the engine's 1.5 s is 1.33x faster than the loopback's 2 s.
 		{System: loopback, Workload: "tree-find", Runs: []float64{2, 2, 2}},
@@ -49,8 +49,8 @@ func TestReportRatiosAndTargets(t *testing.T) {
 	})
 
 	pt := rep.find(bpfusefsName+"passthrough", "seq-read")
-	if *pt.Median != 950 || *pt.DaemonCPU != 0.2 {
-		t.Errorf("passthrough median %v, cpu %v, want 950 and 0.2", *pt.Median, *pt.DaemonCPU)
+	if *pt.Median != 950 || *pt.DaemonCPU != 0.2 || *pt.DaemonSys != 0.15 {
+		t.Errorf("passthrough median %v, cpu %v, sys %v, want 950, 0.2, 0.15", *pt.Median, *pt.DaemonCPU, *pt.DaemonSys)
 	}
 	if pt.Ratios[native] != 0.95 || pt.Ratios[loopback] != 1.9 {
 		t.Errorf("passthrough ratios %v, want native 0.95, loopback 1.9", pt.Ratios)
@@ -88,7 +88,7 @@ func TestReportRatiosAndTargets(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
-		"| seq-read | bpfusefs-passthrough | 950 | MiB/s | 0.95x | 1.90x | – | 0.20 |",
+		"| seq-read | bpfusefs-passthrough | 950 | MiB/s | 0.95x | 1.90x | – | 0.20 (0.15) |",
 		"| tree-find | bpfusefs-fusering | 1.80 | s | – | 1.11x | – | – |",
 		"bpfusefs-engine (rand-read-qd1-2r): skipped: mirrors not implemented",
 		"| bpfusefs-fusering | tree-find | loopback tree-find | ≥ 1.20x | 1.11x | MISSED |",

@@ -226,23 +226,24 @@ func measureOnce(ctx context.Context, e *env, w workload, res *Result) {
 	}
 	res.Runs = append(res.Runs, v)
 	if e.inst.pid != 0 {
-		res.DaemonCPURuns = append(res.DaemonCPURuns, cpu)
+		res.DaemonCPURuns = append(res.DaemonCPURuns, cpu.total())
+		res.DaemonSysRuns = append(res.DaemonSysRuns, cpu.system)
 	}
 }
 
 // prepareAndMeasure runs one pass of w, returning its figure and the
-// daemon's CPU seconds during the timed part.
-func prepareAndMeasure(ctx context.Context, e *env, w workload) (v, cpu float64, err error) {
+// daemon's CPU time during the timed part.
+func prepareAndMeasure(ctx context.Context, e *env, w workload) (v float64, cpu cpuTime, err error) {
 	if err := w.prepare(ctx, e); err != nil {
-		return 0, 0, fmt.Errorf("prepare: %w", err)
+		return 0, cpu, fmt.Errorf("prepare: %w", err)
 	}
 	before, err := e.inst.daemonCPU()
 	if err != nil {
-		return 0, 0, err
+		return 0, cpu, err
 	}
 	if v, err = w.measure(ctx, e); err != nil {
-		return 0, 0, err
+		return 0, cpu, err
 	}
 	after, err := e.inst.daemonCPU()
-	return v, after - before, err
+	return v, after.sub(before), err
 }

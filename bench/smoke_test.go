@@ -73,6 +73,8 @@ func TestQuickBench(t *testing.T) {
 				}
 				if r.DaemonCPU == nil || *r.DaemonCPU < 0 {
 					t.Errorf("loopback %s: daemon CPU %v, want measured", w.name, r.DaemonCPU)
+				} else if r.DaemonSys == nil || *r.DaemonSys < 0 || *r.DaemonSys > *r.DaemonCPU {
+					t.Errorf("loopback %s: daemon system CPU %v of %v, want measured, within the total", w.name, r.DaemonSys, *r.DaemonCPU)
 				}
 			}
 		}

@@ -78,15 +78,15 @@ func TestParseStatCPU(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got != 4 {
-		t.Errorf("parseStatCPU = %v s, want 4 s", got)
+	if got.user != 2.5 || got.system != 1.5 || got.total() != 4 {
+		t.Errorf("parseStatCPU = %+v, want user 2.5 s, system 1.5 s", got)
 	}
 	if _, err := parseStatCPU([]byte("4242 (x) S 1 2")); err == nil {
 		t.Error("parseStatCPU accepted a truncated line")
 	}
-	self, err := cpuSeconds(os.Getpid())
-	if err != nil || self < 0 {
-		t.Errorf("cpuSeconds(self) = %v, %v", self, err)
+	self, err := processCPU(os.Getpid())
+	if err != nil || self.user < 0 || self.system < 0 {
+		t.Errorf("processCPU(self) = %+v, %v", self, err)
 	}
 }
 

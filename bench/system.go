@@ -64,12 +64,12 @@ func (inst *instance) abort() {
 // aborted reports whether abort killed the daemon.
 func (inst *instance) aborted() bool { return inst.killed.Load() }
 
-// daemonCPU is the CPU seconds the daemon has used so far; 0 natively.
-func (inst *instance) daemonCPU() (float64, error) {
+// daemonCPU is the CPU time the daemon has used so far; none natively.
+func (inst *instance) daemonCPU() (cpuTime, error) {
 	if inst.pid == 0 {
-		return 0, nil
+		return cpuTime{}, nil
 	}
-	return cpuSeconds(inst.pid)
+	return processCPU(inst.pid)
 }
 
 // mountTimeout bounds how long a daemon may take to mount.
