@@ -113,17 +113,10 @@ func (rep *Report) finish() {
 	for i := range rep.Results {
 		res := &rep.Results[i]
 		res.Unit = rep.info[res.Workload].Unit
-		if len(res.Runs) > 0 && res.Error == "" {
-			m := median(res.Runs)
-			res.Median = &m
-		}
-		if len(res.DaemonCPURuns) > 0 && res.Error == "" {
-			c := median(res.DaemonCPURuns)
-			res.DaemonCPU = &c
-		}
-		if len(res.DaemonSysRuns) > 0 && res.Error == "" {
-			c := median(res.DaemonSysRuns)
-			res.DaemonSys = &c
+		if res.Error == "" {
+			res.Median = medianOf(res.Runs)
+			res.DaemonCPU = medianOf(res.DaemonCPURuns)
+			res.DaemonSys = medianOf(res.DaemonSysRuns)
 		}
 	}
 	for i := range rep.Results {

@@ -5,6 +5,15 @@ import (
 	"sort"
 )
 
+// medianOf is the median of xs, or nil when there is nothing to take it of.
+func medianOf(xs []float64) *float64 {
+	if len(xs) == 0 {
+		return nil
+	}
+	m := median(xs)
+	return &m
+}
+
 // median returns the median of xs (the mean of the middle two for an even
 // count), or NaN for no samples. It does not reorder xs.
 func median(xs []float64) float64 {
