@@ -149,8 +149,7 @@ need_tools() {
 	done
 	dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "ok installed" || missing+=(busybox-static)
 	if [ "$mode" = xfstests ]; then
-		# Debian 12 ships virtiofsd with qemu, later releases as its own package.
-		virtiofsd=$(command -v /usr/libexec/virtiofsd /usr/lib/qemu/virtiofsd | head -n 1 || true)
+		virtiofsd=$(find_virtiofsd)
 		[ -n "$virtiofsd" ] || missing+=(virtiofsd)
 	fi
 	[ ${#missing[@]} -eq 0 ] && return 0
@@ -158,7 +157,16 @@ need_tools() {
 	log "installing ${missing[*]}"
 	{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null; } ||
 		die $EXIT_SETUP "apt-get install ${missing[*]} failed"
-	[ "$mode" != xfstests ] || [ -n "$virtiofsd" ] || virtiofsd=/usr/libexec/virtiofsd
+	if [ "$mode" = xfstests ] && [ -z "$virtiofsd" ]; then
+		virtiofsd=$(find_virtiofsd)
+		[ -n "$virtiofsd" ] || die $EXIT_SETUP "the virtiofsd package installed no virtiofsd"
+	fi
+}
+
+# find_virtiofsd prints virtiofsd's path, or nothing: Debian 12 ships it with
+# qemu, later releases as its own package.
+find_virtiofsd() {
+	command -v /usr/libexec/virtiofsd /usr/lib/qemu/virtiofsd | head -n 1 || true
 }
 
 # resolve_kernel sets kernel_image, and kernel_config and kernel_modules when
