@@ -3,6 +3,10 @@
 # (default 7.1) or later that trixie-backports, sid or trixie offer, and prints
 # the directory it was unpacked into (vmlinuz, config, kernel/ modules) on stdout.
 #
+# With --source SERIES (e.g. 7.3) it fetches Debian's linux-source-SERIES
+# instead, the tree kernel/build.sh patches, and prints the path of its
+# tarball (linux-source-SERIES.tar.xz; package-version beside it).
+#
 # apt runs with a private configuration under the cache (its own sources list,
 # lists, archives and state) so the host's package state is never touched; it
 # points at the Debian mirror the host already uses and verifies signatures
@@ -17,6 +21,7 @@
 set -euo pipefail
 
 cache=${BPFUSEFS_CACHE:-$HOME/.cache/bpfusefs}/kernels/debian
+sources=${BPFUSEFS_CACHE:-$HOME/.cache/bpfusefs}/kernels/source
 aptdir=$cache/apt
 min_version=${BPFUSEFS_KERNEL_MIN:-7.1}
 max_age=${BPFUSEFS_APT_MAX_AGE:-86400}
@@ -164,12 +169,68 @@ unpack() {
 	done
 }
 
+# fetch_source downloads linux-source-$1 (the candidate version), keeps only
+# the source tarball it carries, under $sources/<version>/, and prints the
+# tarball's path.
+fetch_source() {
+	local series=$1 pkg=linux-source-$1 ver dest tmp
+	ver=$(apt_private apt-cache policy "$pkg" | awk '/Candidate:/ { print $2 }')
+	[ -n "$ver" ] && [ "$ver" != "(none)" ] || return 1
+	dest=$sources/$ver
+	if [ ! -e "$dest/$pkg.tar.xz" ]; then
+		log "downloading $pkg ($ver)"
+		(cd "$aptdir/archives" && apt_private apt-get -q download "$pkg=$ver" >&2) || return 1
+		mkdir -p "$dest"
+		tmp=$(mktemp "$dest/.tar.XXXXXX")
+		dpkg-deb --fsys-tarfile "$aptdir/archives/${pkg}_${ver//:/%3a}_all.deb" |
+			tar -xO "./usr/src/$pkg.tar.xz" >"$tmp" || die "no usr/src/$pkg.tar.xz in $pkg $ver"
+		chmod 644 "$tmp"
+		mv "$tmp" "$dest/$pkg.tar.xz"
+		echo "$ver" >"$dest/package-version"
+		rm -f "$aptdir/archives/${pkg}_${ver//:/%3a}_all.deb"
+	fi
+	echo "$dest/$pkg.tar.xz"
+}
+
+# newest_cached_source prints the tarball of linux-source-$1 with the
+# highest cached version.
+newest_cached_source() {
+	local f best="" best_ver="" ver
+	for f in "$sources"/*/"linux-source-$1.tar.xz"; do
+		[ -e "$f" ] || continue
+		ver=$(cat "$(dirname "$f")/package-version")
+		if [ -z "$best_ver" ] || dpkg --compare-versions "$ver" gt "$best_ver"; then
+			best=$f best_ver=$ver
+		fi
+	done
+	[ -n "$best" ] && echo "$best"
+}
+
+main_source() {
+	local series=$1 found
+	if [ "${BPFUSEFS_OFFLINE:-0}" != 1 ]; then
+		setup_apt
+		if update_lists && found=$(fetch_source "$series"); then
+			echo "$found"
+			return 0
+		fi
+		log "could not fetch linux-source-$series; looking in the cache"
+	fi
+	found=$(newest_cached_source "$series") || die "linux-source-$series is neither available nor cached in $sources"
+	log "using cached linux-source-$series ($(cat "$(dirname "$found")/package-version"))"
+	echo "$found"
+}
+
 main() {
 	mkdir -p "$cache"
 	# Concurrent runs (make vmtest next to the harness's own tests) share
 	# the apt state and the unpacked kernels.
 	exec 9>"$cache/.lock"
 	flock 9
+	if [ "${1:-}" = --source ]; then
+		main_source "${2:?--source needs a series, e.g. 7.3}"
+		return
+	fi
 	local abi ver found
 	if [ "${BPFUSEFS_OFFLINE:-0}" != 1 ]; then
 		setup_apt
