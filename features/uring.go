@@ -16,6 +16,12 @@ var patchedOps = map[Name]string{
 	OpCopyFileRange: "COPY_FILE_RANGE",
 }
 
+// patchedChecks confirm that a listed opcode does what the series' does
+// (see uring.VerifyCopyFileRange for why a listing is not enough).
+var patchedChecks = map[Name]func() error{
+	OpCopyFileRange: uring.VerifyCopyFileRange,
+}
+
 // patchedRegisterOps are the register opcodes the series adds, by name.
 var patchedRegisterOps = map[Name]string{
 	MultiCQ: "REGISTER_CQ",
@@ -68,6 +74,11 @@ func (u ioURing) patched(n Name) Status {
 	if name, ok := patchedOps[n]; ok {
 		names := opNames(u.features)
 		if slices.Contains(names, name) {
+			if check := patchedChecks[n]; check != nil {
+				if err := check(); err != nil {
+					return unavailable("kernel lists IORING_OP_%s but it is not the series' opcode: %v", name, err)
+				}
+			}
 			return available()
 		}
 		return unavailable("kernel lacks IORING_OP_%s (not among the %d opcodes its io_uring probe lists)", name, len(names))

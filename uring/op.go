@@ -72,6 +72,10 @@ const (
 	OpPipe
 	OpNop128
 	OpUringCmd128
+	// OpCopyFileRange is copy_file_range(2) as a request. It is not
+	// upstream: bpfusefs's kernel series (kernel/patches/) adds it after
+	// 7.3's last opcode, so a kernel lists it only when it carries the series.
+	OpCopyFileRange
 	OpLast
 )
 
@@ -141,6 +145,7 @@ var opNames = [...]string{
 	OpPipe:           "PIPE",
 	OpNop128:         "NOP128",
 	OpUringCmd128:    "URING_CMD128",
+	OpCopyFileRange:  "COPY_FILE_RANGE",
 }
 
 // String returns the uapi name without its IORING_OP_ prefix, e.g. "READ_FIXED".

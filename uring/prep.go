@@ -83,6 +83,16 @@ func (s *SQE) PrepSplice(fdIn int, offIn int64, fdOut int, offOut int64, nbytes,
 	s.OpFlags = flags
 }
 
+// PrepCopyFileRange prepares copy_file_range(fdIn, offIn, fdOut, offOut,
+// nbytes, 0) (OpCopyFileRange, from our kernel series). It takes splice's
+// layout: an offset of -1 means the file's position, and with
+// SpliceFdInFixed in flags, fdIn is a registered file index. The result is
+// the bytes copied, which may be fewer than nbytes.
+func (s *SQE) PrepCopyFileRange(fdIn int, offIn int64, fdOut int, offOut int64, nbytes, flags uint32) {
+	s.PrepSplice(fdIn, offIn, fdOut, offOut, nbytes, flags)
+	s.Opcode = OpCopyFileRange
+}
+
 // PrepTee prepares tee(fdIn, fdOut, nbytes, flags) between two pipes.
 func (s *SQE) PrepTee(fdIn, fdOut int, nbytes, flags uint32) {
 	s.prepRW(OpTee, fdOut, nil, nbytes, 0)

@@ -217,3 +217,56 @@ func flagNames(v uint32, names []string) []string {
 	}
 	return slices.Clip(out)
 }
+
+// VerifyCopyFileRange checks that the kernel's OpCopyFileRange is ours: the
+// series numbers it after 7.3's last opcode, where a later upstream kernel
+// may put something else, so a listing alone is not proof. It copies a few
+// bytes between two memfds with the opcode and compares them.
+func VerifyCopyFileRange() error {
+	want := []byte("bpfusefs copy_file_range probe")
+	var fds [2]int
+	for i := range fds {
+		fd, err := unix.MemfdCreate("bpfusefs-probe", unix.MFD_CLOEXEC)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		fds[i] = fd
+	}
+	if _, err := unix.Write(fds[0], want); err != nil {
+		return err
+	}
+	res, err := runOne(func(s *SQE) { s.PrepCopyFileRange(fds[0], 0, fds[1], 0, uint32(len(want)), 0) })
+	if err != nil {
+		return fmt.Errorf("IORING_OP_%v between two memfds: %w", OpCopyFileRange, err)
+	}
+	got := make([]byte, len(want)+1)
+	n, err := unix.Pread(fds[1], got, 0)
+	if err != nil {
+		return err
+	}
+	if int(res) != len(want) || !slices.Equal(got[:n], want) {
+		return fmt.Errorf("IORING_OP_%v between two memfds returned %d and left %q, not the copy of %q", OpCopyFileRange, res, got[:n], want)
+	}
+	return nil
+}
+
+// runOne runs one SQE on a fresh ring and returns its result, as an error
+// when negative.
+func runOne(prep func(*SQE)) (int32, error) {
+	r, err := New(1, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer r.Close()
+	prep(r.GetSQE())
+	if _, err := r.SubmitAndWait(1); err != nil {
+		return 0, err
+	}
+	c, err := r.WaitCQE()
+	if err != nil {
+		return 0, err
+	}
+	defer r.CQESeen()
+	return c.Res, c.Err()
+}

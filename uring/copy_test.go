@@ -1,0 +1,221 @@
+package uring
+
+import (
+	"bytes"
+	"errors"
+	"math/rand/v2"
+	"os"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// requireCopyFileRange skips t on kernels without our series' opcode.
+func requireCopyFileRange(t *testing.T) *Ring {
+	t.Helper()
+	r := newRing(t, 8, nil)
+	p, err := r.ProbeOps()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.Supports(OpCopyFileRange) {
+		t.Skip("kernel lacks IORING_OP_COPY_FILE_RANGE (added by kernel/patches/; make vmtest KERNEL=patched)")
+	}
+	return r
+}
+
+// copyPair is a source file and two destinations: one written by the
+// opcode, one by copy_file_range(2), which every case is compared with.
+type copyPair struct {
+	src, got, want *os.File
+}
+
+func newCopyPair(t *testing.T, content []byte) copyPair {
+	return copyPair{tempFile(t, content), tempFile(t, nil), tempFile(t, nil)}
+}
+
+// check compares the two destinations byte for byte.
+func (p copyPair) check(t *testing.T, what string) {
+	t.Helper()
+	got, err1 := os.ReadFile(p.got.Name())
+	want, err2 := os.ReadFile(p.want.Name())
+	if err := errors.Join(err1, err2); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("%s: destination differs from copy_file_range(2)'s (%d vs %d bytes)", what, len(got), len(want))
+	}
+}
+
+func TestCopyFileRangeMatchesSyscall(t *testing.T) {
+	r := requireCopyFileRange(t)
+	content := make([]byte, 1<<20)
+	rand.NewChaCha8([32]byte{1}).Read(content)
+	p := newCopyPair(t, content)
+	src := int(p.src.Fd())
+
+	for _, tc := range []struct {
+		name          string
+		offIn, offOut int64
+		n             int
+		wantN         int32
+	}{
+		{"aligned", 0, 0, 256 << 10, 256 << 10},
+		{"unaligned, into a hole", 4097, 3<<20 + 11, 100_003, 100_003},
+		{"past the source's end is short", 1<<20 - 1000, 64 << 10, 4096, 1000},
+		{"at the source's end copies nothing", 1 << 20, 0, 4096, 0},
+	} {
+		c := do(t, r, func(s *SQE) {
+			s.PrepCopyFileRange(src, tc.offIn, int(p.got.Fd()), tc.offOut, uint32(tc.n), 0)
+		})
+		offIn, offOut := tc.offIn, tc.offOut
+		n, err := unix.CopyFileRange(src, &offIn, int(p.want.Fd()), &offOut, tc.n, 0)
+		if err != nil || int32(n) != tc.wantN {
+			t.Fatalf("%s: copy_file_range(2) = %d, %v; want %d", tc.name, n, err, tc.wantN)
+		}
+		mustRes(t, tc.name, c, tc.wantN)
+		p.check(t, tc.name)
+	}
+}
+
+// TestCopyFileRangeFilePositions: an offset of -1 uses and advances the
+// file position, as a NULL offset does for the syscall.
+func TestCopyFileRangeFilePositions(t *testing.T) {
+	r := requireCopyFileRange(t)
+	p := newCopyPair(t, []byte("0123456789abcdefghij"))
+	if _, err := p.src.Seek(5, 0); err != nil {
+		t.Fatal(err)
+	}
+	mustRes(t, "copy at the positions", do(t, r, func(s *SQE) {
+		s.PrepCopyFileRange(int(p.src.Fd()), -1, int(p.got.Fd()), -1, 7, 0)
+	}), 7)
+	if pos, _ := p.src.Seek(0, 1); pos != 12 {
+		t.Errorf("source position %d after copying 7 bytes from 5, want 12", pos)
+	}
+	if pos, _ := p.got.Seek(0, 1); pos != 7 {
+		t.Errorf("destination position %d after copying 7 bytes, want 7", pos)
+	}
+	if _, err := p.src.Seek(5, 0); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := unix.CopyFileRange(int(p.src.Fd()), nil, int(p.want.Fd()), nil, 7, 0); n != 7 || err != nil {
+		t.Fatalf("copy_file_range(2): %d, %v", n, err)
+	}
+	p.check(t, "file positions")
+}
+
+func TestCopyFileRangeFixedSource(t *testing.T) {
+	r := requireCopyFileRange(t)
+	p := newCopyPair(t, []byte("from a registered file"))
+	if err := r.RegisterFiles([]int32{-1, int32(p.src.Fd())}); err != nil {
+		t.Fatal(err)
+	}
+	mustRes(t, "fixed source", do(t, r, func(s *SQE) {
+		s.PrepCopyFileRange(1, 0, int(p.got.Fd()), 0, 22, SpliceFdInFixed)
+	}), 22)
+	off := int64(0)
+	unix.CopyFileRange(int(p.src.Fd()), &off, int(p.want.Fd()), nil, 22, 0)
+	p.check(t, "fixed source")
+	wantErr(t, "empty fixed slot", do(t, r, func(s *SQE) {
+		s.PrepCopyFileRange(0, 0, int(p.got.Fd()), 0, 22, SpliceFdInFixed)
+	}), syscall.EBADF)
+}
+
+// TestCopyFileRangeLinked: a copy heads a chain whose read sees the copied
+// bytes; a short copy fails the chain, as a short splice does.
+func TestCopyFileRangeLinked(t *testing.T) {
+	r := requireCopyFileRange(t)
+	p := newCopyPair(t, []byte("copied, then read back"))
+	buf := pinnedBytes(t, make([]byte, 22))
+	sqe := r.GetSQE()
+	sqe.PrepCopyFileRange(int(p.src.Fd()), 0, int(p.got.Fd()), 0, 22, 0)
+	sqe.SetFlags(SQEIOLink)
+	sqe.SetUserData(1)
+	sqe = r.GetSQE()
+	sqe.PrepRead(int(p.got.Fd()), buf, 0)
+	sqe.SetUserData(2)
+	got := submitAll(t, r, 2)
+	mustRes(t, "linked copy", got[1], 22)
+	mustRes(t, "read after the copy", got[2], 22)
+	if string(buf) != "copied, then read back" {
+		t.Fatalf("read after the copy: %q", buf)
+	}
+
+	sqe = r.GetSQE()
+	sqe.PrepCopyFileRange(int(p.src.Fd()), 20, int(p.got.Fd()), 0, 22, 0) // 2 bytes left
+	sqe.SetFlags(SQEIOLink)
+	sqe.SetUserData(3)
+	sqe = r.GetSQE()
+	sqe.PrepNop()
+	sqe.SetUserData(4)
+	got = submitAll(t, r, 2)
+	mustRes(t, "short copy", got[3], 2)
+	wantErr(t, "the link after a short copy", got[4], syscall.ECANCELED)
+}
+
+// TestCopyFileRangeErrors: each error is the one copy_file_range(2) gives.
+func TestCopyFileRangeErrors(t *testing.T) {
+	r := requireCopyFileRange(t)
+	p := newCopyPair(t, bytes.Repeat([]byte("x"), 8192))
+	writeOnly, err := os.OpenFile(p.src.Name(), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer writeOnly.Close()
+	dir := openDir(t, t.TempDir())
+	src, dst := int(p.src.Fd()), int(p.got.Fd())
+	// A memfd is on the kernel's internal tmpfs, which has no copy method
+	// that reaches another file system.
+	memfd, err := unix.MemfdCreate("copy-source", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(memfd)
+	if _, err := unix.Write(memfd, make([]byte, 8192)); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tc := range []struct {
+		name          string
+		in            int
+		offIn, offOut int64
+		out           int
+		flags         uint32
+		want          syscall.Errno
+	}{
+		{"unknown flag", src, 0, 0, dst, 1, syscall.EINVAL},
+		{"source not readable", int(writeOnly.Fd()), 0, 0, dst, 0, syscall.EBADF},
+		{"bad source fd", -1, 0, 0, dst, 0, syscall.EBADF},
+		{"directory destination", src, 0, 0, dir, 0, syscall.EISDIR},
+		{"overlapping ranges in one file", src, 0, 100, src, 0, syscall.EINVAL},
+		{"across file systems", memfd, 0, 0, dst, 0, syscall.EXDEV},
+	} {
+		wantErr(t, tc.name, do(t, r, func(s *SQE) {
+			s.PrepCopyFileRange(tc.in, tc.offIn, tc.out, tc.offOut, 4096, tc.flags)
+		}), tc.want)
+		if tc.flags != 0 {
+			continue // copy_file_range(2) takes no splice flags; its flags must be 0
+		}
+		offIn, offOut := tc.offIn, tc.offOut
+		if _, err := unix.CopyFileRange(tc.in, &offIn, tc.out, &offOut, 4096, 0); !errors.Is(err, tc.want) {
+			t.Errorf("%s: copy_file_range(2) fails with %v, the test expects %v", tc.name, err, tc.want)
+		}
+	}
+}
+
+// TestVerifyPatchedOps: each behavioural probe passes exactly when the
+// kernel lists the opcode (on a stock kernel, the SQE fails with EINVAL).
+func TestVerifyPatchedOps(t *testing.T) {
+	p, err := newRing(t, 1, nil).ProbeOps()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for op, verify := range map[Op]func() error{OpCopyFileRange: VerifyCopyFileRange} {
+		err := verify()
+		if p.Supports(op) != (err == nil) {
+			t.Errorf("kernel lists IORING_OP_%v: %v; its probe: %v", op, p.Supports(op), err)
+		}
+		t.Logf("IORING_OP_%v listed %v, probe: %v", op, p.Supports(op), err)
+	}
+}
