@@ -16,15 +16,21 @@ var ErrUnavailable = errors.New("io_uring bpf-ops unavailable")
 // io_uring_bpf_ops and the kfuncs the loop calls. A nil result says the
 // program can be loaded; the verifier has the last word (see Attach).
 func Available() error {
+	return kernelHas("io_uring_bpf_ops", "bpf_io_uring_submit_sqes", "bpf_io_uring_get_region")
+}
+
+// kernelHas reports whether the kernel's BTF describes struct structName
+// and each of kfuncs, wrapping ErrUnavailable if not.
+func kernelHas(structName string, kfuncs ...string) error {
 	spec, err := btf.LoadKernelSpec()
 	if err != nil {
 		return fmt.Errorf("%w: kernel BTF: %w", ErrUnavailable, err)
 	}
-	var ops *btf.Struct
-	if err := spec.TypeByName("io_uring_bpf_ops", &ops); err != nil {
-		return fmt.Errorf("%w: kernel BTF has no struct io_uring_bpf_ops: %w", ErrUnavailable, err)
+	var st *btf.Struct
+	if err := spec.TypeByName(structName, &st); err != nil {
+		return fmt.Errorf("%w: kernel BTF has no struct %s: %w", ErrUnavailable, structName, err)
 	}
-	for _, name := range []string{"bpf_io_uring_submit_sqes", "bpf_io_uring_get_region"} {
+	for _, name := range kfuncs {
 		var fn *btf.Func
 		if err := spec.TypeByName(name, &fn); err != nil {
 			return fmt.Errorf("%w: kernel BTF has no kfunc %s: %w", ErrUnavailable, name, err)

@@ -96,4 +96,18 @@
 // FMODE_NOWAIT / buffered async write support), and each such completion
 // wakes the loop once. BenchmarkCopy4K measures it (run it with TMPDIR on
 // a disk filesystem).
+//
+// # The sparse copy (patched kernel)
+//
+// On a kernel with bpfusefs's series (kernel/patches/), io_uring_bpf_ops
+// has a second program, handle_req, which an IORING_OP_BPF request runs
+// inline with the SQE's fields and, with IORING_BPF_FIXED_BUFFER, access
+// to a range of a registered buffer (kfuncs bpf_io_uring_req_read and
+// bpf_io_uring_req_write). SparseCopy (c/sparse.bpf.c, a separate object:
+// its struct_ops type has a member stock kernels lack) links, per 64 KiB
+// block, READ_FIXED -> BPF -> WRITE_FIXED: the program adds the block into
+// a checksum and fails for a block of zeros, which cancels the WRITE, so
+// the destination keeps the hole; Go only queues chains and reaps CQEs.
+// Its loop_step is the minimal one: submit what Go queued, stop once the
+// CQ is not empty. SparseAvailable probes the BTF for it.
 package bpf

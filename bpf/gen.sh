@@ -17,6 +17,10 @@ fi
 strip=llvm-strip-${clang#clang-}
 command -v "$strip" >/dev/null 2>&1 || strip=llvm-strip
 
-exec go tool bpf2go -cc "$clang" -strip "$strip" -target bpfel -no-global-types \
-	-type loop_shared -type loop_stats -type offload_file -type entry_state \
-	loop c/loop.bpf.c -- -I c -O2 -g -Wall -Werror
+bpf2go() {
+	go tool bpf2go -cc "$clang" -strip "$strip" -target bpfel -no-global-types "$@" -- -I c -O2 -g -Wall -Werror
+}
+# The loop, for any kernel with io_uring bpf-ops.
+bpf2go -type loop_shared -type loop_stats -type offload_file -type entry_state loop c/loop.bpf.c
+# The sparse copy's filter, for kernels with our series (IORING_OP_BPF).
+bpf2go -type sparse_stats sparse c/sparse.bpf.c

@@ -20,6 +20,7 @@ var patchedOps = map[Name]string{
 // (see uring.VerifyCopyFileRange for why a listing is not enough).
 var patchedChecks = map[Name]func() error{
 	OpCopyFileRange: uring.VerifyCopyFileRange,
+	OpBPF:           uring.VerifyOpBPF,
 }
 
 // patchedRegisterOps are the register opcodes the series adds, by name.

@@ -117,6 +117,7 @@ const (
 	UringCmdFixed uint32 = 1 << 0 // IORING_URING_CMD_FIXED
 
 	SpliceFdInFixed uint32 = 1 << 31 // SPLICE_F_FD_IN_FIXED
+	BPFFixedBuffer  uint32 = 1 << 0  // IORING_BPF_FIXED_BUFFER (OpBPF; our kernel series)
 
 	// FileIndexAlloc lets openat/openat2 with a direct descriptor pick a free
 	// slot (IORING_FILE_INDEX_ALLOC).

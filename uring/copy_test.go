@@ -211,7 +211,7 @@ func TestVerifyPatchedOps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for op, verify := range map[Op]func() error{OpCopyFileRange: VerifyCopyFileRange} {
+	for op, verify := range map[Op]func() error{OpCopyFileRange: VerifyCopyFileRange, OpBPF: VerifyOpBPF} {
 		err := verify()
 		if p.Supports(op) != (err == nil) {
 			t.Errorf("kernel lists IORING_OP_%v: %v; its probe: %v", op, p.Supports(op), err)

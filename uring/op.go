@@ -76,6 +76,9 @@ const (
 	// upstream: bpfusefs's kernel series (kernel/patches/) adds it after
 	// 7.3's last opcode, so a kernel lists it only when it carries the series.
 	OpCopyFileRange
+	// OpBPF runs the handle_req program of the ring's attached bpf-ops
+	// (also from the series, numbered after OpCopyFileRange).
+	OpBPF
 	OpLast
 )
 
@@ -146,6 +149,7 @@ var opNames = [...]string{
 	OpNop128:         "NOP128",
 	OpUringCmd128:    "URING_CMD128",
 	OpCopyFileRange:  "COPY_FILE_RANGE",
+	OpBPF:            "BPF",
 }
 
 // String returns the uapi name without its IORING_OP_ prefix, e.g. "READ_FIXED".

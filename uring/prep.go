@@ -93,6 +93,15 @@ func (s *SQE) PrepCopyFileRange(fdIn int, offIn int64, fdOut int, offOut int64, 
 	s.Opcode = OpCopyFileRange
 }
 
+// PrepBPF prepares an OpBPF request (from our kernel series): the program
+// gets off as is and may read and write buf, which must lie inside
+// registered buffer bufIndex. The result is what the program returns.
+func (s *SQE) PrepBPF(buf []byte, bufIndex uint16, off uint64) {
+	s.prepRW(OpBPF, -1, bufAddr(buf), uint32(len(buf)), off)
+	s.BufIndex = bufIndex
+	s.OpFlags = BPFFixedBuffer
+}
+
 // PrepTee prepares tee(fdIn, fdOut, nbytes, flags) between two pipes.
 func (s *SQE) PrepTee(fdIn, fdOut int, nbytes, flags uint32) {
 	s.prepRW(OpTee, fdOut, nil, nbytes, 0)

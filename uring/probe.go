@@ -251,6 +251,20 @@ func VerifyCopyFileRange() error {
 	return nil
 }
 
+// VerifyOpBPF checks that the kernel's OpBPF is the series' (see
+// VerifyCopyFileRange): on a ring without bpf-ops it must fail with
+// EOPNOTSUPP, where an unknown or different opcode fails otherwise.
+func VerifyOpBPF() error {
+	res, err := runOne(func(s *SQE) {
+		s.PrepNop()
+		s.Opcode = OpBPF // with no buffer, which needs no registration
+	})
+	if !errors.Is(err, unix.EOPNOTSUPP) {
+		return fmt.Errorf("IORING_OP_%v on a ring without bpf-ops: res %d (%v), want EOPNOTSUPP", OpBPF, res, err)
+	}
+	return nil
+}
+
 // runOne runs one SQE on a fresh ring and returns its result, as an error
 // when negative.
 func runOne(prep func(*SQE)) (int32, error) {

@@ -31,8 +31,9 @@ typedef unsigned long size_t;
 /* Helpers by their fixed uapi numbers (include/uapi/linux/bpf.h). */
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
 static long (*bpf_map_delete_elem)(void *map, const void *key) = (void *)3;
+static long (*bpf_loop)(__u32 nr_loops, void *callback_fn, void *callback_ctx, __u64 flags) = (void *)181;
 
-enum { BPF_MAP_TYPE_HASH = 1, BPF_MAP_TYPE_ARRAY = 2 };
+enum { BPF_MAP_TYPE_HASH = 1, BPF_MAP_TYPE_ARRAY = 2, BPF_MAP_TYPE_PERCPU_ARRAY = 6 };
 
 /* struct io_uring_sqe, 64 bytes (uapi). */
 struct io_uring_sqe {
@@ -102,13 +103,35 @@ enum {
 	IOU_REGION_SQ = 2,  /* the SQE array */
 };
 
+#ifdef IOU_PATCHED
+/* kernel/patches: what an IORING_OP_BPF request hands handle_req. With
+ * IORING_BPF_FIXED_BUFFER, [addr, addr + len) is a range of a registered
+ * buffer, reached with bpf_io_uring_req_read/write at offsets from addr. */
+struct iou_bpf_req {
+	__u64 user_data;
+	__u64 addr;
+	__u64 off;
+	__u32 len;
+	__u32 flags;
+} __attribute__((preserve_access_index));
+#endif
+
 struct io_uring_bpf_ops {
 	int (*loop_step)(struct iou_ctx *ctx, struct iou_loop_params *lp);
+#ifdef IOU_PATCHED
+	int (*handle_req)(struct iou_bpf_req *req);
+#endif
 	__u32 ring_fd;
 };
 
 extern int bpf_io_uring_submit_sqes(struct iou_ctx *ctx, __u32 nr) __ksym;
 extern __u8 *bpf_io_uring_get_region(struct iou_ctx *ctx, __u32 region_id,
 				     const size_t rdwr_buf_size) __ksym;
+#ifdef IOU_PATCHED
+extern int bpf_io_uring_req_read(struct iou_bpf_req *req, __u32 off, void *dst,
+				 __u32 dst__sz) __ksym;
+extern int bpf_io_uring_req_write(struct iou_bpf_req *req, __u32 off, const void *src,
+				  __u32 src__sz) __ksym;
+#endif
 
 #endif
