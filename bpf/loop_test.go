@@ -21,11 +21,18 @@ const testRegionSize = SharedSize + 64<<10
 // requireLoop skips unless this machine can run io_uring BPF loops.
 func requireLoop(tb testing.TB) {
 	tb.Helper()
+	requireBPF(tb, Available, "kernel cannot run the loop")
+}
+
+// requireBPF skips unless we may load BPF programs and available says the
+// kernel can run them, saying why in one line.
+func requireBPF(tb testing.TB, available func() error, missing string) {
+	tb.Helper()
 	if os.Geteuid() != 0 {
 		tb.Skip("loading BPF programs needs root (CAP_BPF)")
 	}
-	if err := Available(); err != nil {
-		tb.Skipf("kernel cannot run the loop: %v", err)
+	if err := available(); err != nil {
+		tb.Skipf("%s: %v", missing, err)
 	}
 }
 

@@ -12,14 +12,9 @@ import (
 )
 
 // requireSparse skips unless this kernel has IORING_OP_BPF (our series).
-func requireSparse(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("loading BPF programs needs root (CAP_BPF)")
-	}
-	if err := SparseAvailable(); err != nil {
-		t.Skipf("kernel lacks IORING_OP_BPF (make vmtest KERNEL=patched): %v", err)
-	}
+func requireSparse(tb testing.TB) {
+	tb.Helper()
+	requireBPF(tb, SparseAvailable, "kernel lacks IORING_OP_BPF (make vmtest KERNEL=patched)")
 }
 
 // sparseSource writes blocks of SparseBlock bytes, random or, where zero

@@ -14,15 +14,10 @@ import (
 // requireCopyFileRange skips t on kernels without our series' opcode.
 func requireCopyFileRange(t *testing.T) *Ring {
 	t.Helper()
-	r := newRing(t, 8, nil)
-	p, err := r.ProbeOps()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !p.Supports(OpCopyFileRange) {
+	if !kernelHas(t, OpCopyFileRange) {
 		t.Skip("kernel lacks IORING_OP_COPY_FILE_RANGE (added by kernel/patches/; make vmtest KERNEL=patched)")
 	}
-	return r
+	return newRing(t, 8, nil)
 }
 
 // copyPair is a source file and two destinations: one written by the
