@@ -3,9 +3,9 @@
 # kernel/patches/ applied in order, configured as `make tinyconfig` plus
 # kernel/config.fragment, and prints the directory holding its bzImage and
 # config. The result is cached under $BPFUSEFS_CACHE/kernels/patched-<key>,
-# where the key hashes everything the build depends on (source version,
-# series, fragment, this script), and $BPFUSEFS_CACHE/kernels/patched points
-# at the newest one: that is what `kernel/vmtest.sh --kernel patched` boots.
+# where the key hashes what the build depends on (source version, series,
+# fragment, the recipe version below), and $BPFUSEFS_CACHE/kernels/patched
+# points at the newest: that is what `kernel/vmtest.sh --kernel patched` boots.
 #
 # Usage: kernel/build.sh [--force]
 #   --force   rebuild even when the cache has this key
@@ -18,13 +18,17 @@
 #   BPFUSEFS_CACHE      cache root (default ~/.cache/bpfusefs)
 #   BPFUSEFS_JOBS       make -j (default: the number of CPUs)
 #   BPFUSEFS_OFFLINE=1  use the cached linux-source, never the network
+#   BPFUSEFS_KERNEL_SERIES  directory of the series (default kernel/patches)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 series=7.3
+# recipe joins the cache key: bump it when a change to this script changes
+# the kernel it builds (not for messages or options).
+recipe=1
 cache=${BPFUSEFS_CACHE:-$HOME/.cache/bpfusefs}/kernels
 fragment=$here/config.fragment
-patches=("$here"/patches/*.patch)
+patches=("${BPFUSEFS_KERNEL_SERIES:-$here/patches}"/*.patch)
 [ -e "${patches[0]}" ] || patches=()
 jobs=${BPFUSEFS_JOBS:-$(nproc)}
 force=0
@@ -54,13 +58,13 @@ need_build_deps() {
 # build_key hashes what the kernel is built from.
 build_key() {
 	{
-		echo "linux-source-$series $1"
+		echo "linux-source-$series $1 recipe $recipe"
 		local p
 		for p in "${patches[@]}"; do
 			echo "patch $(basename "$p")"
 			cat "$p"
 		done
-		cat "$fragment" "$0"
+		cat "$fragment"
 	} | sha256sum | cut -c1-16
 }
 
@@ -79,10 +83,10 @@ apply_series() {
 # that every option the fragment sets survived dependency resolution.
 configure() {
 	local src=$1 obj=$2 line
-	make -s -C "$src" O="$obj" tinyconfig >/dev/null
+	make -s -C "$src" O="$obj" tinyconfig >/dev/null || die $EXIT_FAIL "make tinyconfig failed in $src"
 	"$src/scripts/kconfig/merge_config.sh" -m -O "$obj" "$obj/.config" "$fragment" >"$obj/merge.log" 2>&1 ||
 		die $EXIT_FAIL "merging $fragment failed (see $obj/merge.log)"
-	make -s -C "$src" O="$obj" olddefconfig
+	make -s -C "$src" O="$obj" olddefconfig || die $EXIT_FAIL "make olddefconfig failed"
 	while read -r line; do
 		grep -qxF "$line" "$obj/.config" ||
 			die $EXIT_FAIL "config.fragment sets '$line' but the configuration does not keep it (a missing dependency?)"

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -117,4 +118,69 @@ func TestGuestThatNeverReachesInitIsRetriedOnce(t *testing.T) {
 func lastLine(s string) string {
 	s = strings.TrimSpace(s)
 	return s[strings.LastIndexByte(s, '\n')+1:]
+}
+
+// TestBuildStopsAtPatchThatDoesNotApply runs build.sh on a stand-in source
+// tarball and series: the patch that applies is applied, the one that does
+// not stops the build with exit status 1, naming it; with only the first,
+// the build gets as far as configuring (which the stand-in tree cannot).
+func TestBuildStopsAtPatchThatDoesNotApply(t *testing.T) {
+	if os.Getenv("BPFUSEFS_VM") == "1" {
+		t.Skip("inside the vmtest guest: no dpkg, no build dependencies")
+	}
+	if _, err := exec.LookPath("dpkg-query"); err != nil {
+		t.Skip("build.sh needs dpkg-query (Debian) to check its build dependencies")
+	}
+	cache := t.TempDir()
+	srcDir := filepath.Join(cache, "kernels", "source", "7.3.0-test")
+	tree := filepath.Join(t.TempDir(), "linux-source-7.3")
+	for _, d := range []string{srcDir, tree} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write := func(path, content string) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(filepath.Join(tree, "hello.txt"), "hello\n")
+	write(filepath.Join(srcDir, "package-version"), "7.3.0-test\n")
+	tar := exec.Command("tar", "-cJf", filepath.Join(srcDir, "linux-source-7.3.tar.xz"), "-C", filepath.Dir(tree), "linux-source-7.3")
+	if out, err := tar.CombinedOutput(); err != nil {
+		t.Fatalf("tar: %v\n%s", err, out)
+	}
+	series := t.TempDir()
+	patch := func(name, from, to string) {
+		write(filepath.Join(series, name), "--- a/hello.txt\n+++ b/hello.txt\n@@ -1 +1 @@\n-"+from+"\n+"+to+"\n")
+	}
+	patch("0001-good.patch", "hello", "hello, world")
+	patch("0002-bad.patch", "goodbye", "farewell")
+
+	build := func(wantText ...string) {
+		t.Helper()
+		cmd := exec.CommandContext(t.Context(), "./build.sh")
+		cmd.Env = append(os.Environ(), "BPFUSEFS_CACHE="+cache, "BPFUSEFS_OFFLINE=1", "BPFUSEFS_KERNEL_SERIES="+series)
+		out, err := cmd.CombinedOutput()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+			t.Fatalf("build.sh: %v, want exit status 1\n%s", err, out)
+		}
+		for _, w := range wantText {
+			if !strings.Contains(string(out), w) {
+				t.Fatalf("build.sh output lacks %q:\n%s", w, out)
+			}
+		}
+	}
+	build("applying 0001-good.patch", "0002-bad.patch does not apply to linux-source-7.3")
+	if err := os.Remove(filepath.Join(series, "0002-bad.patch")); err != nil {
+		t.Fatal(err)
+	}
+	build("applying 0001-good.patch", "make tinyconfig failed")
+	// A failed build leaves its tree for inspection: the patch is in it.
+	got, err := os.ReadFile(filepath.Join(cache, "kernels", "build", "linux-source-7.3", "hello.txt"))
+	if err != nil || string(got) != "hello, world\n" {
+		t.Fatalf("patched tree: %q, %v; want the patch applied", got, err)
+	}
 }
