@@ -19,10 +19,16 @@
 #   BPFUSEFS_JOBS       make -j (default: the number of CPUs)
 #   BPFUSEFS_OFFLINE=1  use the cached linux-source, never the network
 #   BPFUSEFS_KERNEL_SERIES  directory of the series (default kernel/patches)
+#   BPFUSEFS_KERNEL_SOURCE  Debian version of linux-source-7.3 (default: the
+#                           one the series is made against, below)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 series=7.3
+# The Debian source the series is made and tested against. Moving to a
+# newer one is a change of the series (rebase, rebuild, retest), never
+# something a build does on its own because the archive moved on.
+source_version=${BPFUSEFS_KERNEL_SOURCE:-7.3.4-1~bpo13+1}
 # recipe joins the cache key: bump it when a change to this script changes
 # the kernel it builds (not for messages or options).
 recipe=1
@@ -104,7 +110,8 @@ main() {
 	*) die $EXIT_USAGE "unknown argument $1 (see --help)" ;;
 	esac
 	local tarball version key out
-	tarball=$("$here/debian-kernel.sh" --source "$series") || die $EXIT_SETUP "no linux-source-$series (see above)"
+	tarball=$("$here/debian-kernel.sh" --source "$series" "$source_version") ||
+		die $EXIT_SETUP "no linux-source-$series $source_version (see above)"
 	version=$(cat "$(dirname "$tarball")/package-version")
 	key=$(build_key "$version")
 	out=$cache/patched-$key

@@ -3,9 +3,11 @@
 # (default 7.1) or later that trixie-backports, sid or trixie offer, and prints
 # the directory it was unpacked into (vmlinuz, config, kernel/ modules) on stdout.
 #
-# With --source SERIES (e.g. 7.3) it fetches Debian's linux-source-SERIES
-# instead, the tree kernel/build.sh patches, and prints the path of its
-# tarball (linux-source-SERIES.tar.xz; package-version beside it).
+# With --source SERIES [VERSION] (e.g. 7.3 7.3.4-1~bpo13+1) it fetches
+# Debian's linux-source-SERIES instead, the tree kernel/build.sh patches, at
+# VERSION (default: the newest), and prints the path of its tarball
+# (linux-source-SERIES.tar.xz; package-version beside it). A cached VERSION
+# is used without touching the network.
 #
 # apt runs with a private configuration under the cache (its own sources list,
 # lists, archives and state) so the host's package state is never touched; it
@@ -169,12 +171,12 @@ unpack() {
 	done
 }
 
-# fetch_source downloads linux-source-$1 (the candidate version), keeps only
-# the source tarball it carries, under $sources/<version>/, and prints the
-# tarball's path.
+# fetch_source downloads linux-source-$1 at version $2 (default: the
+# candidate), keeps only the source tarball it carries, under
+# $sources/<version>/, and prints the tarball's path.
 fetch_source() {
-	local series=$1 pkg=linux-source-$1 ver dest tmp
-	ver=$(apt_private apt-cache policy "$pkg" | awk '/Candidate:/ { print $2 }')
+	local series=$1 pkg=linux-source-$1 ver=${2:-} dest tmp
+	[ -n "$ver" ] || ver=$(apt_private apt-cache policy "$pkg" | awk '/Candidate:/ { print $2 }')
 	[ -n "$ver" ] && [ "$ver" != "(none)" ] || return 1
 	dest=$sources/$ver
 	if [ ! -e "$dest/$pkg.tar.xz" ]; then
@@ -207,15 +209,20 @@ newest_cached_source() {
 }
 
 main_source() {
-	local series=$1 found
+	local series=$1 version=$2 found
+	if [ -n "$version" ] && [ -e "$sources/$version/linux-source-$series.tar.xz" ]; then
+		echo "$sources/$version/linux-source-$series.tar.xz"
+		return 0
+	fi
 	if [ "${BPFUSEFS_OFFLINE:-0}" != 1 ]; then
 		setup_apt
-		if update_lists && found=$(fetch_source "$series"); then
+		if update_lists && found=$(fetch_source "$series" "$version"); then
 			echo "$found"
 			return 0
 		fi
-		log "could not fetch linux-source-$series; looking in the cache"
+		log "could not fetch linux-source-$series ${version:-(newest)}; looking in the cache"
 	fi
+	[ -z "$version" ] || die "linux-source-$series $version is neither available nor cached in $sources"
 	found=$(newest_cached_source "$series") || die "linux-source-$series is neither available nor cached in $sources"
 	log "using cached linux-source-$series ($(cat "$(dirname "$found")/package-version"))"
 	echo "$found"
@@ -228,7 +235,7 @@ main() {
 	exec 9>"$cache/.lock"
 	flock 9
 	if [ "${1:-}" = --source ]; then
-		main_source "${2:?--source needs a series, e.g. 7.3}"
+		main_source "${2:?--source needs a series, e.g. 7.3}" "${3:-}"
 		return
 	fi
 	local abi ver found

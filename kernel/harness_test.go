@@ -161,7 +161,8 @@ func TestBuildStopsAtPatchThatDoesNotApply(t *testing.T) {
 	build := func(wantText ...string) {
 		t.Helper()
 		cmd := exec.CommandContext(t.Context(), "./build.sh")
-		cmd.Env = append(os.Environ(), "BPFUSEFS_CACHE="+cache, "BPFUSEFS_OFFLINE=1", "BPFUSEFS_KERNEL_SERIES="+series)
+		cmd.Env = append(os.Environ(), "BPFUSEFS_CACHE="+cache, "BPFUSEFS_OFFLINE=1",
+			"BPFUSEFS_KERNEL_SERIES="+series, "BPFUSEFS_KERNEL_SOURCE=7.3.0-test")
 		out, err := cmd.CombinedOutput()
 		var exit *exec.ExitError
 		if !errors.As(err, &exit) || exit.ExitCode() != 1 {
