@@ -141,11 +141,14 @@ main() {
 		cp "$work/obj/.config" "$out.new/config"
 		printf '%s\n' "linux-source-$series $version" "${patches[@]##*/}" >"$out.new/series"
 		rm -rf "$out" && mv "$out.new" "$out"
-		# The tree is several GB of objects and is rebuilt from scratch
-		# whenever the key changes: keep only the result.
+		# The tree is a gigabyte or more of objects and is rebuilt from
+		# scratch whenever the key changes: keep only the result.
 		rm -rf "$work"
 	fi
 	ln -sfn "$(basename "$out")" "$cache/patched"
+	# Keep the three most recently used kernels.
+	touch "$out"
+	ls -dt "$cache"/patched-*/ | tail -n +4 | xargs -r rm -rf
 	echo "$out"
 }
 
