@@ -1,6 +1,7 @@
 package bpf
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -33,8 +34,10 @@ type SparseResult struct {
 // (bpfusefs's series, kernel/patches/): struct iou_bpf_req and the kfuncs
 // that reach its buffer in the kernel's BTF.
 func SparseAvailable() error {
-	return kernelHas("iou_bpf_req", "bpf_io_uring_submit_sqes", "bpf_io_uring_get_region",
-		"bpf_io_uring_req_read", "bpf_io_uring_req_write")
+	if err := Available(); err != nil {
+		return err
+	}
+	return kernelHas("iou_bpf_req", "bpf_io_uring_req_read", "bpf_io_uring_req_write")
 }
 
 // SparseCopy copies src to dst, which it truncates first, without the data
@@ -86,8 +89,7 @@ func SparseChecksum(data []byte) uint64 {
 	for len(data) > 0 {
 		var w [8]byte
 		n := copy(w[:], data)
-		sum += uint64(w[0]) | uint64(w[1])<<8 | uint64(w[2])<<16 | uint64(w[3])<<24 |
-			uint64(w[4])<<32 | uint64(w[5])<<40 | uint64(w[6])<<48 | uint64(w[7])<<56
+		sum += binary.LittleEndian.Uint64(w[:])
 		data = data[n:]
 	}
 	return sum
@@ -211,10 +213,14 @@ func (c *sparseCopier) copy(dst, src int, size int64) error {
 	return nil
 }
 
+// filterLen is the length the program gets for a block of n bytes: whole
+// words, the last one zero-padded.
+func filterLen(n int) int { return (n + 7) &^ 7 }
+
 // queue prepares slot k's chain for the n bytes of src at off.
 func (c *sparseCopier) queue(k, dst, src int, off int64, n int) {
 	block := c.buf[k*SparseBlock : (k+1)*SparseBlock]
-	padded := (n + 7) &^ 7
+	padded := filterLen(n)
 	clear(block[n:padded]) // the READ fills n bytes; the program reads whole words
 	sqe := c.ring.GetSQE()
 	sqe.PrepReadFixed(src, block[:n], uint64(off), 0)
@@ -243,7 +249,7 @@ func checkStage(stage int, cqe *uring.CQE, n int, zero *bool) error {
 		}
 	case err != nil:
 		return fmt.Errorf("bpf: sparse copy: %s of a block: %w", stageNames[stage], err)
-	case stage == stageFilter && int(cqe.Res) != (n+7)&^7,
+	case stage == stageFilter && int(cqe.Res) != filterLen(n),
 		stage != stageFilter && int(cqe.Res) != n:
 		return fmt.Errorf("bpf: sparse copy: %s of a %d-byte block returned %d (the source changed?)",
 			stageNames[stage], n, cqe.Res)
