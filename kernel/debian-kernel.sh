@@ -128,12 +128,13 @@ newest_available() {
 	[ -n "$best_abi" ] && echo "$best_abi $best_ver"
 }
 
-# newest_cached prints the directory of the newest kernel already unpacked.
+# newest_cached prints the directory of the newest file among $@ (a
+# vmlinuz, a source tarball), by the package-version beside each.
 newest_cached() {
-	local d best="" best_ver="" ver
-	for d in "$cache"/*/vmlinuz; do
-		[ -e "$d" ] || continue
-		d=${d%/vmlinuz}
+	local f d best="" best_ver="" ver
+	for f in "$@"; do
+		[ -e "$f" ] || continue
+		d=$(dirname "$f")
 		ver=$(cat "$d/package-version")
 		if [ -z "$best_ver" ] || dpkg --compare-versions "$ver" gt "$best_ver"; then
 			best=$d best_ver=$ver
@@ -194,20 +195,6 @@ fetch_source() {
 	echo "$dest/$pkg.tar.xz"
 }
 
-# newest_cached_source prints the tarball of linux-source-$1 with the
-# highest cached version.
-newest_cached_source() {
-	local f best="" best_ver="" ver
-	for f in "$sources"/*/"linux-source-$1.tar.xz"; do
-		[ -e "$f" ] || continue
-		ver=$(cat "$(dirname "$f")/package-version")
-		if [ -z "$best_ver" ] || dpkg --compare-versions "$ver" gt "$best_ver"; then
-			best=$f best_ver=$ver
-		fi
-	done
-	[ -n "$best" ] && echo "$best"
-}
-
 main_source() {
 	local series=$1 version=$2 found
 	if [ -n "$version" ] && [ -e "$sources/$version/linux-source-$series.tar.xz" ]; then
@@ -223,9 +210,10 @@ main_source() {
 		log "could not fetch linux-source-$series ${version:-(newest)}; looking in the cache"
 	fi
 	[ -z "$version" ] || die "linux-source-$series $version is neither available nor cached in $sources"
-	found=$(newest_cached_source "$series") || die "linux-source-$series is neither available nor cached in $sources"
-	log "using cached linux-source-$series ($(cat "$(dirname "$found")/package-version"))"
-	echo "$found"
+	found=$(newest_cached "$sources"/*/"linux-source-$series.tar.xz") ||
+		die "linux-source-$series is neither available nor cached in $sources"
+	log "using cached linux-source-$series ($(cat "$found/package-version"))"
+	echo "$found/linux-source-$series.tar.xz"
 }
 
 main() {
@@ -251,7 +239,7 @@ main() {
 		fi
 		log "could not list Debian kernels >= $min_version; looking in the cache"
 	fi
-	found=$(newest_cached) || die "no Debian kernel >= $min_version available or cached in $cache"
+	found=$(newest_cached "$cache"/*/vmlinuz) || die "no Debian kernel >= $min_version available or cached in $cache"
 	log "using cached $(basename "$found") ($(cat "$found/package-version"))"
 	echo "$found"
 }
