@@ -16,11 +16,13 @@ var patchedOps = map[Name]string{
 	OpCopyFileRange: "COPY_FILE_RANGE",
 }
 
-// patchedChecks confirm that a listed opcode does what the series' does
-// (see uring.VerifyCopyFileRange for why a listing is not enough).
+// patchedChecks confirm that a listed opcode or register opcode does what
+// the series' does (see uring.VerifyCopyFileRange for why a listing is not
+// enough).
 var patchedChecks = map[Name]func() error{
 	OpCopyFileRange: uring.VerifyCopyFileRange,
 	OpBPF:           uring.VerifyOpBPF,
+	MultiCQ:         uring.VerifyRegisterCQ,
 }
 
 // patchedRegisterOps are the register opcodes the series adds, by name.
@@ -75,10 +77,8 @@ func (u ioURing) patched(n Name) Status {
 	if name, ok := patchedOps[n]; ok {
 		names := opNames(u.features)
 		if slices.Contains(names, name) {
-			if check := patchedChecks[n]; check != nil {
-				if err := check(); err != nil {
-					return unavailable("kernel lists IORING_OP_%s but it is not the series' opcode: %v", name, err)
-				}
+			if err := patchedChecks[n](); err != nil {
+				return unavailable("kernel lists IORING_OP_%s but it is not the series' opcode: %v", name, err)
 			}
 			return available()
 		}
@@ -87,6 +87,9 @@ func (u ioURing) patched(n Name) Status {
 	name := patchedRegisterOps[n]
 	for op := range u.features.RegisterOps {
 		if op.String() == name {
+			if err := patchedChecks[n](); err != nil {
+				return unavailable("kernel knows IORING_%s but it is not the series' register opcode: %v", name, err)
+			}
 			return available()
 		}
 	}

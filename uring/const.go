@@ -49,6 +49,9 @@ const (
 	EnterAbsTimer       uint32 = 1 << 5
 	EnterExtArgReg      uint32 = 1 << 6
 	EnterNoIOWait       uint32 = 1 << 7
+	// EnterCQShift places an extra CQ's ID in the flags: GetEvents then
+	// waits on that CQ (kernel series, see ExtraCQ.Wait).
+	EnterCQShift = 24
 )
 
 // SQ ring flags (IORING_SQ_*), see Ring.SQFlags.

@@ -203,6 +203,9 @@ const (
 	RegisterQuery
 	RegisterZCRXCtrl
 	RegisterBPFFilter
+	// RegisterCQ adds an extra completion queue (Ring.RegisterCQ). It is
+	// not upstream: bpfusefs's kernel series (kernel/patches/) adds it.
+	RegisterCQ
 	RegisterLast
 
 	// RegisterUseRegisteredRing is or-ed into the opcode when fd is a registered ring index.
@@ -248,6 +251,7 @@ var registerOpNames = [...]string{
 	RegisterQuery:          "REGISTER_QUERY",
 	RegisterZCRXCtrl:       "REGISTER_ZCRX_CTRL",
 	RegisterBPFFilter:      "REGISTER_BPF_FILTER",
+	RegisterCQ:             "REGISTER_CQ",
 }
 
 // String returns the uapi name without its IORING_ prefix, e.g. "REGISTER_PROBE".

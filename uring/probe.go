@@ -284,3 +284,33 @@ func runOne(prep func(*SQE)) (int32, error) {
 	defer r.CQESeen()
 	return c.Res, c.Err()
 }
+
+// VerifyRegisterCQ checks that the kernel's RegisterCQ is the series' (see
+// VerifyCopyFileRange): a NOP whose user_data the extra CQ selects must
+// complete there, and one it does not select on the ring's own CQ.
+func VerifyRegisterCQ() error {
+	const tag = 1 << 63
+	r, err := New(2, nil)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	q, err := r.RegisterCQ(2, tag, tag)
+	if err != nil {
+		return err
+	}
+	for _, ud := range []uint64{tag | 1, 2} {
+		s := r.GetSQE()
+		s.PrepNop()
+		s.UserData = ud
+	}
+	if _, err := r.SubmitAndWait(1); err != nil {
+		return err
+	}
+	var mine, theirs [2]*CQE
+	n, m := q.Peek(mine[:]), r.PeekCQEs(theirs[:])
+	if n != 1 || m != 1 || mine[0].UserData != tag|1 || theirs[0].UserData != 2 {
+		return fmt.Errorf("IORING_%v: %d CQEs on the extra CQ and %d on the ring's, want the tagged NOP on the extra CQ and the other on the ring's", RegisterCQ, n, m)
+	}
+	return nil
+}

@@ -35,6 +35,7 @@ type Ring struct {
 	cq completionQueue
 
 	ringMem, cqMem, sqeMem, regionMem []byte
+	extraCQs                          []*ExtraCQ
 
 	// waitArg is the IORING_ENTER_EXT_ARG argument of timed waits.
 	waitArg struct {
@@ -133,7 +134,10 @@ func (r *Ring) Close() error {
 	unmap(r.ringMem)
 	unmap(r.sqeMem)
 	unmap(r.regionMem)
-	r.regionMem, r.sqeMem, r.cqMem, r.ringMem = nil, nil, nil, nil
+	for _, q := range r.extraCQs {
+		unmap(q.mem)
+	}
+	r.regionMem, r.sqeMem, r.cqMem, r.ringMem, r.extraCQs = nil, nil, nil, nil, nil
 	if r.fd >= 0 {
 		errs = append(errs, os.NewSyscallError("close io_uring", unix.Close(r.fd)))
 		r.fd = -1
@@ -320,6 +324,11 @@ func (r *Ring) PeekCQEs(dst []*CQE) int {
 	}
 	return n
 }
+
+// PeekPostedCQEs is PeekCQEs without entering the kernel: it sees the
+// CQEs posted so far only. A ring whose io_uring_enter runs a BPF loop
+// (package bpf) needs it: entering would run the loop.
+func (r *Ring) PeekPostedCQEs(dst []*CQE) int { return r.cq.peek(dst) }
 
 // CQAdvance marks the n oldest completions as consumed, freeing their slots.
 func (r *Ring) CQAdvance(n uint32) { r.cq.advance(n) }
