@@ -34,6 +34,16 @@
 //     returns IOU_LOOP_CONTINUE, and the kernel sleeps until the next CQE
 //     (completions of a DEFER_TASKRUN ring are posted inside that loop).
 //
+// On a kernel with bpfusefs's series (kernel/patches/), whose rings can
+// have extra CQs, Attach gives the program two (see uring.ExtraCQ): one
+// takes the completions of its own requests (user_data bit 63), one every
+// other CQE, which the program reaps instead of the ring's CQ. The ring's
+// CQ is then Go's: the program hands completions over by posting them
+// there (kfunc bpf_io_uring_post_cqe) rather than through the hand-off
+// queue, Completions reads them from it, and Close stops both extra CQs,
+// so the ring's CQ takes every CQE again. The program's own completions
+// never sit between the FUSE requests; Stats.OwnCqCqes counts them.
+//
 // The parameter region's first SharedSize bytes are the program's shared
 // state (struct loop_shared); the rest belongs to the caller. Counters are
 // kept in the program's "stats" array map (Loop.Stats).

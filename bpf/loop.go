@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -60,6 +61,13 @@ type Loop struct {
 	objs   loopObjects
 	link   link.Link
 	queued uint32
+	// own and in are the program's extra CQs (extraCQs; nil without).
+	// With in, the ring's CQ holds the completions handed to Go, not the
+	// hand-off queue; peeked is scratch space for reading them. Once
+	// detached, Go reads what the program left in in too.
+	own, in  *uring.ExtraCQ
+	peeked   []*uring.CQE
+	detached bool
 
 	// mu guards closed and final against Stats, which other goroutines
 	// call; final holds the counters as Close found them.
@@ -236,23 +244,61 @@ func attachLoop(ring *uring.Ring, region []byte, q *FUSEQueue) (*Loop, error) {
 		}
 		p.fuse, p.regionSize = q, uint32(q.PayloadOff+q.Depth*q.PayloadStride)
 	}
-	l := &Loop{ring: ring, region: region, shared: (*loopLoopShared)(unsafe.Pointer(&region[0]))}
+	depth := 0
+	if q != nil {
+		depth = q.Depth
+	}
+	var err error
+	if p.ownCQ, p.inCQ, err = extraCQs(ring, depth); err != nil {
+		return nil, err
+	}
+	l := &Loop{ring: ring, region: region, shared: (*loopLoopShared)(unsafe.Pointer(&region[0])),
+		own: p.ownCQ, in: p.inCQ}
+	if l.in != nil {
+		l.peeked = make([]*uring.CQE, ring.CQEntries())
+	}
 	clear(region[:SharedSize])
 	l.shared.RegionUaddr = uint64(uintptr(unsafe.Pointer(&region[0])))
 	if q != nil {
 		l.shared.FuseDevFd = int32(q.DevFd)
 		l.shared.FuseQid = uint32(q.QID)
 	}
-	var err error
 	if l.objs, err = loadObjects(p); err != nil {
-		return nil, err
+		return nil, errors.Join(err, l.stopCQs())
 	}
 	l.link, err = link.AttachStructOps(link.StructOpsOptions{Map: l.objs.LoopOps})
 	if err != nil {
 		l.objs.Close()
-		return nil, fmt.Errorf("bpf: attach loop to ring fd %d: %w", ring.Fd(), err)
+		return nil, errors.Join(fmt.Errorf("bpf: attach loop to ring fd %d: %w", ring.Fd(), err), l.stopCQs())
 	}
 	return l, nil
+}
+
+// loopTag marks the user_data of the requests the program issues (LOOP_TAG).
+const loopTag = 1 << 63
+
+// extraCQs gives the program two CQs of its own on kernels with extra CQs
+// (kernel/patches): own takes the completions of the requests it issues
+// (loopTag), in every other CQE (FUSE requests, Go's completions), and the
+// ring's CQ is left to what the program hands to Go. own is registered
+// first, so it wins for loopTag, and has room for every request the
+// program can have in flight (a WRITE per replica per entry, and the copy
+// job), so none spills to the ring's CQ. Close stops both, which gives the
+// ring back its CQEs. A kernel without extra CQs (EINVAL: an unknown
+// register opcode) gives neither.
+func extraCQs(ring *uring.Ring, depth int) (own, in *uring.ExtraCQ, err error) {
+	entries := max(ring.CQEntries(), uint32(depth*MaxReplicas+1))
+	own, err = ring.RegisterCQ(1<<bits.Len32(entries-1), loopTag, loopTag)
+	if errors.Is(err, syscall.EINVAL) {
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("bpf: attach loop: own CQ: %w", err)
+	}
+	if in, err = ring.RegisterCQ(ring.CQEntries(), 0, 0); err != nil {
+		return nil, nil, errors.Join(fmt.Errorf("bpf: attach loop: input CQ: %w", err), own.Stop())
+	}
+	return own, in, nil
 }
 
 // loadParams are the load-time constants of one program instance.
@@ -264,6 +310,7 @@ type loadParams struct {
 	sqeSize              uint32
 	regionSize           uint32 // bytes of the parameter region the program maps
 	fuse                 *FUSEQueue
+	ownCQ, inCQ          *uring.ExtraCQ // nil: none (extraCQs)
 }
 
 // loadObjects loads the program with p's constants.
@@ -278,6 +325,14 @@ func loadObjects(p loadParams) (loopObjects, error) {
 		"cq_entries":  p.cqEntries,
 		"sqe_size":    p.sqeSize,
 		"region_size": p.regionSize,
+	}
+	if q := p.ownCQ; q != nil {
+		consts["own_cq_id"] = q.ID
+		consts["own_cq_entries"] = q.Entries()
+	}
+	if q := p.inCQ; q != nil {
+		consts["in_cq_id"] = q.ID
+		consts["in_cq_entries"] = q.Entries()
 	}
 	var opts *ebpf.CollectionOptions
 	if q := p.fuse; q != nil {
@@ -324,7 +379,8 @@ func setRingFd(ms *ebpf.MapSpec, fd int) error {
 }
 
 // Close detaches the program; from then on the ring submits and waits the
-// ordinary way. Completions still in the hand-off queue are dropped.
+// ordinary way. Completions still in the hand-off queue are dropped; those
+// handed over on the ring's CQ (extra CQs) stay there.
 func (l *Loop) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -333,14 +389,25 @@ func (l *Loop) Close() error {
 	}
 	l.closed = true
 	l.objs.Stats.Lookup(uint32(0), &l.final) // best effort: only Stats reads it
-	err := l.link.Close()
-	if cerr := l.objs.Close(); err == nil {
-		err = cerr
-	}
+	// Steering stops first: from here on every CQE goes to the ring's
+	// CQ, and the program, which runs only inside Enter, reaps nothing.
+	err := errors.Join(l.stopCQs(), l.link.Close(), l.objs.Close())
+	l.detached = true
 	if err != nil {
 		return fmt.Errorf("bpf: detach loop: %w", err)
 	}
 	return nil
+}
+
+// stopCQs gives the ring back the CQEs the program's extra CQs took.
+func (l *Loop) stopCQs() error {
+	var errs []error
+	for _, q := range []*uring.ExtraCQ{l.own, l.in} {
+		if q != nil {
+			errs = append(errs, q.Stop())
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // GetSQE returns a zeroed SQE that the next Enter submits, or nil when the
@@ -388,14 +455,33 @@ func (l *Loop) Enter(want uint32) error {
 	return nil
 }
 
-// Ready is the number of completions waiting in the hand-off queue.
+// Ready is the number of completions handed to Go and not yet consumed.
 func (l *Loop) Ready() uint32 {
+	if l.in != nil && l.detached {
+		return l.ring.CQReady() + l.in.Ready()
+	}
+	if l.in != nil {
+		return l.ring.CQReady()
+	}
 	return atomic.LoadUint32(&l.shared.HandoffTail) - l.shared.HandoffHead
 }
 
 // Completions moves up to len(dst) handed-off completions into dst, oldest
 // first, and returns how many.
 func (l *Loop) Completions(dst []uring.CQE) int {
+	if l.in != nil {
+		peeked := l.peeked[:min(len(dst), len(l.peeked))]
+		n := l.ring.PeekPostedCQEs(peeked)
+		advance := l.ring.CQAdvance
+		if n == 0 && l.detached {
+			n, advance = l.in.Peek(peeked), l.in.Advance
+		}
+		for i, c := range peeked[:n] {
+			dst[i] = *c
+		}
+		advance(uint32(n))
+		return n
+	}
 	sh := l.shared
 	n := min(int(l.Ready()), len(dst))
 	for i := range n {

@@ -62,6 +62,7 @@ type loopLoopStats struct {
 	FuseWriteBytes uint64
 	FuseFsyncs     uint64
 	FuseFlushes    uint64
+	OwnCqCqes      uint64
 }
 
 type loopOffloadFile struct {
@@ -86,6 +87,10 @@ const (
 	loopVarFuseHdrOff        = "fuse_hdr_off"
 	loopVarFusePayloadOff    = "fuse_payload_off"
 	loopVarFusePayloadStride = "fuse_payload_stride"
+	loopVarInCqEntries       = "in_cq_entries"
+	loopVarInCqId            = "in_cq_id"
+	loopVarOwnCqEntries      = "own_cq_entries"
+	loopVarOwnCqId           = "own_cq_id"
 	loopVarRegionSize        = "region_size"
 	loopVarSqEntries         = "sq_entries"
 	loopVarSqeSize           = "sqe_size"
@@ -155,6 +160,10 @@ type loopVariableSpecs struct {
 	FuseHdrOff        *ebpf.VariableSpec `ebpf:"fuse_hdr_off"`
 	FusePayloadOff    *ebpf.VariableSpec `ebpf:"fuse_payload_off"`
 	FusePayloadStride *ebpf.VariableSpec `ebpf:"fuse_payload_stride"`
+	InCqEntries       *ebpf.VariableSpec `ebpf:"in_cq_entries"`
+	InCqId            *ebpf.VariableSpec `ebpf:"in_cq_id"`
+	OwnCqEntries      *ebpf.VariableSpec `ebpf:"own_cq_entries"`
+	OwnCqId           *ebpf.VariableSpec `ebpf:"own_cq_id"`
 	RegionSize        *ebpf.VariableSpec `ebpf:"region_size"`
 	SqEntries         *ebpf.VariableSpec `ebpf:"sq_entries"`
 	SqeSize           *ebpf.VariableSpec `ebpf:"sqe_size"`
@@ -204,6 +213,10 @@ type loopVariables struct {
 	FuseHdrOff        *ebpf.Variable `ebpf:"fuse_hdr_off"`
 	FusePayloadOff    *ebpf.Variable `ebpf:"fuse_payload_off"`
 	FusePayloadStride *ebpf.Variable `ebpf:"fuse_payload_stride"`
+	InCqEntries       *ebpf.Variable `ebpf:"in_cq_entries"`
+	InCqId            *ebpf.Variable `ebpf:"in_cq_id"`
+	OwnCqEntries      *ebpf.Variable `ebpf:"own_cq_entries"`
+	OwnCqId           *ebpf.Variable `ebpf:"own_cq_id"`
 	RegionSize        *ebpf.Variable `ebpf:"region_size"`
 	SqEntries         *ebpf.Variable `ebpf:"sq_entries"`
 	SqeSize           *ebpf.Variable `ebpf:"sqe_size"`

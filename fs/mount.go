@@ -504,6 +504,7 @@ func (m *Mounted) Stats() Stats {
 		s.BytesRead += rs.BPFReadBytes
 		s.BytesWritten += rs.BPFWriteBytes
 		s.BPFFallbacks = rs.BPFFallbacks
+		s.BPFOwnCQ = rs.BPFOwnCQ
 		s.Transport = map[string]uint64{"ring": rs.Ring.Requests, "dev": rs.Dev.Requests}
 	}
 	s.Accel = m.accel

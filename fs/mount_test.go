@@ -16,6 +16,7 @@ import (
 	"github.com/bpfusefs/bpfusefs/bpf"
 	"github.com/bpfusefs/bpfusefs/fs/fusering"
 	"github.com/bpfusefs/bpfusefs/passthrough"
+	"github.com/bpfusefs/bpfusefs/uring"
 	"golang.org/x/sys/unix"
 )
 
@@ -475,6 +476,11 @@ func TestBPFOffload(t *testing.T) {
 			}
 			if after.BPFFallbacks != 0 {
 				t.Errorf("stats: %d BPF reads fell back to the daemon", after.BPFFallbacks)
+			}
+			// With the kernel series' extra CQs the backing
+			// completions come by the program's own CQ.
+			if multiCQ := uring.VerifyRegisterCQ() == nil; multiCQ != (after.BPFOwnCQ > 0) {
+				t.Errorf("stats: %d backing completions by the program's own CQ; kernel has extra CQs: %v", after.BPFOwnCQ, multiCQ)
 			}
 			for _, r := range tm.replicas() {
 				if got, err := os.ReadFile(filepath.Join(r, "f")); err != nil || !bytes.Equal(got, data) {

@@ -36,8 +36,11 @@ type Stats struct {
 	// BPFFallbacks counts READs and WRITEs the BPF loop handed back to
 	// the daemon after their backing I/O failed or fell short (their
 	// files are served by the daemon from then on).
-	BPFFallbacks uint64         `json:"bpf_fallbacks,omitempty"`
-	Replicas     []ReplicaStats `json:"replicas"`
+	BPFFallbacks uint64 `json:"bpf_fallbacks,omitempty"`
+	// BPFOwnCQ counts the backing completions the BPF loop reaped from a
+	// CQ of its own (the kernel series' extra CQs; 0 elsewhere).
+	BPFOwnCQ uint64         `json:"bpf_own_cq,omitempty"`
+	Replicas []ReplicaStats `json:"replicas"`
 }
 
 // ReplicaStats describes one backing directory.

@@ -101,6 +101,23 @@ enum {
 	IOU_REGION_MEM = 0, /* the parameter region (IORING_REGISTER_MEM_REGION) */
 	IOU_REGION_CQ = 1,  /* struct io_rings followed by the CQEs */
 	IOU_REGION_SQ = 2,  /* the SQE array */
+	/* kernel/patches: | id, extra CQ id's struct io_uring_cq_ring; other
+	 * kernels answer NULL, as for any unknown region */
+	IOU_REGION_EXTRA_CQ = 0x100,
+};
+
+/* kernel/patches (uapi): an extra CQ (IORING_REGISTER_CQ), plain memory in
+ * its region, so no CO-RE relocation. */
+struct io_uring_cq_ring {
+	__u32 head;
+	__u32 pad1[15];
+	__u32 tail;
+	__u32 pad2[15];
+	__u32 ring_mask;
+	__u32 ring_entries;
+	__u32 overflow;
+	__u32 pad3[13];
+	struct io_uring_cqe cqes[];
 };
 
 #ifdef IOU_PATCHED
@@ -127,6 +144,12 @@ struct io_uring_bpf_ops {
 extern int bpf_io_uring_submit_sqes(struct iou_ctx *ctx, __u32 nr) __ksym;
 extern __u8 *bpf_io_uring_get_region(struct iou_ctx *ctx, __u32 region_id,
 				     const size_t rdwr_buf_size) __ksym;
+/* kernel/patches: post a CQE to the ring's CQ (cq_id 0, whatever extra CQ
+ * its user_data selects) or to extra CQ cq_id. Weak, so that an object
+ * calling it loads where it is missing, as long as the call is dead code
+ * there (behind a load-time constant). */
+extern int bpf_io_uring_post_cqe(struct iou_ctx *ctx, __u32 cq_id, __u64 user_data, __s32 res,
+				 __u32 cflags) __ksym __weak;
 #ifdef IOU_PATCHED
 extern int bpf_io_uring_req_read(struct iou_bpf_req *req, __u32 off, void *dst,
 				 __u32 dst__sz) __ksym;

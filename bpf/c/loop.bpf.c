@@ -13,6 +13,11 @@
  *      completions as Go asked for (want), or the queue is full; otherwise
  *      sleeps until the next CQE (cq_wait_idx) and runs again.
  *
+ * With bpfusefs's kernel series the ring has two extra CQs for the program
+ * (own_cq_*, in_cq_*): its own requests complete on one, everything else
+ * arrives on the other instead of the ring's CQ, and the hand-off goes to
+ * the ring's CQ by bpf_io_uring_post_cqe, which leaves the ring's CQ to Go.
+ *
  * The copy job is the offload mechanism in its smallest form: READ a chunk
  * of one file into a buffer in the parameter region, WRITE it to another,
  * repeat, without returning to userspace between the steps.
@@ -50,6 +55,19 @@ const volatile __u32 fuse_depth = 0; /* 0: not a FUSE queue */
 const volatile __u32 fuse_hdr_off = 0; /* entry 0's fuse_uring_req_header */
 const volatile __u32 fuse_payload_off = 0; /* entry 0's payload buffer */
 const volatile __u32 fuse_payload_stride = 0;
+
+/* The program's own CQ (kernel/patches: IORING_REGISTER_CQ taking every CQE
+ * with LOOP_TAG): own_cq_entries CQEs, 0 when the ring has none and the
+ * program's CQEs arrive on the ring's CQ among the others. */
+const volatile __u32 own_cq_id = 0;
+const volatile __u32 own_cq_entries = 0;
+/* The CQ the program reaps the rest from (kernel/patches: an extra CQ
+ * taking every other CQE): FUSE requests and the completions of Go's
+ * SQEs. With one, the ring's CQ is Go's: the program hands completions
+ * over by posting them there (bpf_io_uring_post_cqe) instead of through
+ * the hand-off queue. 0: the program reaps the ring's CQ. */
+const volatile __u32 in_cq_id = 0;
+const volatile __u32 in_cq_entries = 0;
 
 #define LOOP_TAG (1ULL << 63) /* user_data of SQEs the program issues */
 #define TAG_COPY_READ (LOOP_TAG | 1)
@@ -118,6 +136,7 @@ struct loop_stats {
 	__u64 fuse_write_bytes; /* bytes they wrote (once, not per replica) */
 	__u64 fuse_fsyncs;	/* FUSE FSYNCs answered by the program */
 	__u64 fuse_flushes;	/* FUSE FLUSHes answered by the program */
+	__u64 own_cq_cqes;	/* own_cqes reaped from the program's own CQ */
 };
 
 /* An open file whose I/O the program serves, filled by the daemon at OPEN
@@ -161,12 +180,17 @@ struct {
 	__type(value, struct loop_stats);
 } stats SEC(".maps");
 
-/* Queue one CQE for Go; false when the hand-off queue is full. */
-static int hand_off(struct loop_shared *sh, __u64 user_data, __s32 res, __u32 flags)
+/* Queue one CQE for Go: on the ring's CQ when the program reaps its input
+ * from an extra CQ, else in the hand-off queue; false when there is no
+ * room. */
+static int hand_off(struct iou_ctx *ctx, struct loop_shared *sh, __u64 user_data, __s32 res,
+		    __u32 flags)
 {
 	__u32 tail = sh->handoff_tail;
 	struct io_uring_cqe *dst;
 
+	if (in_cq_entries)
+		return !bpf_io_uring_post_cqe(ctx, 0, user_data, res, flags);
 	if (tail - sh->handoff_head >= HANDOFF_ENTRIES)
 		return 0;
 	dst = &sh->handoff[tail & (HANDOFF_ENTRIES - 1)];
@@ -202,12 +226,12 @@ static __always_inline int issue(struct iou_ctx *ctx, struct io_uring_sqe *sqe,
 	return 0;
 }
 
-static void copy_finish(struct loop_shared *sh, __s32 res)
+static void copy_finish(struct iou_ctx *ctx, struct loop_shared *sh, __s32 res)
 {
 	sh->copy_state = COPY_IDLE;
 	/* The hand-off queue always has room for the job's end: Go does not
 	 * start a job while completions are unread (see Loop.Copy). */
-	hand_off(sh, sh->copy_user_data, res, 0);
+	hand_off(ctx, sh, sh->copy_user_data, res, 0);
 }
 
 static void copy_read_next(struct iou_ctx *ctx, struct io_uring_sqe *sqe,
@@ -218,7 +242,7 @@ static void copy_read_next(struct iou_ctx *ctx, struct io_uring_sqe *sqe,
 	int ret;
 
 	if (left == 0) {
-		copy_finish(sh, 0);
+		copy_finish(ctx, sh, 0);
 		return;
 	}
 	if (left < len)
@@ -226,7 +250,7 @@ static void copy_read_next(struct iou_ctx *ctx, struct io_uring_sqe *sqe,
 	ret = issue(ctx, sqe, st, IORING_OP_READ, sh->copy_in_fd, sh->copy_buf, len,
 		    sh->copy_done, 0, TAG_COPY_READ);
 	if (ret) {
-		copy_finish(sh, ret);
+		copy_finish(ctx, sh, ret);
 		return;
 	}
 	sh->copy_state = COPY_READING;
@@ -240,18 +264,18 @@ static __always_inline void copy_step(struct iou_ctx *ctx, struct io_uring_sqe *
 	int ret;
 
 	if (res < 0) {
-		copy_finish(sh, res);
+		copy_finish(ctx, sh, res);
 		return;
 	}
 	if (user_data == TAG_COPY_READ) {
 		if (res == 0) { /* the source ended early: report what was copied */
-			copy_finish(sh, 0);
+			copy_finish(ctx, sh, 0);
 			return;
 		}
 		ret = issue(ctx, sqe, st, IORING_OP_WRITE, sh->copy_out_fd, sh->copy_buf, res,
 			    sh->copy_done, 0, TAG_COPY_WRITE);
 		if (ret) {
-			copy_finish(sh, ret);
+			copy_finish(ctx, sh, ret);
 			return;
 		}
 		sh->copy_write_len = res;
@@ -425,13 +449,14 @@ static __always_inline int fuse_commit(struct iou_ctx *ctx, struct io_uring_sqe 
 /* Hand the request in entry k back to the daemon as it arrived, and leave
  * its file to the daemon from now on: it fails over between replicas and
  * degrades them by its rules. */
-static void fuse_fall_back(struct loop_shared *sh, struct loop_stats *st, __u8 *hdr, __u32 k)
+static void fuse_fall_back(struct iou_ctx *ctx, struct loop_shared *sh, struct loop_stats *st,
+			   __u8 *hdr, __u32 k)
 {
 	__u64 fh = ((struct fuse_read_in *)(hdr + FUSE_OP_IN))->fh;
 
 	bpf_map_delete_elem(&offload_files, &fh);
 	__sync_fetch_and_add(&st->fuse_fallbacks, 1);
-	hand_off(sh, FUSE_TAG_ENTRY | k, 0, 0);
+	hand_off(ctx, sh, FUSE_TAG_ENTRY | k, 0, 0);
 }
 
 /* Reply to the request in entry k with error (0 or -errno) and the
@@ -447,7 +472,7 @@ static __always_inline void fuse_reply(struct iou_ctx *ctx, struct io_uring_sqe 
 	out->error = error;
 	((struct fuse_uring_ent_in_out *)(hdr + FUSE_ENT))->payload_sz = payload_sz;
 	if (fuse_commit(ctx, sqe, sh, st, hdr, k))
-		hand_off(sh, FUSE_TAG_COMMIT | k, 0, 0); /* the reply is ready: Go commits it */
+		hand_off(ctx, sh, FUSE_TAG_COMMIT | k, 0, 0); /* the reply is ready: Go commits it */
 }
 
 /* The backing READ of entry k completed with res. */
@@ -460,7 +485,7 @@ static __always_inline void fuse_read_done(struct iou_ctx *ctx, struct io_uring_
 	if (!hdr)
 		return;
 	if (res < 0) {
-		fuse_fall_back(sh, st, hdr, k);
+		fuse_fall_back(ctx, sh, st, hdr, k);
 		return;
 	}
 	__sync_fetch_and_add(&st->fuse_reads, 1);
@@ -491,7 +516,7 @@ static __always_inline void fuse_write_done(struct iou_ctx *ctx, struct io_uring
 	}
 	es->pending = 0;
 	if (es->failed) {
-		fuse_fall_back(sh, st, hdr, k);
+		fuse_fall_back(ctx, sh, st, hdr, k);
 		return;
 	}
 	__sync_fetch_and_add(&st->fuse_writes, 1);
@@ -570,6 +595,70 @@ static __always_inline int fuse_start(struct iou_ctx *ctx, struct io_uring_sqe *
 		      rd->offset, 0, TAG_FUSE_READ | k);
 }
 
+/* A completion of a request the program issued (LOOP_TAG). */
+static __always_inline void own_cqe(struct iou_ctx *ctx, struct io_uring_sqe *sqe, __u8 *region,
+				    struct loop_shared *sh, struct loop_stats *st, __u64 user_data,
+				    __s32 res)
+{
+	__sync_fetch_and_add(&st->own_cqes, 1);
+	if ((user_data & ~0xffffffffULL) == TAG_FUSE_READ)
+		fuse_read_done(ctx, sqe, region, sh, st, (__u32)user_data, res);
+	else if ((user_data & ~0xffffffffULL) == TAG_FUSE_WRITE)
+		fuse_write_done(ctx, sqe, region, sh, st, (__u32)user_data, res);
+	else if ((user_data & ~0xffffffffULL) == TAG_FUSE_FSYNC)
+		fuse_fsync_done(ctx, sqe, region, sh, st, (__u32)user_data, res);
+	else
+		copy_step(ctx, sqe, sh, st, user_data, res);
+}
+
+/*
+ * Reap the program's own CQ, if the ring has one; returns whether CQEs are
+ * left on it (MAX_REAP), so that the loop runs again without sleeping.
+ */
+static __always_inline int reap_own_cq(struct iou_ctx *ctx, struct io_uring_sqe *sqe, __u8 *region,
+				       struct loop_shared *sh, struct loop_stats *st)
+{
+	struct io_uring_cq_ring *cq;
+	__u32 head, i;
+
+	if (!own_cq_entries)
+		return 0;
+	cq = (void *)bpf_io_uring_get_region(ctx, IOU_REGION_EXTRA_CQ | own_cq_id,
+					     sizeof(*cq) + own_cq_entries * sizeof(struct io_uring_cqe));
+	if (!cq)
+		return 0;
+	head = cq->head;
+	for (i = 0; i < MAX_REAP; i++) {
+		struct io_uring_cqe *cqe;
+		__u64 user_data;
+		__s32 res;
+
+		if (head == READ_ONCE(cq->tail))
+			return 0;
+		cqe = &cq->cqes[head & (own_cq_entries - 1)];
+		user_data = cqe->user_data;
+		res = cqe->res;
+		/* Free the slot before issuing more (see the ring's CQ below). */
+		WRITE_ONCE(cq->head, ++head);
+		__sync_fetch_and_add(&st->own_cq_cqes, 1);
+		own_cqe(ctx, sqe, region, sh, st, user_data, res);
+	}
+	return head != READ_ONCE(cq->tail);
+}
+
+/* Completions handed to Go and not yet consumed, and how many fit. */
+static __always_inline __u32 handoff_ready(struct loop_shared *sh, struct io_rings *rings)
+{
+	if (in_cq_entries)
+		return READ_ONCE(rings->cq.tail) - READ_ONCE(rings->cq.head);
+	return sh->handoff_tail - sh->handoff_head;
+}
+
+static __always_inline __u32 handoff_room(void)
+{
+	return in_cq_entries ? cq_entries : HANDOFF_ENTRIES;
+}
+
 SEC("struct_ops.s/loop_step")
 int loop_step(unsigned long long *args)
 {
@@ -581,9 +670,12 @@ int loop_step(unsigned long long *args)
 	__u8 *region;
 	struct io_rings *rings;
 	struct loop_stats *st;
+	struct io_uring_cq_ring *in_cq = 0;
+	struct io_uring_cqe *in_cqes;
+	__u32 *in_head, *in_tail, in_mask;
 	__u32 head, tail, key = 0, n, i, flags;
 	__u64 user_data;
-	int ret, res;
+	int ret, res, left;
 
 	st = bpf_map_lookup_elem(&stats, &key);
 	sqes = (void *)bpf_io_uring_get_region(ctx, IOU_REGION_SQ, sq_entries * sqe_size);
@@ -591,8 +683,24 @@ int loop_step(unsigned long long *args)
 						cqes_off + cq_entries * sizeof(struct io_uring_cqe));
 	region = bpf_io_uring_get_region(ctx, IOU_REGION_MEM, region_size);
 	sh = (struct loop_shared *)region;
-	if (!st || !sqes || !rings || !sh)
+	if (in_cq_entries)
+		in_cq = (void *)bpf_io_uring_get_region(ctx, IOU_REGION_EXTRA_CQ | in_cq_id,
+							sizeof(*in_cq) +
+								in_cq_entries * sizeof(struct io_uring_cqe));
+	if (!st || !sqes || !rings || !sh || (in_cq_entries && !in_cq))
 		return IOU_LOOP_STOP; /* enter returns; Loop.Enter reports the missing region */
+	/* The CQ to reap FUSE requests and Go's completions from. */
+	if (in_cq) {
+		in_head = &in_cq->head;
+		in_tail = &in_cq->tail;
+		in_cqes = in_cq->cqes;
+		in_mask = in_cq_entries - 1;
+	} else {
+		in_head = &rings->cq.head;
+		in_tail = &rings->cq.tail;
+		in_cqes = rings->cqes;
+		in_mask = cq_entries - 1;
+	}
 	__sync_fetch_and_add(&st->steps, 1);
 
 	n = sh->sq_pending;
@@ -612,51 +720,50 @@ int loop_step(unsigned long long *args)
 	}
 	if (sh->copy_state == COPY_START)
 		copy_read_next(ctx, &sqes[0], sh, st);
+	left = reap_own_cq(ctx, &sqes[0], region, sh, st);
 
-	head = rings->cq.head;
+	head = *in_head;
 	for (i = 0; i < MAX_REAP; i++) {
 		struct io_uring_cqe *cqe;
 
-		tail = READ_ONCE(rings->cq.tail);
+		tail = READ_ONCE(*in_tail);
 		if (head == tail)
 			break;
 		/* Every CQE hands off at most one completion: with no room,
 		 * leave the CQ alone until Go has drained the queue. */
-		if (sh->handoff_tail - sh->handoff_head >= HANDOFF_ENTRIES)
+		if (handoff_ready(sh, rings) >= handoff_room())
 			break;
-		cqe = &rings->cqes[head & (cq_entries - 1)];
+		cqe = &in_cqes[head & in_mask];
 		user_data = cqe->user_data;
 		res = cqe->res;
 		flags = cqe->flags;
 		/* Free the slot before issuing more: requests that complete
 		 * inline post their CQE at once, and a CQ the program has
 		 * not released would overflow. */
-		WRITE_ONCE(rings->cq.head, ++head);
+		WRITE_ONCE(*in_head, ++head);
+		/* Without an own CQ the program's completions come here. */
 		if (user_data & LOOP_TAG) {
-			__sync_fetch_and_add(&st->own_cqes, 1);
-			if ((user_data & ~0xffffffffULL) == TAG_FUSE_READ)
-				fuse_read_done(ctx, &sqes[0], region, sh, st, (__u32)user_data, res);
-			else if ((user_data & ~0xffffffffULL) == TAG_FUSE_WRITE)
-				fuse_write_done(ctx, &sqes[0], region, sh, st, (__u32)user_data, res);
-			else if ((user_data & ~0xffffffffULL) == TAG_FUSE_FSYNC)
-				fuse_fsync_done(ctx, &sqes[0], region, sh, st, (__u32)user_data, res);
-			else
-				copy_step(ctx, &sqes[0], sh, st, user_data, res);
+			own_cqe(ctx, &sqes[0], region, sh, st, user_data, res);
 			continue;
 		}
 		if (fuse_depth && (user_data & FUSE_TAG_MASK) == FUSE_TAG_ENTRY && res >= 0 &&
 		    fuse_start(ctx, &sqes[0], region, sh, st, (__u32)user_data))
 			continue;
-		hand_off(sh, user_data, res, flags);
+		hand_off(ctx, sh, user_data, res, flags);
 		__sync_fetch_and_add(&st->handed_off, 1);
 	}
 
-	n = sh->handoff_tail - sh->handoff_head;
-	if (n >= sh->want || n >= HANDOFF_ENTRIES)
+	n = handoff_ready(sh, rings);
+	if (n >= sh->want || n >= handoff_room())
 		return IOU_LOOP_STOP;
 	/* Sleep until a CQE beyond those reaped arrives; with CQEs left over
-	 * (MAX_REAP) the wait index is already reached and the loop reruns. */
-	lp->cq_wait_idx = head == READ_ONCE(rings->cq.tail) ? head + 1 : head;
+	 * (MAX_REAP) the wait index is already reached and the loop reruns.
+	 * The index counts the ring's CQ only, but every completion of this
+	 * DEFER_TASKRUN ring, also one bound for an extra CQ, is task work,
+	 * which ends the sleep. */
+	left |= head != READ_ONCE(*in_tail);
+	tail = READ_ONCE(rings->cq.tail);
+	lp->cq_wait_idx = left ? tail : tail + 1;
 	return IOU_LOOP_CONTINUE;
 }
 

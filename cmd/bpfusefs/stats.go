@@ -69,6 +69,7 @@ func printStats(w io.Writer, st fs.Stats) {
 	fmt.Fprintf(tw, "errors\t%d\n", st.Errors)
 	if slices.Contains(st.Accel, "bpf") {
 		fmt.Fprintf(tw, "bpf fallbacks\t%d\n", st.BPFFallbacks)
+		fmt.Fprintf(tw, "bpf own-CQ completions\t%d\n", st.BPFOwnCQ)
 	}
 	fmt.Fprintf(tw, "\nserved by\trequests\n")
 	printCounts(tw, st.Paths)

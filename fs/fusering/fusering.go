@@ -150,6 +150,10 @@ type Stats struct {
 	BPFReadBytes, BPFWriteBytes uint64
 	BPFFsyncs, BPFFlushes       uint64
 	BPFFallbacks                uint64
+	// BPFOwnCQ counts the completions of the loop's backing requests
+	// that it reaped from a CQ of its own, apart from the FUSE requests
+	// (extra CQs of the kernel series, kernel/patches; 0 elsewhere).
+	BPFOwnCQ uint64
 }
 
 // counters is the lock-free form of Counters.
@@ -264,6 +268,7 @@ func (s *Server) Stats() Stats {
 		st.BPFFsyncs += ls.FuseFsyncs
 		st.BPFFlushes += ls.FuseFlushes
 		st.BPFFallbacks += ls.FuseFallbacks
+		st.BPFOwnCQ += ls.OwnCqCqes
 	}
 	return st
 }
