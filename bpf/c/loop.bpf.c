@@ -761,8 +761,8 @@ int loop_step(unsigned long long *args)
 	 * The index counts the ring's CQ only, but every completion of this
 	 * DEFER_TASKRUN ring, also one bound for an extra CQ, is task work,
 	 * which ends the sleep. */
-	left |= head != READ_ONCE(*in_tail);
 	tail = READ_ONCE(rings->cq.tail);
+	left |= head != READ_ONCE(*in_tail); /* after: a CQE posted since counts as left */
 	lp->cq_wait_idx = left ? tail : tail + 1;
 	return IOU_LOOP_CONTINUE;
 }
