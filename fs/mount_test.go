@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -402,6 +403,25 @@ func TestTransportFileEligibility(t *testing.T) {
 // the kernel, byte-identical to the backing files, on one replica and on
 // mirrors, and FSYNC on one replica, while O_DIRECT reads stay with the
 // daemon.
+// readUncached reads the file at path after dropping the kernel's cache of
+// it (of this file only: a backing file keeps its own).
+func readUncached(t *testing.T, path string) []byte {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
 func TestBPFOffload(t *testing.T) {
 	requireFusering(t)
 	if err := bpf.Available(); err != nil {
@@ -486,6 +506,17 @@ func TestBPFOffload(t *testing.T) {
 				if got, err := os.ReadFile(filepath.Join(r, "f")); err != nil || !bytes.Equal(got, data) {
 					t.Errorf("replica %s: %d bytes (%v), want the %d written", r, len(got), err, len(data))
 				}
+			}
+
+			// With the backing file cached and the mount's copy
+			// dropped, the program's backing READs complete inline,
+			// while it is still reaping FUSE requests.
+			before = tm.m.Stats()
+			if got := readUncached(t, tm.p("f")); !bytes.Equal(got, data) {
+				t.Fatalf("read back %d bytes from the cached backing file, want the %d written", len(got), len(data))
+			}
+			if after := tm.m.Stats(); after.Paths["bpf"] == before.Paths["bpf"] {
+				t.Errorf("stats: no READ answered by BPF from the cached backing file")
 			}
 
 			// O_DIRECT reads are the daemon's.

@@ -611,22 +611,15 @@ static __always_inline void own_cqe(struct iou_ctx *ctx, struct io_uring_sqe *sq
 		copy_step(ctx, sqe, sh, st, user_data, res);
 }
 
-/*
- * Reap the program's own CQ, if the ring has one; returns whether CQEs are
- * left on it (MAX_REAP), so that the loop runs again without sleeping.
- */
-static __always_inline int reap_own_cq(struct iou_ctx *ctx, struct io_uring_sqe *sqe, __u8 *region,
-				       struct loop_shared *sh, struct loop_stats *st)
+/* Reap the program's own CQ, cq (NULL: the ring has none). */
+static __always_inline void reap_own_cq(struct iou_ctx *ctx, struct io_uring_cq_ring *cq,
+					struct io_uring_sqe *sqe, __u8 *region,
+					struct loop_shared *sh, struct loop_stats *st)
 {
-	struct io_uring_cq_ring *cq;
 	__u32 head, i;
 
-	if (!own_cq_entries)
-		return 0;
-	cq = (void *)bpf_io_uring_get_region(ctx, IOU_REGION_EXTRA_CQ | own_cq_id,
-					     sizeof(*cq) + own_cq_entries * sizeof(struct io_uring_cqe));
 	if (!cq)
-		return 0;
+		return;
 	head = cq->head;
 	for (i = 0; i < MAX_REAP; i++) {
 		struct io_uring_cqe *cqe;
@@ -634,7 +627,7 @@ static __always_inline int reap_own_cq(struct iou_ctx *ctx, struct io_uring_sqe 
 		__s32 res;
 
 		if (head == READ_ONCE(cq->tail))
-			return 0;
+			return;
 		cqe = &cq->cqes[head & (own_cq_entries - 1)];
 		user_data = cqe->user_data;
 		res = cqe->res;
@@ -643,7 +636,6 @@ static __always_inline int reap_own_cq(struct iou_ctx *ctx, struct io_uring_sqe 
 		__sync_fetch_and_add(&st->own_cq_cqes, 1);
 		own_cqe(ctx, sqe, region, sh, st, user_data, res);
 	}
-	return head != READ_ONCE(cq->tail);
 }
 
 /* Completions handed to Go and not yet consumed, and how many fit. */
@@ -670,7 +662,7 @@ int loop_step(unsigned long long *args)
 	__u8 *region;
 	struct io_rings *rings;
 	struct loop_stats *st;
-	struct io_uring_cq_ring *in_cq = 0;
+	struct io_uring_cq_ring *in_cq = 0, *own_cq = 0;
 	struct io_uring_cqe *in_cqes;
 	__u32 *in_head, *in_tail, in_mask;
 	__u32 head, tail, key = 0, n, i, flags;
@@ -683,11 +675,17 @@ int loop_step(unsigned long long *args)
 						cqes_off + cq_entries * sizeof(struct io_uring_cqe));
 	region = bpf_io_uring_get_region(ctx, IOU_REGION_MEM, region_size);
 	sh = (struct loop_shared *)region;
+	if (own_cq_entries)
+		own_cq = (void *)bpf_io_uring_get_region(ctx, IOU_REGION_EXTRA_CQ | own_cq_id,
+							 sizeof(*own_cq) +
+								 own_cq_entries *
+									 sizeof(struct io_uring_cqe));
 	if (in_cq_entries)
 		in_cq = (void *)bpf_io_uring_get_region(ctx, IOU_REGION_EXTRA_CQ | in_cq_id,
 							sizeof(*in_cq) +
 								in_cq_entries * sizeof(struct io_uring_cqe));
-	if (!st || !sqes || !rings || !sh || (in_cq_entries && !in_cq))
+	if (!st || !sqes || !rings || !sh || (in_cq_entries && !in_cq) ||
+	    (own_cq_entries && !own_cq))
 		return IOU_LOOP_STOP; /* enter returns; Loop.Enter reports the missing region */
 	/* The CQ to reap FUSE requests and Go's completions from. */
 	if (in_cq) {
@@ -720,7 +718,7 @@ int loop_step(unsigned long long *args)
 	}
 	if (sh->copy_state == COPY_START)
 		copy_read_next(ctx, &sqes[0], sh, st);
-	left = reap_own_cq(ctx, &sqes[0], region, sh, st);
+	reap_own_cq(ctx, own_cq, &sqes[0], region, sh, st);
 
 	head = *in_head;
 	for (i = 0; i < MAX_REAP; i++) {
@@ -762,7 +760,12 @@ int loop_step(unsigned long long *args)
 	 * DEFER_TASKRUN ring, also one bound for an extra CQ, is task work,
 	 * which ends the sleep. */
 	tail = READ_ONCE(rings->cq.tail);
-	left |= head != READ_ONCE(*in_tail); /* after: a CQE posted since counts as left */
+	/* Read after the tail: a CQE posted since counts as left over. The
+	 * own CQ is looked at again because requests issued while reaping
+	 * the input may have completed inline onto it: no task work is left
+	 * to end a sleep for them. */
+	left = head != READ_ONCE(*in_tail) ||
+	       (own_cq && own_cq->head != READ_ONCE(own_cq->tail));
 	lp->cq_wait_idx = left ? tail : tail + 1;
 	return IOU_LOOP_CONTINUE;
 }
