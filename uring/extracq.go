@@ -1,6 +1,7 @@
 package uring
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"runtime"
@@ -65,20 +66,16 @@ func (r *Ring) RegisterCQ(entries uint32, mask, value uint64) (*ExtraCQ, error) 
 	if _, err := register(r.fd, RegisterCQ, unsafe.Pointer(reg), 1); err != nil {
 		return nil, err
 	}
+	q := &ExtraCQ{ID: reg.id, Mask: mask, Value: value, ring: r}
 	mem, err := mapRegion(r.fd, int64(desc.mmapOffset), int(size))
 	if err != nil {
-		return nil, err
+		// Unmapped, its CQEs would be out of reach.
+		return nil, errors.Join(err, q.Stop())
 	}
-	q := &ExtraCQ{
-		ID: reg.id, Mask: mask, Value: value,
-		ring: r, mem: mem, q: newCompletionQueue(mem, &extraCQOffsets, 0),
-	}
+	q.mem, q.q = mem, newCompletionQueue(mem, &extraCQOffsets, 0)
 	r.extraCQs = append(r.extraCQs, q)
 	return q, nil
 }
-
-// ExtraCQs returns the ring's extra CQs in the order they were registered.
-func (r *Ring) ExtraCQs() []*ExtraCQ { return r.extraCQs }
 
 // Entries is the CQ's size.
 func (q *ExtraCQ) Entries() uint32 { return q.q.entries }
