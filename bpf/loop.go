@@ -457,13 +457,14 @@ func (l *Loop) Enter(want uint32) error {
 
 // Ready is the number of completions handed to Go and not yet consumed.
 func (l *Loop) Ready() uint32 {
-	if l.in != nil && l.detached {
-		return l.ring.CQReady() + l.in.Ready()
+	if l.in == nil {
+		return atomic.LoadUint32(&l.shared.HandoffTail) - l.shared.HandoffHead
 	}
-	if l.in != nil {
-		return l.ring.CQReady()
+	n := l.ring.CQReady()
+	if l.detached {
+		n += l.in.Ready()
 	}
-	return atomic.LoadUint32(&l.shared.HandoffTail) - l.shared.HandoffHead
+	return n
 }
 
 // Completions moves up to len(dst) handed-off completions into dst, oldest

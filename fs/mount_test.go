@@ -398,11 +398,6 @@ func TestTransportFileEligibility(t *testing.T) {
 	}
 }
 
-// TestBPFOffload checks that, where the kernel runs io_uring BPF loops
-// (Linux 7.1+), READ, WRITE and FLUSH of daemon-served files are answered in
-// the kernel, byte-identical to the backing files, on one replica and on
-// mirrors, and FSYNC on one replica, while O_DIRECT reads stay with the
-// daemon.
 // readUncached reads the file at path after dropping the kernel's cache of
 // it (of this file only: a backing file keeps its own).
 func readUncached(t *testing.T, path string) []byte {
@@ -422,6 +417,11 @@ func readUncached(t *testing.T, path string) []byte {
 	return got
 }
 
+// TestBPFOffload checks that, where the kernel runs io_uring BPF loops
+// (Linux 7.1+), READ, WRITE and FLUSH of daemon-served files are answered in
+// the kernel, byte-identical to the backing files, on one replica and on
+// mirrors, and FSYNC on one replica, while O_DIRECT reads stay with the
+// daemon.
 func TestBPFOffload(t *testing.T) {
 	requireFusering(t)
 	if err := bpf.Available(); err != nil {
