@@ -90,6 +90,12 @@ type FUSEQueue struct {
 	// PayloadOff is the region offset of entry 0's payload buffer;
 	// entry k's is PayloadStride bytes further on each.
 	PayloadOff, PayloadStride int
+	// ZeroCopy says the queue was created with FUSE_URING_ZERO_COPY
+	// (Linux 7.3): the payload buffers are a pool the kernel lends from
+	// per request, and the program serves a READ or WRITE whose caller's
+	// pages the kernel registered as the entry's fixed buffer with
+	// READ_FIXED/WRITE_FIXED on those pages.
+	ZeroCopy bool
 	// Files are the open files the program serves, shared by every
 	// queue of the connection.
 	Files *Files
@@ -340,6 +346,9 @@ func loadObjects(p loadParams) (loopObjects, error) {
 		consts["fuse_hdr_off"] = uint32(q.HeaderOff)
 		consts["fuse_payload_off"] = uint32(q.PayloadOff)
 		consts["fuse_payload_stride"] = uint32(q.PayloadStride)
+		if q.ZeroCopy {
+			consts["fuse_zero_copy"] = 1
+		}
 		opts = &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{"offload_files": q.Files.m}}
 	}
 	for name, v := range consts {

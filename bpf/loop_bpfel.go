@@ -63,6 +63,7 @@ type loopLoopStats struct {
 	FuseFsyncs     uint64
 	FuseFlushes    uint64
 	OwnCqCqes      uint64
+	FuseZeroCopy   uint64
 }
 
 type loopOffloadFile struct {
@@ -87,6 +88,7 @@ const (
 	loopVarFuseHdrOff        = "fuse_hdr_off"
 	loopVarFusePayloadOff    = "fuse_payload_off"
 	loopVarFusePayloadStride = "fuse_payload_stride"
+	loopVarFuseZeroCopy      = "fuse_zero_copy"
 	loopVarInCqEntries       = "in_cq_entries"
 	loopVarInCqId            = "in_cq_id"
 	loopVarOwnCqEntries      = "own_cq_entries"
@@ -160,6 +162,7 @@ type loopVariableSpecs struct {
 	FuseHdrOff        *ebpf.VariableSpec `ebpf:"fuse_hdr_off"`
 	FusePayloadOff    *ebpf.VariableSpec `ebpf:"fuse_payload_off"`
 	FusePayloadStride *ebpf.VariableSpec `ebpf:"fuse_payload_stride"`
+	FuseZeroCopy      *ebpf.VariableSpec `ebpf:"fuse_zero_copy"`
 	InCqEntries       *ebpf.VariableSpec `ebpf:"in_cq_entries"`
 	InCqId            *ebpf.VariableSpec `ebpf:"in_cq_id"`
 	OwnCqEntries      *ebpf.VariableSpec `ebpf:"own_cq_entries"`
@@ -213,6 +216,7 @@ type loopVariables struct {
 	FuseHdrOff        *ebpf.Variable `ebpf:"fuse_hdr_off"`
 	FusePayloadOff    *ebpf.Variable `ebpf:"fuse_payload_off"`
 	FusePayloadStride *ebpf.Variable `ebpf:"fuse_payload_stride"`
+	FuseZeroCopy      *ebpf.Variable `ebpf:"fuse_zero_copy"`
 	InCqEntries       *ebpf.Variable `ebpf:"in_cq_entries"`
 	InCqId            *ebpf.Variable `ebpf:"in_cq_id"`
 	OwnCqEntries      *ebpf.Variable `ebpf:"own_cq_entries"`

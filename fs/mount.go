@@ -143,7 +143,7 @@ func Mount(mountpoint string, opts Options) (*Mounted, error) {
 	if opts.Fusering || opts.BPF {
 		conn, err = mountFusering(mountpoint, fs, mo, fusering.Options{
 			Logger:   logger,
-			ZeroCopy: !opts.NoZeroCopy && !opts.BPF,
+			ZeroCopy: !opts.NoZeroCopy,
 			BPF:      opts.BPF,
 		})
 	} else {
@@ -505,6 +505,7 @@ func (m *Mounted) Stats() Stats {
 		s.BytesWritten += rs.BPFWriteBytes
 		s.BPFFallbacks = rs.BPFFallbacks
 		s.BPFOwnCQ = rs.BPFOwnCQ
+		s.BPFZeroCopy = rs.BPFZeroCopy
 		s.Transport = map[string]uint64{"ring": rs.Ring.Requests, "dev": rs.Dev.Requests}
 	}
 	s.Accel = m.accel

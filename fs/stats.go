@@ -39,8 +39,11 @@ type Stats struct {
 	BPFFallbacks uint64 `json:"bpf_fallbacks,omitempty"`
 	// BPFOwnCQ counts the backing completions the BPF loop reaped from a
 	// CQ of its own (the kernel series' extra CQs; 0 elsewhere).
-	BPFOwnCQ uint64         `json:"bpf_own_cq,omitempty"`
-	Replicas []ReplicaStats `json:"replicas"`
+	BPFOwnCQ uint64 `json:"bpf_own_cq,omitempty"`
+	// BPFZeroCopy counts the READs and WRITEs the BPF loop served on the
+	// caller's pages (zero-copy queues, Linux 7.3+).
+	BPFZeroCopy uint64         `json:"bpf_zero_copy,omitempty"`
+	Replicas    []ReplicaStats `json:"replicas"`
 }
 
 // ReplicaStats describes one backing directory.

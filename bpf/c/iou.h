@@ -69,6 +69,8 @@ struct io_uring_cqe {
 
 enum {
 	IORING_OP_FSYNC = 3,
+	IORING_OP_READ_FIXED = 4,
+	IORING_OP_WRITE_FIXED = 5,
 	IORING_OP_READ = 22,
 	IORING_OP_WRITE = 23,
 	IORING_FSYNC_DATASYNC = 1 << 0, /* fsync_flags */

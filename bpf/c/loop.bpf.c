@@ -27,7 +27,11 @@
  * READ of one backing file into the entry's payload buffer, a WRITE one
  * WRITE from the payload to every replica's backing file, an FSYNC of an
  * unmirrored file an FSYNC of its backing file; their completion becomes
- * the reply and the entry's COMMIT_AND_FETCH. A FLUSH, which the daemon
+ * the reply and the entry's COMMIT_AND_FETCH. On a zero-copy queue the
+ * READ or WRITE of a file opened for zero copy moves its data between the
+ * backing file and the caller's pages (READ_FIXED/WRITE_FIXED on the
+ * buffer the kernel registered for the entry): it never passes through
+ * the daemon's memory. A FLUSH, which the daemon
  * answers without doing anything, is answered at once. The daemon never
  * sees those requests. Everything else, and any READ or WRITE whose backing
  * I/O fails or falls short, is handed to it as it arrived: the daemon's
@@ -55,6 +59,12 @@ const volatile __u32 fuse_depth = 0; /* 0: not a FUSE queue */
 const volatile __u32 fuse_hdr_off = 0; /* entry 0's fuse_uring_req_header */
 const volatile __u32 fuse_payload_off = 0; /* entry 0's payload buffer */
 const volatile __u32 fuse_payload_stride = 0;
+/* A zero-copy queue (FUSE_URING_ZERO_COPY, Linux 7.3): the payload buffers
+ * are a pool the kernel lends from, at ring_ent_in_out.offset, instead of
+ * one per entry; and a READ or WRITE flagged FUSE_URING_ENT_ZERO_COPY has
+ * the caller's pages registered as the ring's fixed buffer k, k being the
+ * entry, starting at address 0. */
+const volatile __u32 fuse_zero_copy = 0;
 
 /* The program's own CQ (kernel/patches: IORING_REGISTER_CQ taking every CQE
  * with LOOP_TAG): own_cq_entries CQEs, 0 when the ring has none and the
@@ -137,6 +147,7 @@ struct loop_stats {
 	__u64 fuse_fsyncs;	/* FUSE FSYNCs answered by the program */
 	__u64 fuse_flushes;	/* FUSE FLUSHes answered by the program */
 	__u64 own_cq_cqes;	/* own_cqes reaped from the program's own CQ */
+	__u64 fuse_zero_copy;	/* fuse_reads and fuse_writes done on the caller's pages */
 };
 
 /* An open file whose I/O the program serves, filled by the daemon at OPEN
@@ -202,10 +213,12 @@ static int hand_off(struct iou_ctx *ctx, struct loop_shared *sh, __u64 user_data
 }
 
 /* Issue one request at SQ index 0 (SQ_REWIND) and submit it now; op_flags
- * are the opcode's flags (rw_flags, fsync_flags...). */
-static __always_inline int issue(struct iou_ctx *ctx, struct io_uring_sqe *sqe,
-				 struct loop_stats *st, __u8 opcode, __s32 fd, __u64 addr,
-				 __u32 len, __u64 off, __u32 op_flags, __u64 user_data)
+ * are the opcode's flags (rw_flags, fsync_flags...), buf_index the fixed
+ * buffer of READ_FIXED and WRITE_FIXED. */
+static __always_inline int issue_fixed(struct iou_ctx *ctx, struct io_uring_sqe *sqe,
+				       struct loop_stats *st, __u8 opcode, __s32 fd, __u64 addr,
+				       __u32 len, __u64 off, __u32 op_flags, __u16 buf_index,
+				       __u64 user_data)
 {
 	int ret;
 
@@ -216,6 +229,7 @@ static __always_inline int issue(struct iou_ctx *ctx, struct io_uring_sqe *sqe,
 	sqe->len = len;
 	sqe->off = off;
 	sqe->rw_flags = op_flags;
+	sqe->buf_index = buf_index;
 	sqe->user_data = user_data;
 	ret = bpf_io_uring_submit_sqes(ctx, 1);
 	if (ret != 1) {
@@ -224,6 +238,13 @@ static __always_inline int issue(struct iou_ctx *ctx, struct io_uring_sqe *sqe,
 	}
 	__sync_fetch_and_add(&st->own_sqes, 1);
 	return 0;
+}
+
+static __always_inline int issue(struct iou_ctx *ctx, struct io_uring_sqe *sqe,
+				 struct loop_stats *st, __u8 opcode, __s32 fd, __u64 addr,
+				 __u32 len, __u64 off, __u32 op_flags, __u64 user_data)
+{
+	return issue_fixed(ctx, sqe, st, opcode, fd, addr, len, off, op_flags, 0, user_data);
 }
 
 static void copy_finish(struct iou_ctx *ctx, struct loop_shared *sh, __s32 res)
@@ -358,6 +379,7 @@ enum {
 	FUSE_WRITE_KILL_SUIDGID = 1 << 2, /* the daemon drops set-ID bits and caps */
 	FUSE_FSYNC_FDATASYNC = 1 << 0,
 	FUSE_IO_URING_CMD_COMMIT_AND_FETCH = 2,
+	FUSE_URING_ENT_ZERO_COPY = 1 << 0, /* fuse_uring_ent_in_out.flags */
 	IORING_OP_URING_CMD = 46,
 };
 
@@ -374,17 +396,57 @@ static __u8 *fuse_header(__u8 *region, __u32 k)
 	return region + off;
 }
 
-/* Entry k's payload buffer as the program sees it, or NULL. */
-static __u8 *fuse_payload(__u8 *region, __u32 k)
+/* Whether the data of the request in entry k (header hdr) is in the
+ * caller's pages, registered as fixed buffer k. */
+static __always_inline int fuse_on_pages(__u8 *hdr)
 {
-	__u64 off;
+	return fuse_zero_copy &&
+	       ((struct fuse_uring_ent_in_out *)(hdr + FUSE_ENT))->flags & FUSE_URING_ENT_ZERO_COPY;
+}
 
-	if (k >= fuse_depth)
+/* The region offset of the payload buffer of the request in entry k
+ * (header hdr), or 0 when the kernel named none inside the payload area. */
+static __always_inline __u64 fuse_payload_at(__u8 *hdr, __u32 k)
+{
+	__u64 off = (__u64)k * fuse_payload_stride;
+
+	if (fuse_zero_copy)
+		off = ((struct fuse_uring_ent_in_out *)(hdr + FUSE_ENT))->offset;
+	if (k >= fuse_depth || off + fuse_payload_stride > (__u64)fuse_depth * fuse_payload_stride)
 		return 0;
-	off = fuse_payload_off + (__u64)k * fuse_payload_stride;
-	if (off + sizeof(struct fuse_write_out) > region_size)
+	return fuse_payload_off + off;
+}
+
+/* The payload buffer of the request in entry k as the program sees it, or
+ * NULL. */
+static __u8 *fuse_payload(__u8 *region, __u8 *hdr, __u32 k)
+{
+	__u64 off = fuse_payload_at(hdr, k);
+
+	if (!off || off + sizeof(struct fuse_write_out) > region_size)
 		return 0;
 	return region + off;
+}
+
+/* Issue a backing READ or WRITE (opcode) for the request in entry k: on the
+ * caller's pages (its _FIXED form on buffer k, which starts at address 0)
+ * where the kernel registered them, else on the payload buffer. */
+static __always_inline int fuse_issue_rw(struct iou_ctx *ctx, struct io_uring_sqe *sqe,
+					 struct loop_shared *sh, struct loop_stats *st, __u8 *hdr,
+					 __u32 k, __u8 opcode, __s32 fd, __u32 len, __u64 off,
+					 __u64 user_data)
+{
+	__u64 at;
+
+	if (fuse_on_pages(hdr))
+		return issue_fixed(ctx, sqe, st,
+				   opcode == IORING_OP_READ ? IORING_OP_READ_FIXED :
+							      IORING_OP_WRITE_FIXED,
+				   fd, 0, len, off, 0, k, user_data);
+	at = fuse_payload_at(hdr, k);
+	if (!at)
+		return -22; /* EINVAL */
+	return issue(ctx, sqe, st, opcode, fd, sh->region_uaddr + at, len, off, 0, user_data);
 }
 
 /* Entry k's WRITE: one WRITE of the payload per replica. Returns whether
@@ -392,9 +454,9 @@ static __u8 *fuse_payload(__u8 *region, __u32 k)
  * last completion hands it to the daemon. */
 static __always_inline int fuse_start_write(struct iou_ctx *ctx, struct io_uring_sqe *sqe,
 					    struct loop_shared *sh, struct loop_stats *st,
-					    struct offload_file *f, struct fuse_write_in *wr,
-					    __u32 k)
+					    struct offload_file *f, __u8 *hdr, __u32 k)
 {
+	struct fuse_write_in *wr = (struct fuse_write_in *)(hdr + FUSE_OP_IN);
 	struct entry_state *es = bpf_map_lookup_elem(&entries, &k);
 	__u32 n = f->nwrite, i;
 
@@ -407,9 +469,8 @@ static __always_inline int fuse_start_write(struct iou_ctx *ctx, struct io_uring
 	for (i = 0; i < MAX_REPLICAS; i++) {
 		if (i >= n)
 			break;
-		if (issue(ctx, sqe, st, IORING_OP_WRITE, f->write_fd[i],
-			  sh->region_uaddr + fuse_payload_off + (__u64)k * fuse_payload_stride,
-			  wr->size, wr->offset, 0, TAG_FUSE_WRITE | k)) {
+		if (fuse_issue_rw(ctx, sqe, sh, st, hdr, k, IORING_OP_WRITE, f->write_fd[i],
+				  wr->size, wr->offset, TAG_FUSE_WRITE | k)) {
 			es->pending = i;
 			es->failed = 1;
 			return i > 0;
@@ -490,6 +551,8 @@ static __always_inline void fuse_read_done(struct iou_ctx *ctx, struct io_uring_
 	}
 	__sync_fetch_and_add(&st->fuse_reads, 1);
 	__sync_fetch_and_add(&st->fuse_read_bytes, res);
+	if (fuse_on_pages(hdr))
+		__sync_fetch_and_add(&st->fuse_zero_copy, 1);
 	fuse_reply(ctx, sqe, sh, st, hdr, k, 0, res);
 }
 
@@ -500,11 +563,11 @@ static __always_inline void fuse_write_done(struct iou_ctx *ctx, struct io_uring
 {
 	struct entry_state *es = bpf_map_lookup_elem(&entries, &k);
 	__u8 *hdr = fuse_header(region, k);
-	__u8 *payload = fuse_payload(region, k);
 	struct fuse_write_in *wr;
+	__u8 *payload;
 	__u32 size;
 
-	if (!es || !hdr || !payload || es->pending == 0)
+	if (!es || !hdr || es->pending == 0)
 		return;
 	wr = (struct fuse_write_in *)(hdr + FUSE_OP_IN);
 	size = wr->size;
@@ -515,12 +578,17 @@ static __always_inline void fuse_write_done(struct iou_ctx *ctx, struct io_uring
 		return;
 	}
 	es->pending = 0;
-	if (es->failed) {
+	/* The reply's fuse_write_out goes in the payload buffer, also on a
+	 * zero-copy queue, where the kernel lends one for it. */
+	payload = fuse_payload(region, hdr, k);
+	if (es->failed || !payload) {
 		fuse_fall_back(ctx, sh, st, hdr, k);
 		return;
 	}
 	__sync_fetch_and_add(&st->fuse_writes, 1);
 	__sync_fetch_and_add(&st->fuse_write_bytes, size);
+	if (fuse_on_pages(hdr))
+		__sync_fetch_and_add(&st->fuse_zero_copy, 1);
 	*(struct fuse_write_out *)payload = (struct fuse_write_out){ .size = size };
 	fuse_reply(ctx, sqe, sh, st, hdr, k, 0, sizeof(struct fuse_write_out));
 }
@@ -582,17 +650,18 @@ static __always_inline int fuse_start(struct iou_ctx *ctx, struct io_uring_sqe *
 	case FUSE_WRITE:
 		rd = (struct fuse_read_in *)(hdr + FUSE_OP_IN);
 		ent = (struct fuse_uring_ent_in_out *)(hdr + FUSE_ENT);
-		if (rd->size > fuse_payload_stride || ent->payload_sz != rd->size)
+		/* Data in the payload buffer must all be there. */
+		if (rd->size > fuse_payload_stride ||
+		    (!fuse_on_pages(hdr) && ent->payload_sz != rd->size))
 			return 0;
-		return fuse_start_write(ctx, sqe, sh, st, f, (struct fuse_write_in *)rd, k);
+		return fuse_start_write(ctx, sqe, sh, st, f, hdr, k);
 	}
 	rd = (struct fuse_read_in *)(hdr + FUSE_OP_IN);
 	if (rd->size > fuse_payload_stride)
 		return 0;
 	/* On failure the daemon serves it instead. */
-	return !issue(ctx, sqe, st, IORING_OP_READ, f->read_fd,
-		      sh->region_uaddr + fuse_payload_off + (__u64)k * fuse_payload_stride, rd->size,
-		      rd->offset, 0, TAG_FUSE_READ | k);
+	return !fuse_issue_rw(ctx, sqe, sh, st, hdr, k, IORING_OP_READ, f->read_fd, rd->size,
+			      rd->offset, TAG_FUSE_READ | k);
 }
 
 /* A completion of a request the program issued (LOOP_TAG). */

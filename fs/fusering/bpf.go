@@ -52,6 +52,7 @@ func (q *queue) attachLoop() {
 			HeaderOff:     q.mem.headerOff,
 			PayloadOff:    q.mem.headerArea,
 			PayloadStride: q.mem.payloadStride,
+			ZeroCopy:      q.zc != nil,
 			Files:         q.s.files,
 		})
 	}

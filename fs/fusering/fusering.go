@@ -80,10 +80,11 @@ type Options struct {
 	ZeroCopy bool
 	// BPF attaches the io_uring BPF loop to every queue's ring, serving
 	// I/O of the files OffloadFiles names in the kernel (see
-	// package bpf). It implies DeferTaskrun's ring flags (bpf.RingFlags)
-	// and excludes ZeroCopy; a kernel or process that cannot load the
-	// program gets ordinary queues and one log line (Stats.BPFQueues
-	// counts the others).
+	// package bpf). It implies DeferTaskrun's ring flags (bpf.RingFlags).
+	// With ZeroCopy too, the program moves the data of zero-copy READs
+	// and WRITEs between the backing file and the caller's pages itself.
+	// A kernel or process that cannot load the program gets ordinary
+	// queues and one log line (Stats.BPFQueues counts the others).
 	BPF bool
 	// Logger receives unexpected errors (default: MountOptions.Logger,
 	// else log.Default()).
@@ -154,6 +155,9 @@ type Stats struct {
 	// that it reaped from a CQ of its own, apart from the FUSE requests
 	// (extra CQs of the kernel series, kernel/patches; 0 elsewhere).
 	BPFOwnCQ uint64
+	// BPFZeroCopy counts the BPFReads and BPFWrites whose data moved
+	// between the backing file and the caller's pages (zero-copy queues).
+	BPFZeroCopy uint64
 }
 
 // counters is the lock-free form of Counters.
@@ -269,6 +273,7 @@ func (s *Server) Stats() Stats {
 		st.BPFFlushes += ls.FuseFlushes
 		st.BPFFallbacks += ls.FuseFallbacks
 		st.BPFOwnCQ += ls.OwnCqCqes
+		st.BPFZeroCopy += ls.FuseZeroCopy
 	}
 	return st
 }

@@ -97,12 +97,12 @@ func (s *Server) start(o *fuse.MountOptions, opts *Options, cpus int) error {
 		return err
 	}
 	s.payloadSize = maxPayload(init)
-	switch {
-	case opts.BPF:
+	if opts.BPF {
 		if err := s.startBPF(); err != nil {
 			return err
 		}
-	case opts.ZeroCopy:
+	}
+	if opts.ZeroCopy {
 		s.zcFiles, _ = s.fs.(ZeroCopyFiles)
 	}
 	s.loops.Add(1)
