@@ -91,16 +91,30 @@ func (fs *fileSystem) pickReader(fds []int) int {
 // replica answers.
 func (fs *fileSystem) read(h *handle, p []byte, off int64) (int, error) {
 	for {
-		i := int(h.reader.Load())
-		if h.fds[i] < 0 || !fs.replicas.healthy(i) {
-			i = fs.pickReader(h.fds)
-			h.reader.Store(int32(i))
-		}
+		i := fs.reader(h)
 		n, err := fs.data.read(h.fds[i], p, off)
-		if err == nil || !replicaFault(err) || !fs.replicas.degrade(i, "read", err) {
+		if err == nil || !fs.readFailed(i, err) {
 			return n, err
 		}
 	}
+}
+
+// reader returns the replica h reads from: its own while that one is in
+// service, else the next pickReader gives.
+func (fs *fileSystem) reader(h *handle) int {
+	i := int(h.reader.Load())
+	if h.fds[i] < 0 || !fs.replicas.healthy(i) {
+		i = fs.pickReader(h.fds)
+		h.reader.Store(int32(i))
+	}
+	return i
+}
+
+// readFailed is told that a read from replica i failed with err, and says
+// whether to retry on another: a fault degrades the replica, unless it is
+// the last one.
+func (fs *fileSystem) readFailed(i int, err error) bool {
+	return replicaFault(err) && fs.replicas.degrade(i, "read", err)
 }
 
 // write writes all of p at off to every healthy replica of h (see
@@ -135,6 +149,18 @@ func (fs *fileSystem) fanOut(h *handle, op string, do func(fds []int, errs []err
 		do(h.fds, errs[:])
 		return errs[0]
 	}
+	fds := fs.inService(h)
+	errs := make([]error, len(fds))
+	do(fds, errs)
+	return fs.settle(op, fds, errs)
+}
+
+// inService returns h's descriptors of the healthy replicas, -1 for the
+// others.
+func (fs *fileSystem) inService(h *handle) []int {
+	if !fs.replicas.mirrored() {
+		return h.fds
+	}
 	fds := make([]int, len(h.fds))
 	for i, fd := range h.fds {
 		fds[i] = -1
@@ -142,8 +168,21 @@ func (fs *fileSystem) fanOut(h *handle, op string, do func(fds []int, errs []err
 			fds[i] = fd
 		}
 	}
-	errs := make([]error, len(fds))
-	do(fds, errs)
+	return fds
+}
+
+// settle turns the outcomes errs of a mutation on each of fds (from
+// inService; ignored where fds[i] is -1) into the caller's answer (see
+// replicaSet).
+func (fs *fileSystem) settle(op string, fds []int, errs []error) error {
+	if !fs.replicas.mirrored() {
+		return errs[0]
+	}
+	for i, fd := range fds {
+		if fd < 0 {
+			errs[i] = errSkipped
+		}
+	}
 	return fs.replicas.settle(op, errs)
 }
 

@@ -48,16 +48,32 @@ func (fs *fileSystem) finishOpen(n *inode, fds []int, flags int, out *fuse.OpenO
 
 // passthroughEligible asks the passthrough policy about the open file fd.
 func (fs *fileSystem) passthroughEligible(n *inode, fd int) bool {
+	f, ok := backingFile(fd)
+	f.Replicas = len(n.replicas)
+	return ok && passthrough.Eligible(f)
+}
+
+// killPrivFree reports whether the regular file fd is one whose writes
+// need not drop set-ID bits or capabilities: the passthrough rules for
+// one file, as the zero-copy path writes each replica's the same way.
+func (fs *fileSystem) killPrivFree(fd int) bool {
+	f, ok := backingFile(fd)
+	f.Replicas = 1
+	return ok && passthrough.Eligible(f)
+}
+
+// backingFile describes fd for passthrough.Eligible, but for its replicas.
+func backingFile(fd int) (passthrough.File, bool) {
 	var st unix.Stat_t
 	if unix.Fstat(fd, &st) != nil {
-		return false
+		return passthrough.File{}, false
 	}
-	f := passthrough.File{Mode: st.Mode, Replicas: len(n.replicas)}
+	f := passthrough.File{Mode: st.Mode}
 	if st.Mode&unix.S_IFMT == unix.S_IFREG {
 		_, err := unix.Fgetxattr(fd, "security.capability", nil)
 		f.Capabilities = err == nil || err == unix.ERANGE
 	}
-	return passthrough.Eligible(f)
+	return f, true
 }
 
 func (fs *fileSystem) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {

@@ -1,6 +1,8 @@
 package fs
 
 import (
+	"slices"
+
 	"github.com/bpfusefs/bpfusefs/bpf"
 	"github.com/bpfusefs/bpfusefs/fs/fusering"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -12,7 +14,8 @@ import (
 // The file system is the same; only the transport differs. With ZeroCopy,
 // where the kernel has zero-copy queues (Linux 7.3+, root), the transport
 // reads and writes the files ZeroCopyFile names itself; with BPF, the
-// rings' BPF loop reads and writes the files OffloadFile names.
+// rings' BPF loop reads and writes the files OffloadFile names (on the
+// caller's pages where both apply).
 func mountFusering(mountpoint string, fs *fileSystem, mo *fuse.MountOptions, opts fusering.Options) (connection, error) {
 	return fusering.Mount(mountpoint, fs, mo, opts)
 }
@@ -57,17 +60,39 @@ func (fs *fileSystem) OnReplicaChange(f func()) { fs.replicas.onDegrade(f) }
 // ZeroCopyFile implements fusering.ZeroCopyFiles: the transport may serve
 // READ and WRITE of open file fh with READ_FIXED/WRITE_FIXED between the
 // backing file and the caller's pages, so file data never enters the
-// daemon. The file must qualify as for passthrough (a write needs no
-// set-ID or capability dropping, which the transport does not do) and
-// have one replica; O_DIRECT files stay with the daemon, whose aligned
-// buffers they need, and so do O_APPEND ones: their backing descriptor
-// would append the kernel's writeback of a mapped page wherever the page
-// belongs (see writebackHandle).
-func (fs *fileSystem) ZeroCopyFile(fh uint64) (int, bool) {
+// daemon; it reads from and writes to the replicas Read and Write would.
+// The file must need no set-ID or capability dropping on a write, which
+// the transport does not do (as for passthrough). O_DIRECT files stay with
+// the daemon, whose aligned buffers they need, and so do O_APPEND ones:
+// their backing descriptor would append the kernel's writeback of a mapped
+// page wherever the page belongs (see writebackHandle).
+func (fs *fileSystem) ZeroCopyFile(fh uint64) (fusering.ZeroCopyIO, bool) {
 	h := fs.handles.get(fh)
-	if h == nil || h.dir != nil || h.direct || h.appending || h.passthrough || fs.replicas.mirrored() {
-		return 0, false
+	if h == nil || h.dir != nil || h.direct || h.appending || h.passthrough || !fs.killPrivFree(h.fd()) {
+		return nil, false
 	}
-	fd := h.fd()
-	return fd, fs.passthroughEligible(h.node, fd)
+	return zeroCopyFile{fs, h}, true
+}
+
+// zeroCopyFile is an open file's backing I/O on the zero-copy path, under
+// the replica rules of Read and Write.
+type zeroCopyFile struct {
+	fs *fileSystem
+	h  *handle
+}
+
+func (z zeroCopyFile) ReadFd() int { return z.h.fds[z.fs.reader(z.h)] }
+
+func (z zeroCopyFile) ReadFailed(fd int, err error) bool {
+	i := slices.Index(z.h.fds, fd)
+	return i >= 0 && z.fs.readFailed(i, err)
+}
+
+func (z zeroCopyFile) WriteFds() []int {
+	z.h.written.Store(true)
+	return z.fs.inService(z.h)
+}
+
+func (z zeroCopyFile) WriteDone(fds []int, errs []error) error {
+	return z.fs.settle("write", fds, errs)
 }

@@ -336,10 +336,39 @@ func TestFuseringZeroCopy(t *testing.T) {
 	}
 }
 
+// TestFuseringZeroCopyMirrored checks that mirrored files go zero-copy too:
+// the transport writes every replica from the caller's pages, under the
+// daemon's replica rules, and they end up byte-identical.
+func TestFuseringZeroCopyMirrored(t *testing.T) {
+	requireFusering(t)
+	tm := mountReplicas(t, "fusering", Options{Fusering: true}, nil, plainMirror, plainMirror)
+	if tm.m.conn.(*fusering.Server).Stats().ZeroCopyQueues == 0 {
+		t.Skip("kernel has no FUSE-over-io_uring zero-copy queues (Linux 7.3+, root)")
+	}
+	data := make([]byte, 2<<20+777)
+	if _, err := rand.Read(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(tm.p("f"), data, 0644); err != nil {
+		t.Fatal(err)
+	}
+	if got := readUncached(t, tm.p("f")); !bytes.Equal(got, data) {
+		t.Fatalf("read back %d bytes, want the %d written", len(got), len(data))
+	}
+	for _, r := range tm.replicas() {
+		if got, err := os.ReadFile(filepath.Join(r, "f")); err != nil || !bytes.Equal(got, data) {
+			t.Errorf("replica %s: %d bytes (%v), want the %d written", r, len(got), err, len(data))
+		}
+	}
+	rs := tm.m.conn.(*fusering.Server).Stats()
+	if rs.ZeroCopyReads == 0 || rs.ZeroCopyWrites == 0 {
+		t.Errorf("%d READs and %d WRITEs went zero-copy, want both", rs.ZeroCopyReads, rs.ZeroCopyWrites)
+	}
+}
+
 // TestTransportFileEligibility checks which open files the daemon lets the
-// ring transport serve itself. ZeroCopyFile: plain files of a single
-// replica, not set-user-ID, O_DIRECT, O_APPEND, mirrored files or
-// directories. OffloadFile (the BPF loop): reads of every regular file but
+// ring transport serve itself. ZeroCopyFile: plain files, mirrored or
+// not; not set-user-ID ones, O_DIRECT, O_APPEND opens or directories. OffloadFile (the BPF loop): reads of every regular file but
 // O_DIRECT ones, writes to every replica unless read-only or O_APPEND.
 func TestTransportFileEligibility(t *testing.T) {
 	requireFUSE(t)
@@ -366,7 +395,8 @@ func TestTransportFileEligibility(t *testing.T) {
 		{single, "plain", os.O_RDWR | unix.O_DIRECT, false, false, 0},
 		{single, "plain", os.O_RDWR | os.O_APPEND, false, true, 0},
 		{single, ".", os.O_RDONLY, false, false, 0},
-		{mirrored, "plain", os.O_RDWR, false, true, 2},
+		{mirrored, "plain", os.O_RDWR, true, true, 2},
+		{mirrored, "setuid", os.O_RDWR, false, true, 2},
 		{mirrored, "plain", os.O_WRONLY | os.O_APPEND, false, true, 0},
 	} {
 		f, err := os.OpenFile(tc.tm.p(tc.name), tc.flags, 0)
@@ -502,13 +532,13 @@ func TestBPFOffload(t *testing.T) {
 			if multiCQ := uring.VerifyRegisterCQ() == nil; multiCQ != (after.BPFOwnCQ > 0) {
 				t.Errorf("stats: %d backing completions by the program's own CQ; kernel has extra CQs: %v", after.BPFOwnCQ, multiCQ)
 			}
-			// On zero-copy queues (Linux 7.3, root) an unmirrored
-			// file's data moves between the backing file and the
-			// caller's pages, and the program does the moving.
-			zeroCopy := ring.Stats().ZeroCopyQueues > 0 && replicas == 1
+			// On zero-copy queues (Linux 7.3, root) the file's data
+			// moves between the backing files and the caller's
+			// pages, and the program does the moving.
+			zeroCopy := ring.Stats().ZeroCopyQueues > 0
 			t.Logf("%d zero-copy queues; BPF served %d requests on the caller's pages", ring.Stats().ZeroCopyQueues, after.BPFZeroCopy)
 			if zeroCopy != (after.BPFZeroCopy > 0) {
-				t.Errorf("stats: BPF served %d requests on the caller's pages; zero-copy queues and one replica: %v", after.BPFZeroCopy, zeroCopy)
+				t.Errorf("stats: BPF served %d requests on the caller's pages; zero-copy queues: %v", after.BPFZeroCopy, zeroCopy)
 			}
 			for _, r := range tm.replicas() {
 				if got, err := os.ReadFile(filepath.Join(r, "f")); err != nil || !bytes.Equal(got, data) {

@@ -31,16 +31,18 @@
 // On Linux 7.3+ (and CAP_SYS_ADMIN) Options.ZeroCopy creates zero-copy
 // queues (ADD_QUEUE with FUSE_URING_ZERO_COPY, ADD_BUFPOOL): READ and WRITE
 // of files the file system names through ZeroCopyFiles are done with
-// READ_FIXED/WRITE_FIXED straight between the backing file and the
-// caller's pages, which the kernel registers in the entry's slot of the
-// ring's buffer table. Kernels without it get ordinary queues.
+// READ_FIXED/WRITE_FIXED straight between the backing files (a WRITE to
+// each replica) and the caller's pages, which the kernel registers in the
+// entry's slot of the ring's buffer table. Kernels without it get ordinary
+// queues.
 //
 // With Options.BPF (Linux 7.1+ io_uring bpf-ops) each queue's ring runs the
 // io_uring BPF loop of package bpf: the program serves READ, WRITE, FSYNC
 // and FLUSH of the files the file system names through OffloadFiles in the
-// kernel (backing READ into the entry's payload, WRITE from it to every
-// replica, or FSYNC; reply, COMMIT_AND_FETCH) and hands every other
-// request to the queue thread, which serves it as above. A queue whose
+// kernel (backing READ into the entry's payload, or the caller's pages on
+// a zero-copy queue, WRITE from there to every replica, or FSYNC; reply,
+// COMMIT_AND_FETCH) and hands every other request to the queue thread,
+// which serves it as above. A queue whose
 // program cannot be attached is served without it, and says so once.
 package fusering
 
@@ -97,10 +99,28 @@ type Options struct {
 // READ_FIXED/WRITE_FIXED at the request's offset, without calling the file
 // system's Read or Write.
 type ZeroCopyFiles interface {
-	// ZeroCopyFile returns the backing file descriptor of the open file
-	// fh, which must stay open until fh is released, or ok=false to serve
-	// the file through Read and Write.
-	ZeroCopyFile(fh uint64) (fd int, ok bool)
+	// ZeroCopyFile returns the backing I/O of the open file fh, or
+	// ok=false to serve the file through Read and Write. It is asked at
+	// OPEN and CREATE, which settle the matter for that open, and again
+	// for each of its READs and WRITEs.
+	ZeroCopyFile(fh uint64) (f ZeroCopyIO, ok bool)
+}
+
+// ZeroCopyIO is the backing I/O of an open file that the transport does on
+// the caller's pages, while the file system keeps the say over its
+// replicas. The descriptors must stay open until the file is released.
+type ZeroCopyIO interface {
+	// ReadFd returns the descriptor a READ is served from.
+	ReadFd() int
+	// ReadFailed is told that a READ from fd failed with err, and says
+	// whether to try again (from ReadFd) rather than answer err.
+	ReadFailed(fd int, err error) bool
+	// WriteFds returns the descriptors a WRITE goes to, one per
+	// replica; -1 skips one.
+	WriteFds() []int
+	// WriteDone turns the outcome of a WRITE to each of fds (errs[i]
+	// nil: written in full; ignored where fds[i] is -1) into its answer.
+	WriteDone(fds []int, errs []error) error
 }
 
 // OffloadFiles is implemented by a RawFileSystem whose open files the BPF

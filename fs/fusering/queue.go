@@ -48,7 +48,7 @@ func runsLong(opcode uint32) bool {
 // bits say what the SQE is.
 const (
 	tagEntry   = 0 << 32 // the entry's REGISTER or COMMIT_AND_FETCH
-	tagBacking = 1 << 32 // zero-copy backing I/O for the entry's request
+	tagBacking = 1 << 32 // zero-copy backing I/O for the entry's request (| replica<<16)
 	tagWake    = 2 << 32 // the eventfd read that worker goroutines signal
 	tagCancel  = 3 << 32 // the cancellation of the eventfd read
 	tagControl = 4 << 32 // ADD_QUEUE, ADD_BUFPOOL
@@ -283,7 +283,8 @@ func (q *queue) complete(userData uint64, res int32) {
 			q.armWake()
 		}
 	case tagBacking:
-		q.zc.finish(q, k, res)
+		// The replica is in bits 16-31 (see zeroCopyQueue.issue).
+		q.zc.finish(q, int(uint16(k)), k>>16, res)
 	case bpf.CommitTag:
 		q.commit(k)
 	default:

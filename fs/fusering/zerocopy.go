@@ -3,6 +3,7 @@ package fusering
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"syscall"
 	"unsafe"
 
@@ -22,7 +23,8 @@ import (
 type zeroCopyQueue struct {
 	files  ZeroCopyFiles
 	pool   []byte
-	stride int // the kernel's max_payload_sz: its pool buffer size
+	stride int         // the kernel's max_payload_sz: its pool buffer size
+	reqs   []zcRequest // by entry
 }
 
 // rwIn is fuse_read_in and fuse_write_in as they sit in op_in.
@@ -63,7 +65,8 @@ func (q *queue) setupZeroCopy(files ZeroCopyFiles) (*zeroCopyQueue, error) {
 		return nil, fmt.Errorf("FUSE_IO_URING_CMD_ADD_BUFPOOL: %w", err)
 	}
 	q.s.zeroCopyActive.Store(true)
-	return &zeroCopyQueue{files: files, pool: pool, stride: q.mem.payloadStride}, nil
+	return &zeroCopyQueue{files: files, pool: pool, stride: q.mem.payloadStride,
+		reqs: make([]zcRequest, q.depth)}, nil
 }
 
 // control runs a queue command that the kernel completes at once
@@ -93,36 +96,107 @@ func (z *zeroCopyQueue) payload(h *reqHeader) []byte {
 	return z.pool[off : off+z.stride : off+z.stride]
 }
 
-// start issues the backing I/O of the zero-copy READ or WRITE in entry k:
-// READ_FIXED into, or WRITE_FIXED from, the caller's pages at slot k.
+// zcRequest is the backing I/O of the zero-copy READ or WRITE in one
+// entry: a READ_FIXED from one replica, or a WRITE_FIXED to each, which a
+// short write resumes where it stopped.
+type zcRequest struct {
+	io      ZeroCopyIO
+	fds     []int    // READ: the one descriptor; WRITE: one per replica, -1 skipped
+	done    []uint32 // bytes each WRITE has written
+	errs    []error
+	pending int // backing requests in flight
+}
+
+// start issues the backing I/O of the zero-copy READ or WRITE in entry k.
 func (z *zeroCopyQueue) start(q *queue, k int) {
 	h := q.headers[k]
 	in := h.inHeader()
 	a := (*rwIn)(unsafe.Pointer(&h.OpIn[0]))
-	fd, ok := z.files.ZeroCopyFile(a.Fh)
+	f, ok := z.files.ZeroCopyFile(a.Fh)
 	if !ok || (in.Opcode != opRead && in.Opcode != opWrite) {
 		q.s.logf("zero-copy request opcode %d on a file without a backing fd", in.Opcode)
 		replyError(h, in.Unique, fuse.EIO)
 		q.commit(k)
 		return
 	}
-	sqe := q.getSQE()
-	// The kernel registered the pages as a buffer starting at address 0.
+	r := &z.reqs[k]
+	r.io, r.pending = f, 0
 	if in.Opcode == opRead {
-		sqe.PrepReadFixed(fd, nil, a.Offset, uint16(k))
+		r.fds = append(r.fds[:0], f.ReadFd())
 	} else {
-		sqe.PrepWriteFixed(fd, nil, a.Offset, uint16(k))
+		r.fds = append(r.fds[:0], f.WriteFds()...)
 	}
-	sqe.Len = a.Size
-	sqe.SetUserData(tagBacking | uint64(k))
+	r.done = slices.Grow(r.done[:0], len(r.fds))[:len(r.fds)]
+	r.errs = slices.Grow(r.errs[:0], len(r.fds))[:len(r.fds)]
+	for i, fd := range r.fds {
+		r.done[i], r.errs[i] = 0, nil
+		if fd >= 0 {
+			z.issue(q, k, i)
+		}
+	}
 }
 
-// finish replies to the zero-copy request in entry k, whose backing I/O
-// completed with res, and commits it.
-func (z *zeroCopyQueue) finish(q *queue, k int, res int32) {
+// issue queues replica i's backing I/O for entry k, from where it stands:
+// the pages are the ring's fixed buffer k, which starts at address 0.
+func (z *zeroCopyQueue) issue(q *queue, k, i int) {
+	h, r := q.headers[k], &z.reqs[k]
+	a := (*rwIn)(unsafe.Pointer(&h.OpIn[0]))
+	done := r.done[i]
+	sqe := q.getSQE()
+	if h.inHeader().Opcode == opRead {
+		sqe.PrepReadFixed(r.fds[i], nil, a.Offset, uint16(k))
+	} else {
+		sqe.PrepWriteFixed(r.fds[i], nil, a.Offset+uint64(done), uint16(k))
+		sqe.Addr = uint64(done)
+	}
+	sqe.Len = a.Size - done
+	sqe.SetUserData(tagBacking | uint64(i)<<16 | uint64(k))
+	r.pending++
+}
+
+// finish takes the completion res of replica i's backing I/O for entry k;
+// the request's last one replies to it and commits it.
+func (z *zeroCopyQueue) finish(q *queue, k, i int, res int32) {
+	h, r := q.headers[k], &z.reqs[k]
+	in := h.inHeader()
+	r.pending--
+	if in.Opcode == opRead {
+		if res < 0 && r.io.ReadFailed(r.fds[i], syscall.Errno(-res)) {
+			r.fds[i] = r.io.ReadFd()
+			z.issue(q, k, i)
+			return
+		}
+		z.reply(q, k, res)
+		return
+	}
+	switch {
+	case res < 0:
+		r.errs[i] = syscall.Errno(-res)
+	case res == 0:
+		r.errs[i] = syscall.EIO // no progress: the file cannot take more
+	default:
+		if r.done[i] += uint32(res); r.done[i] < (*rwIn)(unsafe.Pointer(&h.OpIn[0])).Size {
+			z.issue(q, k, i)
+			return
+		}
+	}
+	if r.pending > 0 {
+		return
+	}
+	res = int32((*rwIn)(unsafe.Pointer(&h.OpIn[0])).Size)
+	if err := r.io.WriteDone(r.fds, r.errs); err != nil {
+		res = -int32(fuse.ToStatus(err))
+	}
+	z.reply(q, k, res)
+}
+
+// reply answers the zero-copy request in entry k, whose backing I/O ended
+// with res (bytes, or -errno), and commits it.
+func (z *zeroCopyQueue) reply(q *queue, k int, res int32) {
 	h := q.headers[k]
 	in := h.inHeader()
 	unique, opcode := in.Unique, in.Opcode
+	z.reqs[k].io = nil
 	switch {
 	case res < 0:
 		replyError(h, unique, fuse.Status(syscall.Errno(-res)))

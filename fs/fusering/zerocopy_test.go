@@ -78,12 +78,20 @@ func (b *backedFS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 	b.RawFileSystem.Release(cancel, in)
 }
 
-func (b *backedFS) ZeroCopyFile(fh uint64) (int, bool) {
+func (b *backedFS) ZeroCopyFile(fh uint64) (ZeroCopyIO, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	fd, ok := b.fds[fh]
-	return fd, ok
+	return backingFd(fd), ok
 }
+
+// backingFd is the zero-copy I/O of a file with one backing file.
+type backingFd int
+
+func (fd backingFd) ReadFd() int                        { return int(fd) }
+func (backingFd) ReadFailed(int, error) bool            { return false }
+func (fd backingFd) WriteFds() []int                    { return []int{int(fd)} }
+func (backingFd) WriteDone(_ []int, errs []error) error { return errs[0] }
 
 // TestZeroCopy serves a file system that offers its backing fds with
 // Options.ZeroCopy. On a kernel with zero-copy queues (Linux 7.3+) READ
