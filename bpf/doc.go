@@ -36,8 +36,9 @@
 //
 // On a kernel with bpfusefs's series (kernel/patches/), whose rings can
 // have extra CQs, Attach gives the program two (see uring.ExtraCQ): one
-// takes the completions of its own requests (user_data bit 63), one every
-// other CQE, which the program reaps instead of the ring's CQ. The ring's
+// takes the completions of its own requests (user_data bit 63), which the
+// program reaps with the kfunc bpf_io_uring_reap_cqe, one every other CQE,
+// which it reaps through its region instead of the ring's CQ. The ring's
 // CQ is then Go's: the program hands completions over by posting them
 // there (kfunc bpf_io_uring_post_cqe) rather than through the hand-off
 // queue, Completions reads them from it, and Close stops both extra CQs,

@@ -334,7 +334,6 @@ func loadObjects(p loadParams) (loopObjects, error) {
 	}
 	if q := p.ownCQ; q != nil {
 		consts["own_cq_id"] = q.ID
-		consts["own_cq_entries"] = q.Entries()
 	}
 	if q := p.inCQ; q != nil {
 		consts["in_cq_id"] = q.ID

@@ -91,7 +91,6 @@ const (
 	loopVarFuseZeroCopy      = "fuse_zero_copy"
 	loopVarInCqEntries       = "in_cq_entries"
 	loopVarInCqId            = "in_cq_id"
-	loopVarOwnCqEntries      = "own_cq_entries"
 	loopVarOwnCqId           = "own_cq_id"
 	loopVarRegionSize        = "region_size"
 	loopVarSqEntries         = "sq_entries"
@@ -165,7 +164,6 @@ type loopVariableSpecs struct {
 	FuseZeroCopy      *ebpf.VariableSpec `ebpf:"fuse_zero_copy"`
 	InCqEntries       *ebpf.VariableSpec `ebpf:"in_cq_entries"`
 	InCqId            *ebpf.VariableSpec `ebpf:"in_cq_id"`
-	OwnCqEntries      *ebpf.VariableSpec `ebpf:"own_cq_entries"`
 	OwnCqId           *ebpf.VariableSpec `ebpf:"own_cq_id"`
 	RegionSize        *ebpf.VariableSpec `ebpf:"region_size"`
 	SqEntries         *ebpf.VariableSpec `ebpf:"sq_entries"`
@@ -219,7 +217,6 @@ type loopVariables struct {
 	FuseZeroCopy      *ebpf.Variable `ebpf:"fuse_zero_copy"`
 	InCqEntries       *ebpf.Variable `ebpf:"in_cq_entries"`
 	InCqId            *ebpf.Variable `ebpf:"in_cq_id"`
-	OwnCqEntries      *ebpf.Variable `ebpf:"own_cq_entries"`
 	OwnCqId           *ebpf.Variable `ebpf:"own_cq_id"`
 	RegionSize        *ebpf.Variable `ebpf:"region_size"`
 	SqEntries         *ebpf.Variable `ebpf:"sq_entries"`

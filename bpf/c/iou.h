@@ -25,6 +25,8 @@ typedef unsigned long size_t;
 /* A BPF-to-BPF call passes at most five arguments, in registers: helpers
  * that take more must be inlined, which clang otherwise decides by size. */
 #define __always_inline inline __attribute__((always_inline))
+/* A subprogram of its own, for code called from more than one place. */
+#define __noinline __attribute__((noinline))
 #define READ_ONCE(x) (*(volatile typeof(x) *)&(x))
 #define WRITE_ONCE(x, v) (*(volatile typeof(x) *)&(x) = (v))
 
@@ -152,6 +154,11 @@ extern __u8 *bpf_io_uring_get_region(struct iou_ctx *ctx, __u32 region_id,
  * there (behind a load-time constant). */
 extern int bpf_io_uring_post_cqe(struct iou_ctx *ctx, __u32 cq_id, __u64 user_data, __s32 res,
 				 __u32 cflags) __ksym __weak;
+/* kernel/patches: take the oldest CQE of extra CQ cq_id into cqe (cqe__sz:
+ * 16, a struct io_uring_cqe) and free its slot; 1, or 0 when the CQ is
+ * empty. Weak, as above. */
+extern int bpf_io_uring_reap_cqe(struct iou_ctx *ctx, __u32 cq_id, void *cqe,
+				 __u32 cqe__sz) __ksym __weak;
 #ifdef IOU_PATCHED
 extern int bpf_io_uring_req_read(struct iou_bpf_req *req, __u32 off, void *dst,
 				 __u32 dst__sz) __ksym;

@@ -14,9 +14,11 @@
  *      sleeps until the next CQE (cq_wait_idx) and runs again.
  *
  * With bpfusefs's kernel series the ring has two extra CQs for the program
- * (own_cq_*, in_cq_*): its own requests complete on one, everything else
- * arrives on the other instead of the ring's CQ, and the hand-off goes to
- * the ring's CQ by bpf_io_uring_post_cqe, which leaves the ring's CQ to Go.
+ * (own_cq_id, in_cq_*): its own requests complete on one, reaped with
+ * bpf_io_uring_reap_cqe, everything else arrives on the other (reaped
+ * through its region, in batches) instead of the ring's CQ, and the
+ * hand-off goes to the ring's CQ by bpf_io_uring_post_cqe, which leaves the
+ * ring's CQ to Go.
  *
  * The copy job is the offload mechanism in its smallest form: READ a chunk
  * of one file into a buffer in the parameter region, WRITE it to another,
@@ -67,10 +69,9 @@ const volatile __u32 fuse_payload_stride = 0;
 const volatile __u32 fuse_zero_copy = 0;
 
 /* The program's own CQ (kernel/patches: IORING_REGISTER_CQ taking every CQE
- * with LOOP_TAG): own_cq_entries CQEs, 0 when the ring has none and the
- * program's CQEs arrive on the ring's CQ among the others. */
+ * with LOOP_TAG), reaped with bpf_io_uring_reap_cqe; 0 when the ring has
+ * none and the program's CQEs arrive on the ring's CQ among the others. */
 const volatile __u32 own_cq_id = 0;
-const volatile __u32 own_cq_entries = 0;
 /* The CQ the program reaps the rest from (kernel/patches: an extra CQ
  * taking every other CQE): FUSE requests and the completions of Go's
  * SQEs. With one, the ring's CQ is Go's: the program hands completions
@@ -680,31 +681,25 @@ static __always_inline void own_cqe(struct iou_ctx *ctx, struct io_uring_sqe *sq
 		copy_step(ctx, sqe, sh, st, user_data, res);
 }
 
-/* Reap the program's own CQ, cq (NULL: the ring has none). */
-static __always_inline void reap_own_cq(struct iou_ctx *ctx, struct io_uring_cq_ring *cq,
-					struct io_uring_sqe *sqe, __u8 *region,
-					struct loop_shared *sh, struct loop_stats *st)
+/* Reap the program's own CQ, if the ring has one, and return how many CQEs
+ * it held. The kfunc frees each slot before the CQE is handled, which may
+ * issue more requests (see the ring's CQ below). Not inlined: loop_step
+ * calls it twice. */
+static __noinline __u32 reap_own_cq(struct iou_ctx *ctx, struct io_uring_sqe *sqe, __u8 *region,
+				    struct loop_shared *sh, struct loop_stats *st)
 {
-	__u32 head, i;
+	struct io_uring_cqe cqe = {};
+	__u32 i;
 
-	if (!cq)
-		return;
-	head = cq->head;
+	if (!own_cq_id)
+		return 0;
 	for (i = 0; i < MAX_REAP; i++) {
-		struct io_uring_cqe *cqe;
-		__u64 user_data;
-		__s32 res;
-
-		if (head == READ_ONCE(cq->tail))
-			return;
-		cqe = &cq->cqes[head & (own_cq_entries - 1)];
-		user_data = cqe->user_data;
-		res = cqe->res;
-		/* Free the slot before issuing more (see the ring's CQ below). */
-		WRITE_ONCE(cq->head, ++head);
+		if (bpf_io_uring_reap_cqe(ctx, own_cq_id, &cqe, sizeof(cqe)) != 1)
+			break;
 		__sync_fetch_and_add(&st->own_cq_cqes, 1);
-		own_cqe(ctx, sqe, region, sh, st, user_data, res);
+		own_cqe(ctx, sqe, region, sh, st, cqe.user_data, cqe.res);
 	}
+	return i;
 }
 
 /* Completions handed to Go and not yet consumed, and how many fit. */
@@ -731,10 +726,10 @@ int loop_step(unsigned long long *args)
 	__u8 *region;
 	struct io_rings *rings;
 	struct loop_stats *st;
-	struct io_uring_cq_ring *in_cq = 0, *own_cq = 0;
+	struct io_uring_cq_ring *in_cq = 0;
 	struct io_uring_cqe *in_cqes;
 	__u32 *in_head, *in_tail, in_mask;
-	__u32 head, tail, key = 0, n, i, flags;
+	__u32 head, tail, key = 0, n, i, flags, own;
 	__u64 user_data;
 	int ret, res, left;
 
@@ -744,17 +739,11 @@ int loop_step(unsigned long long *args)
 						cqes_off + cq_entries * sizeof(struct io_uring_cqe));
 	region = bpf_io_uring_get_region(ctx, IOU_REGION_MEM, region_size);
 	sh = (struct loop_shared *)region;
-	if (own_cq_entries)
-		own_cq = (void *)bpf_io_uring_get_region(ctx, IOU_REGION_EXTRA_CQ | own_cq_id,
-							 sizeof(*own_cq) +
-								 own_cq_entries *
-									 sizeof(struct io_uring_cqe));
 	if (in_cq_entries)
 		in_cq = (void *)bpf_io_uring_get_region(ctx, IOU_REGION_EXTRA_CQ | in_cq_id,
 							sizeof(*in_cq) +
 								in_cq_entries * sizeof(struct io_uring_cqe));
-	if (!st || !sqes || !rings || !sh || (in_cq_entries && !in_cq) ||
-	    (own_cq_entries && !own_cq))
+	if (!st || !sqes || !rings || !sh || (in_cq_entries && !in_cq))
 		return IOU_LOOP_STOP; /* enter returns; Loop.Enter reports the missing region */
 	/* The CQ to reap FUSE requests and Go's completions from. */
 	if (in_cq) {
@@ -787,7 +776,7 @@ int loop_step(unsigned long long *args)
 	}
 	if (sh->copy_state == COPY_START)
 		copy_read_next(ctx, &sqes[0], sh, st);
-	reap_own_cq(ctx, own_cq, &sqes[0], region, sh, st);
+	reap_own_cq(ctx, &sqes[0], region, sh, st);
 
 	head = *in_head;
 	for (i = 0; i < MAX_REAP; i++) {
@@ -820,6 +809,10 @@ int loop_step(unsigned long long *args)
 		__sync_fetch_and_add(&st->handed_off, 1);
 	}
 
+	/* Requests issued while reaping the input may have completed inline
+	 * onto the own CQ, and no task work is left to end a sleep for them:
+	 * they are reaped now, and if there were any the loop runs again. */
+	own = reap_own_cq(ctx, &sqes[0], region, sh, st);
 	n = handoff_ready(sh, rings);
 	if (n >= sh->want || n >= handoff_room())
 		return IOU_LOOP_STOP;
@@ -829,12 +822,8 @@ int loop_step(unsigned long long *args)
 	 * DEFER_TASKRUN ring, also one bound for an extra CQ, is task work,
 	 * which ends the sleep. */
 	tail = READ_ONCE(rings->cq.tail);
-	/* Read after the tail: a CQE posted since counts as left over. The
-	 * own CQ is looked at again because requests issued while reaping
-	 * the input may have completed inline onto it: no task work is left
-	 * to end a sleep for them. */
-	left = head != READ_ONCE(*in_tail) ||
-	       (own_cq && own_cq->head != READ_ONCE(own_cq->tail));
+	/* Read after the tail: a CQE posted since counts as left over. */
+	left = own || head != READ_ONCE(*in_tail);
 	lp->cq_wait_idx = left ? tail : tail + 1;
 	return IOU_LOOP_CONTINUE;
 }
