@@ -169,21 +169,20 @@ func (z *zeroCopyQueue) finish(q *queue, k, i int, res int32) {
 		z.reply(q, k, res)
 		return
 	}
-	switch {
+	size := (*rwIn)(unsafe.Pointer(&h.OpIn[0])).Size
+	switch r.done[i] += uint32(max(res, 0)); {
 	case res < 0:
 		r.errs[i] = syscall.Errno(-res)
-	case res == 0:
+	case r.done[i] < size && res == 0:
 		r.errs[i] = syscall.EIO // no progress: the file cannot take more
-	default:
-		if r.done[i] += uint32(res); r.done[i] < (*rwIn)(unsafe.Pointer(&h.OpIn[0])).Size {
-			z.issue(q, k, i)
-			return
-		}
+	case r.done[i] < size:
+		z.issue(q, k, i)
+		return
 	}
 	if r.pending > 0 {
 		return
 	}
-	res = int32((*rwIn)(unsafe.Pointer(&h.OpIn[0])).Size)
+	res = int32(size)
 	if err := r.io.WriteDone(r.fds, r.errs); err != nil {
 		res = -int32(fuse.ToStatus(err))
 	}
