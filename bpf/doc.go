@@ -75,6 +75,13 @@
 //     and writes fuse_out_header, fuse_write_out and payload_sz back. The
 //     SQEs name payloads by user address (region_uaddr in loop_shared):
 //     they run in the daemon's mm.
+//   - Zero-copy queues (FUSEQueue.ZeroCopy, Linux 7.3). The payload
+//     buffers are a pool the kernel lends from per request, at the offset
+//     in the header's ring_ent_in_out; and for a READ or WRITE flagged
+//     FUSE_URING_ENT_ZERO_COPY the caller's pages are the ring's fixed
+//     buffer k, which the program's READ_FIXED/WRITE_FIXED (buf_index k,
+//     address 0) read into or write from: the data never passes through
+//     the daemon's memory. Stats.FuseZeroCopy counts them.
 //   - A FUSE request (a CQE of the entry's REGISTER or COMMIT_AND_FETCH,
 //     user_data = k) for a file in Files: READ becomes a READ of the file's
 //     read replica into the payload; WRITE one WRITE from the payload per
