@@ -18,13 +18,7 @@ func benchModes(b *testing.B, workload func(b *testing.B, dir string) func()) {
 	if os.Geteuid() != 0 {
 		b.Skip("mounting FUSE needs root")
 	}
-	ms := modes(b)
-	if _, ok := ms["fusering"]; ok {
-		// Where the kernel has zero-copy queues (7.3+) "fusering" uses
-		// them; this is the same transport without.
-		ms["fusering-nozc"] = Options{Fusering: true, NoZeroCopy: true}
-	}
-	for name, opts := range ms {
+	for name, opts := range benchModeSet(b) {
 		b.Run(name, func(b *testing.B) {
 			tm := mountBench(b, opts)
 			native, mounted := workload(b, tm.backing), workload(b, tm.mnt)
@@ -40,6 +34,17 @@ func benchModes(b *testing.B, workload func(b *testing.B, dir string) func()) {
 			b.ReportMetric(float64(nativeTime)/float64(mountTime), "x-native")
 		})
 	}
+}
+
+// benchModeSet is modes plus "fusering-nozc": where the kernel has
+// zero-copy queues (7.3+) "fusering" uses them, and this is the same
+// transport without.
+func benchModeSet(b *testing.B) map[string]Options {
+	ms := modes(b)
+	if _, ok := ms["fusering"]; ok {
+		ms["fusering-nozc"] = Options{Fusering: true, NoZeroCopy: true}
+	}
+	return ms
 }
 
 func mountBench(b *testing.B, opts Options) *testMount {
@@ -210,7 +215,7 @@ func BenchmarkMirrorWrite(b *testing.B) {
 		{"seq1M", 1 << 20, nil},
 		{"rand4K", 4096, func(rng *rand.Rand) int64 { return int64(rng.IntN(64<<8)) * 4096 }},
 	}
-	for mode, opts := range modes(b) {
+	for mode, opts := range benchModeSet(b) {
 		if opts.Passthrough {
 			continue // mirrored files are served by the daemon
 		}
