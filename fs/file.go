@@ -56,13 +56,14 @@ func (fs *fileSystem) passthroughEligible(n *inode, fd int) bool {
 // killPrivFree reports whether the regular file fd is one whose writes
 // need not drop set-ID bits or capabilities: the passthrough rules for
 // one file, as the zero-copy path writes each replica's the same way.
-func (fs *fileSystem) killPrivFree(fd int) bool {
+func killPrivFree(fd int) bool {
 	f, ok := backingFile(fd)
 	f.Replicas = 1
 	return ok && passthrough.Eligible(f)
 }
 
-// backingFile describes fd for passthrough.Eligible, but for its replicas.
+// backingFile describes fd for passthrough.Eligible, all but the number of
+// replicas.
 func backingFile(fd int) (passthrough.File, bool) {
 	var st unix.Stat_t
 	if unix.Fstat(fd, &st) != nil {

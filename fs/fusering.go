@@ -66,9 +66,19 @@ func (fs *fileSystem) OnReplicaChange(f func()) { fs.replicas.onDegrade(f) }
 // the daemon, whose aligned buffers they need, and so do O_APPEND ones:
 // their backing descriptor would append the kernel's writeback of a mapped
 // page wherever the page belongs (see writebackHandle).
+//
+// The answer is the same for every request of an open, as the kernel's
+// choice is: a file made set-user-ID while open goes on zero-copy, like a
+// passthrough file, rather than failing its writes.
 func (fs *fileSystem) ZeroCopyFile(fh uint64) (fusering.ZeroCopyIO, bool) {
 	h := fs.handles.get(fh)
-	if h == nil || h.dir != nil || h.direct || h.appending || h.passthrough || !fs.killPrivFree(h.fd()) {
+	if h == nil {
+		return nil, false
+	}
+	h.zeroCopyOnce.Do(func() {
+		h.zeroCopy = h.dir == nil && !h.direct && !h.appending && !h.passthrough && killPrivFree(h.fd())
+	})
+	if !h.zeroCopy {
 		return nil, false
 	}
 	return zeroCopyFile{fs, h}, true

@@ -34,6 +34,13 @@ type handle struct {
 	writebackOnce sync.Once
 	writeback     *handle
 	writebackErr  error
+
+	// zeroCopy says whether the transport may do this open's READs and
+	// WRITEs on the caller's pages (fileSystem.ZeroCopyFile), decided
+	// once: the kernel sends them that way for as long as the file is
+	// open.
+	zeroCopyOnce sync.Once
+	zeroCopy     bool
 }
 
 // fd returns the descriptor of the leading replica.

@@ -334,6 +334,29 @@ func TestFuseringZeroCopy(t *testing.T) {
 	if got := ring.Stats().ZeroCopyWrites; got != before {
 		t.Errorf("%d writes to a set-user-ID file went zero-copy", got-before)
 	}
+	// An open made zero-copy stays so when its file turns set-user-ID:
+	// the kernel keeps sending its writes that way, and they must land.
+	f, err = os.OpenFile(tm.p("plain"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := unix.Chmod(tm.p("plain"), 04755); err != nil {
+		t.Fatal(err)
+	}
+	before = ring.Stats().ZeroCopyWrites
+	if _, err := unix.Pwrite(int(f.Fd()), []byte("set-uid now"), 3); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFile(t, tm.b("plain")); got[3:14] != "set-uid now" {
+		t.Errorf("backing file has %q at 3, want the write", got[3:14])
+	}
+	if ring.Stats().ZeroCopyWrites == before {
+		t.Errorf("the write of a zero-copy open went another way after chmod u+s")
+	}
 }
 
 // TestFuseringZeroCopyMirrored checks that mirrored files go zero-copy too:
