@@ -144,11 +144,6 @@ func (fs *fileSystem) fsync(h *handle, datasync bool) error {
 // healthy replicas (-1 elsewhere) and settles the outcomes (see
 // replicaSet). A single replica is always healthy and needs no settling.
 func (fs *fileSystem) fanOut(h *handle, op string, do func(fds []int, errs []error)) error {
-	if !fs.replicas.mirrored() {
-		var errs [1]error
-		do(h.fds, errs[:])
-		return errs[0]
-	}
 	fds := fs.inService(h)
 	errs := make([]error, len(fds))
 	do(fds, errs)
