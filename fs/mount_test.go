@@ -290,9 +290,7 @@ func TestFusering(t *testing.T) {
 func TestFuseringZeroCopy(t *testing.T) {
 	requireFusering(t)
 	tm := mountFS(t, "fusering", Options{Fusering: true})
-	if tm.m.conn.(*fusering.Server).Stats().ZeroCopyQueues == 0 {
-		t.Skip("kernel has no FUSE-over-io_uring zero-copy queues (Linux 7.3+, root)")
-	}
+	requireZeroCopy(t, tm)
 	ring := tm.m.conn.(*fusering.Server)
 	zeroCopied := func() uint64 { return tm.m.Stats().Paths["zero_copy"] }
 	data := bytes.Repeat([]byte("zero-copy "), 100000)
@@ -359,15 +357,31 @@ func TestFuseringZeroCopy(t *testing.T) {
 	}
 }
 
+// requireZeroCopy skips the test unless tm's queues are zero-copy.
+func requireZeroCopy(t *testing.T, tm *testMount) {
+	t.Helper()
+	if tm.m.conn.(*fusering.Server).Stats().ZeroCopyQueues == 0 {
+		t.Skip("kernel has no FUSE-over-io_uring zero-copy queues (Linux 7.3+, root)")
+	}
+}
+
+// checkReplicasHold checks that every replica's copy of name holds data.
+func checkReplicasHold(t *testing.T, tm *testMount, name string, data []byte) {
+	t.Helper()
+	for _, r := range tm.replicas() {
+		if got, err := os.ReadFile(filepath.Join(r, name)); err != nil || !bytes.Equal(got, data) {
+			t.Errorf("replica %s: %d bytes (%v), want the %d written", r, len(got), err, len(data))
+		}
+	}
+}
+
 // TestFuseringZeroCopyMirrored checks that mirrored files go zero-copy too:
 // the transport writes every replica from the caller's pages, under the
 // daemon's replica rules, and they end up byte-identical.
 func TestFuseringZeroCopyMirrored(t *testing.T) {
 	requireFusering(t)
 	tm := mountReplicas(t, "fusering", Options{Fusering: true}, nil, plainMirror, plainMirror)
-	if tm.m.conn.(*fusering.Server).Stats().ZeroCopyQueues == 0 {
-		t.Skip("kernel has no FUSE-over-io_uring zero-copy queues (Linux 7.3+, root)")
-	}
+	requireZeroCopy(t, tm)
 	data := make([]byte, 2<<20+777)
 	if _, err := rand.Read(data); err != nil {
 		t.Fatal(err)
@@ -378,11 +392,7 @@ func TestFuseringZeroCopyMirrored(t *testing.T) {
 	if got := readUncached(t, tm.p("f")); !bytes.Equal(got, data) {
 		t.Fatalf("read back %d bytes, want the %d written", len(got), len(data))
 	}
-	for _, r := range tm.replicas() {
-		if got, err := os.ReadFile(filepath.Join(r, "f")); err != nil || !bytes.Equal(got, data) {
-			t.Errorf("replica %s: %d bytes (%v), want the %d written", r, len(got), err, len(data))
-		}
-	}
+	checkReplicasHold(t, tm, "f", data)
 	rs := tm.m.conn.(*fusering.Server).Stats()
 	if rs.ZeroCopyReads == 0 || rs.ZeroCopyWrites == 0 {
 		t.Errorf("%d READs and %d WRITEs went zero-copy, want both", rs.ZeroCopyReads, rs.ZeroCopyWrites)
@@ -563,11 +573,7 @@ func TestBPFOffload(t *testing.T) {
 			if zeroCopy != (after.BPFZeroCopy > 0) {
 				t.Errorf("stats: BPF served %d requests on the caller's pages; zero-copy queues: %v", after.BPFZeroCopy, zeroCopy)
 			}
-			for _, r := range tm.replicas() {
-				if got, err := os.ReadFile(filepath.Join(r, "f")); err != nil || !bytes.Equal(got, data) {
-					t.Errorf("replica %s: %d bytes (%v), want the %d written", r, len(got), err, len(data))
-				}
-			}
+			checkReplicasHold(t, tm, "f", data)
 
 			// With the backing file cached and the mount's copy
 			// dropped, the program's backing READs complete inline,
