@@ -19,6 +19,15 @@ func Available() error {
 	return kernelHas("io_uring_bpf_ops", "bpf_io_uring_submit_sqes", "bpf_io_uring_get_region")
 }
 
+// SubmitBlockAvailable reports whether the kernel has the kfunc
+// bpf_io_uring_submit_sqes_flags of bpfusefs's series (kernel/patches),
+// with which the loop issues the backing reads and writes that would go to
+// io-wq (every buffered write to ext4) blocking instead; Attach uses it
+// where it is.
+func SubmitBlockAvailable() error {
+	return kernelHas("io_uring_bpf_ops", "bpf_io_uring_submit_sqes_flags")
+}
+
 // kernelHas reports whether the kernel's BTF describes struct structName
 // and each of kfuncs, wrapping ErrUnavailable if not.
 func kernelHas(structName string, kfuncs ...string) error {

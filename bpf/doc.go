@@ -43,7 +43,12 @@
 // there (kfunc bpf_io_uring_post_cqe) rather than through the hand-off
 // queue, Completions reads them from it, and Close stops both extra CQs,
 // so the ring's CQ takes every CQE again. The program's own completions
-// never sit between the FUSE requests; Stats.OwnCqCqes counts them.
+// never sit between the FUSE requests; Stats.OwnCqCqes counts them. The
+// series' kfunc bpf_io_uring_submit_sqes_flags lets the program issue the
+// backing reads and writes that would go to io-wq (every buffered write to
+// ext4 or tmpfs) blocking, in the loop: they complete while issued, as the
+// daemon's pread and pwrite do in its queue thread, instead of costing a
+// worker's wake-up and a second one of the loop (SubmitBlockAvailable).
 //
 // The parameter region's first SharedSize bytes are the program's shared
 // state (struct loop_shared); the rest belongs to the caller. Counters are

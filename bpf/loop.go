@@ -332,6 +332,9 @@ func loadObjects(p loadParams) (loopObjects, error) {
 		"sqe_size":    p.sqeSize,
 		"region_size": p.regionSize,
 	}
+	if SubmitBlockAvailable() == nil {
+		consts["submit_block"] = 1
+	}
 	if q := p.ownCQ; q != nil {
 		consts["own_cq_id"] = q.ID
 	}

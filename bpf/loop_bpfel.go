@@ -95,6 +95,7 @@ const (
 	loopVarRegionSize        = "region_size"
 	loopVarSqEntries         = "sq_entries"
 	loopVarSqeSize           = "sqe_size"
+	loopVarSubmitBlock       = "submit_block"
 )
 
 // loadLoop returns the embedded CollectionSpec for loop.
@@ -168,6 +169,7 @@ type loopVariableSpecs struct {
 	RegionSize        *ebpf.VariableSpec `ebpf:"region_size"`
 	SqEntries         *ebpf.VariableSpec `ebpf:"sq_entries"`
 	SqeSize           *ebpf.VariableSpec `ebpf:"sqe_size"`
+	SubmitBlock       *ebpf.VariableSpec `ebpf:"submit_block"`
 }
 
 // loopObjects contains all objects after they have been loaded into the kernel.
@@ -221,6 +223,7 @@ type loopVariables struct {
 	RegionSize        *ebpf.Variable `ebpf:"region_size"`
 	SqEntries         *ebpf.Variable `ebpf:"sq_entries"`
 	SqeSize           *ebpf.Variable `ebpf:"sqe_size"`
+	SubmitBlock       *ebpf.Variable `ebpf:"submit_block"`
 }
 
 // loopPrograms contains all programs after they have been loaded into the kernel.

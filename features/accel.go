@@ -30,6 +30,9 @@ const (
 	MultiCQ         Name = "multi_cq"
 	OpBPF           Name = "op_bpf"
 	OpCopyFileRange Name = "op_copy_file_range"
+	// SubmitBlock: the BPF loop issues backing I/O that would go to io-wq
+	// blocking instead (bpf_io_uring_submit_sqes_flags).
+	SubmitBlock Name = "bpf_submit_block"
 )
 
 // Accels lists the accelerations --accel accepts by name.
@@ -41,7 +44,7 @@ var Accels = []Name{Engine, Passthrough, Fusering, BPF}
 var preference = []Name{Passthrough, BPF, Fusering, Engine}
 
 // Patched lists the patched-kernel features doctor reports.
-var Patched = []Name{MultiCQ, OpBPF, OpCopyFileRange}
+var Patched = []Name{MultiCQ, OpBPF, OpCopyFileRange, SubmitBlock}
 
 // Request is a parsed --accel value.
 type Request struct {

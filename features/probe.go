@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/bpfusefs/bpfusefs/bpf"
 	"github.com/bpfusefs/bpfusefs/passthrough"
 	"github.com/cilium/ebpf/btf"
 	"golang.org/x/sys/unix"
@@ -98,6 +99,10 @@ func ProbeKernel() *Report {
 	r.Accel[Fusering] = r.fusering(k)
 	r.Accel[BPF] = r.bpf()
 	for _, n := range Patched {
+		if n == SubmitBlock {
+			r.Accel[n] = probeSubmitBlock()
+			continue
+		}
 		r.Accel[n] = u.patched(n)
 	}
 	if !r.FUSE.Available {
@@ -200,6 +205,15 @@ func probeBPFOps() Status {
 		return unavailable("kernel lacks io_uring bpf-ops (no struct io_uring_bpf_ops in BTF; needs Linux 7.1+)")
 	case err != nil:
 		return unavailable("kernel BTF: %v", err)
+	}
+	return available()
+}
+
+// probeSubmitBlock says whether the BPF loop can issue the backing I/O
+// that would go to io-wq blocking instead (a kfunc of the series).
+func probeSubmitBlock() Status {
+	if err := bpf.SubmitBlockAvailable(); err != nil {
+		return unavailable("%v", err)
 	}
 	return available()
 }

@@ -159,6 +159,12 @@ extern int bpf_io_uring_post_cqe(struct iou_ctx *ctx, __u32 cq_id, __u64 user_da
  * empty. Weak, as above. */
 extern int bpf_io_uring_reap_cqe(struct iou_ctx *ctx, __u32 cq_id, void *cqe,
 				 __u32 cqe__sz) __ksym __weak;
+/* kernel/patches: bpf_io_uring_submit_sqes with flags; IOU_SUBMIT_BLOCK
+ * issues a regular-file read or write that cannot be done without blocking
+ * in the loop's task, blocking it, instead of handing it to io-wq. Weak, as
+ * above. */
+#define IOU_SUBMIT_BLOCK 1
+extern int bpf_io_uring_submit_sqes_flags(struct iou_ctx *ctx, __u32 nr, __u32 flags) __ksym __weak;
 #ifdef IOU_PATCHED
 extern int bpf_io_uring_req_read(struct iou_bpf_req *req, __u32 off, void *dst,
 				 __u32 dst__sz) __ksym;

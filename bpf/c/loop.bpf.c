@@ -79,6 +79,12 @@ const volatile __u32 own_cq_id = 0;
  * the hand-off queue. 0: the program reaps the ring's CQ. */
 const volatile __u32 in_cq_id = 0;
 const volatile __u32 in_cq_entries = 0;
+/* The kernel has bpf_io_uring_submit_sqes_flags (kernel/patches): backing
+ * reads and writes that would go to io-wq (every buffered write to ext4)
+ * block the loop instead, as the daemon's pread and pwrite block its queue
+ * thread: the request completes while it is issued, without a worker's
+ * wake-up and the task work that wakes the loop again. */
+const volatile __u32 submit_block = 0;
 
 #define LOOP_TAG (1ULL << 63) /* user_data of SQEs the program issues */
 #define TAG_COPY_READ (LOOP_TAG | 1)
@@ -232,7 +238,10 @@ static __always_inline int issue_fixed(struct iou_ctx *ctx, struct io_uring_sqe 
 	sqe->rw_flags = op_flags;
 	sqe->buf_index = buf_index;
 	sqe->user_data = user_data;
-	ret = bpf_io_uring_submit_sqes(ctx, 1);
+	if (submit_block)
+		ret = bpf_io_uring_submit_sqes_flags(ctx, 1, IOU_SUBMIT_BLOCK);
+	else
+		ret = bpf_io_uring_submit_sqes(ctx, 1);
 	if (ret != 1) {
 		__sync_fetch_and_add(&st->submit_errors, 1);
 		return ret < 0 ? ret : -11; /* EAGAIN: the kernel took nothing */
