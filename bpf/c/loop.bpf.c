@@ -820,8 +820,10 @@ int loop_step(unsigned long long *args)
 
 	/* Requests issued while reaping the input may have completed inline
 	 * onto the own CQ, and no task work is left to end a sleep for them:
-	 * they are reaped now, and if there were any the loop runs again. */
-	own = reap_own_cq(ctx, &sqes[0], region, sh, st);
+	 * they are reaped now. The kfunc sees the requests that handling them
+	 * issues and that complete inline too, so the own CQ is empty unless
+	 * MAX_REAP stopped the reaping. */
+	own = reap_own_cq(ctx, &sqes[0], region, sh, st) == MAX_REAP;
 	n = handoff_ready(sh, rings);
 	if (n >= sh->want || n >= handoff_room())
 		return IOU_LOOP_STOP;
@@ -831,7 +833,8 @@ int loop_step(unsigned long long *args)
 	 * DEFER_TASKRUN ring, also one bound for an extra CQ, is task work,
 	 * which ends the sleep. */
 	tail = READ_ONCE(rings->cq.tail);
-	/* Read after the tail: a CQE posted since counts as left over. */
+	/* Read after the tail: a CQE posted since counts as left over, such
+	 * as the next request a COMMIT_AND_FETCH above found waiting. */
 	left = own || head != READ_ONCE(*in_tail);
 	lp->cq_wait_idx = left ? tail : tail + 1;
 	return IOU_LOOP_CONTINUE;
