@@ -49,6 +49,8 @@
 // ext4 or tmpfs) blocking, in the loop: they complete while issued, as the
 // daemon's pread and pwrite do in its queue thread, instead of costing a
 // worker's wake-up and a second one of the loop (SubmitBlockAvailable).
+// Mirrored WRITEs over 64 KiB still go to io-wq, where the replicas' copies
+// run in parallel.
 //
 // The parameter region's first SharedSize bytes are the program's shared
 // state (struct loop_shared); the rest belongs to the caller. Counters are
