@@ -76,33 +76,36 @@ func (fs *fileSystem) ZeroCopyFile(fh uint64) (fusering.ZeroCopyIO, bool) {
 		return nil, false
 	}
 	h.zeroCopyOnce.Do(func() {
-		h.zeroCopy = h.dir == nil && !h.direct && !h.appending && !h.passthrough && killPrivFree(h.fd())
+		if h.dir == nil && !h.direct && !h.appending && !h.passthrough && killPrivFree(h.fd()) {
+			h.zeroCopy = &zeroCopyFile{fs, h}
+		}
 	})
-	if !h.zeroCopy {
+	if h.zeroCopy == nil {
 		return nil, false
 	}
-	return zeroCopyFile{fs, h}, true
+	return h.zeroCopy, true
 }
 
 // zeroCopyFile is an open file's backing I/O on the zero-copy path, under
-// the replica rules of Read and Write.
+// the replica rules of Read and Write. The handle keeps one, so that no
+// request allocates it.
 type zeroCopyFile struct {
 	fs *fileSystem
 	h  *handle
 }
 
-func (z zeroCopyFile) ReadFd() int { return z.h.fds[z.fs.reader(z.h)] }
+func (z *zeroCopyFile) ReadFd() int { return z.h.fds[z.fs.reader(z.h)] }
 
-func (z zeroCopyFile) ReadFailed(fd int, err error) bool {
+func (z *zeroCopyFile) ReadFailed(fd int, err error) bool {
 	i := slices.Index(z.h.fds, fd)
 	return i >= 0 && z.fs.readFailed(i, err)
 }
 
-func (z zeroCopyFile) WriteFds() []int {
+func (z *zeroCopyFile) WriteFds() []int {
 	z.h.written.Store(true)
 	return z.fs.inService(z.h)
 }
 
-func (z zeroCopyFile) WriteDone(fds []int, errs []error) error {
+func (z *zeroCopyFile) WriteDone(fds []int, errs []error) error {
 	return z.fs.settle("write", fds, errs)
 }

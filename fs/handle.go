@@ -35,12 +35,12 @@ type handle struct {
 	writeback     *handle
 	writebackErr  error
 
-	// zeroCopy says whether the transport may do this open's READs and
-	// WRITEs on the caller's pages (fileSystem.ZeroCopyFile), decided
-	// once: the kernel sends them that way for as long as the file is
-	// open.
+	// zeroCopy is this open's backing I/O when the transport may do its
+	// READs and WRITEs on the caller's pages (fileSystem.ZeroCopyFile),
+	// nil when it may not; decided once: the kernel sends them that way
+	// for as long as the file is open.
 	zeroCopyOnce sync.Once
-	zeroCopy     bool
+	zeroCopy     *zeroCopyFile
 }
 
 // fd returns the descriptor of the leading replica.
