@@ -3,6 +3,7 @@ package uring
 import (
 	"errors"
 	"os"
+	"runtime"
 	"slices"
 	"syscall"
 	"testing"
@@ -164,6 +165,10 @@ func TestExtraCQWait(t *testing.T) {
 		{"deferred task work", SetupSingleIssuer | SetupDeferTaskrun},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			// SINGLE_ISSUER binds the ring to the creating thread;
+			// unlocked after the ring is closed.
+			runtime.LockOSThread()
+			t.Cleanup(runtime.UnlockOSThread)
 			r := newRing(t, 8, &Options{Flags: tc.flags})
 			q := registerCQ(t, r, 4, 1<<63, 1<<63)
 			ts := DurationTimespec(20 * time.Millisecond)
