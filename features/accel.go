@@ -33,6 +33,9 @@ const (
 	// SubmitBlock: the BPF loop issues backing I/O that would go to io-wq
 	// blocking instead (bpf_io_uring_submit_sqes_flags).
 	SubmitBlock Name = "bpf_submit_block"
+	// OpFutimens: the BPF loop copies a mirrored file's times to its
+	// mirrors and serves its FSYNC itself.
+	OpFutimens Name = "op_futimens"
 )
 
 // Accels lists the accelerations --accel accepts by name.
@@ -44,7 +47,7 @@ var Accels = []Name{Engine, Passthrough, Fusering, BPF}
 var preference = []Name{Passthrough, BPF, Fusering, Engine}
 
 // Patched lists the patched-kernel features doctor reports.
-var Patched = []Name{MultiCQ, OpBPF, OpCopyFileRange, SubmitBlock}
+var Patched = []Name{MultiCQ, OpBPF, OpCopyFileRange, SubmitBlock, OpFutimens}
 
 // Request is a parsed --accel value.
 type Request struct {

@@ -14,6 +14,7 @@ var engineOps = []uring.Op{uring.OpRead, uring.OpWrite, uring.OpFsync}
 var patchedOps = map[Name]string{
 	OpBPF:           "BPF",
 	OpCopyFileRange: "COPY_FILE_RANGE",
+	OpFutimens:      "FUTIMENS",
 }
 
 // patchedChecks confirm that a listed opcode or register opcode does what
@@ -22,6 +23,7 @@ var patchedOps = map[Name]string{
 var patchedChecks = map[Name]func() error{
 	OpCopyFileRange: uring.VerifyCopyFileRange,
 	OpBPF:           uring.VerifyOpBPF,
+	OpFutimens:      uring.VerifyFutimens,
 	MultiCQ:         uring.VerifyRegisterCQ,
 }
 

@@ -206,7 +206,7 @@ func TestVerifyPatchedOps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for op, verify := range map[Op]func() error{OpCopyFileRange: VerifyCopyFileRange, OpBPF: VerifyOpBPF} {
+	for op, verify := range map[Op]func() error{OpCopyFileRange: VerifyCopyFileRange, OpBPF: VerifyOpBPF, OpFutimens: VerifyFutimens} {
 		err := verify()
 		if p.Supports(op) != (err == nil) {
 			t.Errorf("kernel lists IORING_OP_%v: %v; its probe: %v", op, p.Supports(op), err)

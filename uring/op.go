@@ -79,6 +79,9 @@ const (
 	// OpBPF runs the handle_req program of the ring's attached bpf-ops
 	// (also from the series, numbered after OpCopyFileRange).
 	OpBPF
+	// OpFutimens is futimens(3) as a request (also from the series, after
+	// OpBPF).
+	OpFutimens
 	OpLast
 )
 
@@ -150,6 +153,7 @@ var opNames = [...]string{
 	OpUringCmd128:    "URING_CMD128",
 	OpCopyFileRange:  "COPY_FILE_RANGE",
 	OpBPF:            "BPF",
+	OpFutimens:       "FUTIMENS",
 }
 
 // String returns the uapi name without its IORING_OP_ prefix, e.g. "READ_FIXED".

@@ -102,6 +102,14 @@ func (s *SQE) PrepBPF(buf []byte, bufIndex uint16, off uint64) {
 	s.OpFlags = BPFFixedBuffer
 }
 
+// PrepFutimens prepares futimens(fd, times) (OpFutimens, from our kernel
+// series): times are the access and the modification time, UTIME_NOW and
+// UTIME_OMIT as for utimensat(2); nil sets both to now. The kernel reads
+// them when the SQE is submitted.
+func (s *SQE) PrepFutimens(fd int, times *[2]unix.Timespec) {
+	s.prepRW(OpFutimens, fd, unsafe.Pointer(times), 0, 0)
+}
+
 // PrepTee prepares tee(fdIn, fdOut, nbytes, flags) between two pipes.
 func (s *SQE) PrepTee(fdIn, fdOut int, nbytes, flags uint32) {
 	s.prepRW(OpTee, fdOut, nil, nbytes, 0)

@@ -265,6 +265,29 @@ func VerifyOpBPF() error {
 	return nil
 }
 
+// VerifyFutimens checks that the kernel's OpFutimens is the series' (see
+// VerifyCopyFileRange): it sets a memfd's times with the opcode and reads
+// them back.
+func VerifyFutimens() error {
+	fd, err := unix.MemfdCreate("bpfusefs-probe", unix.MFD_CLOEXEC)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	want := [2]unix.Timespec{{Sec: 1_000_000_007, Nsec: 11}, {Sec: 2_000_000_003, Nsec: 13}}
+	if _, err := runOne(func(s *SQE) { s.PrepFutimens(fd, &want) }); err != nil {
+		return fmt.Errorf("IORING_OP_%v on a memfd: %w", OpFutimens, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
+	}
+	if got := [2]unix.Timespec{st.Atim, st.Mtim}; got != want {
+		return fmt.Errorf("IORING_OP_%v on a memfd left times %v, not %v", OpFutimens, got, want)
+	}
+	return nil
+}
+
 // runOne runs one SQE on a fresh ring and returns its result, as an error
 // when negative.
 func runOne(prep func(*SQE)) (int32, error) {
