@@ -94,10 +94,12 @@
 //     read replica into the payload; WRITE one WRITE from the payload per
 //     replica (at most MaxReplicas), counted in a per-entry array map.
 //     WRITEs that would drop set-ID bits (FUSE_WRITE_KILL_SUIDGID) stay
-//     with the daemon. FSYNC becomes an FSYNC of the read replica when
-//     the daemon said that is all it needs (File.Fsync: one replica);
-//     FLUSH, which the daemon only counts, is answered at once. The
-//     SQEs carry LOOP_TAG, so their CQEs stay in the kernel.
+//     with the daemon. FSYNC becomes one FSYNC per replica (File.SyncFds);
+//     of a mirrored file, after a STATX of the first replica into the
+//     entry's scratch and an IORING_OP_FUTIMENS (kernel/patches) giving
+//     each mirror its access and modification times, as the daemon does
+//     before it syncs. FLUSH, which the daemon only counts, is answered
+//     at once. The SQEs carry LOOP_TAG, so their CQEs stay in the kernel.
 //   - When the entry's last backing CQE arrives the program writes the
 //     reply and queues COMMIT_AND_FETCH for k with the daemon's own
 //     user_data, so the entry's next request comes back the same way. An
@@ -109,9 +111,12 @@
 //     harmless); a commit the kernel would not take (handed off as
 //     CommitTag|k, and Go commits the reply the program wrote). The daemon
 //     empties Files whenever a replica degrades. A failed FSYNC is the
-//     exception: the program replies with its error, because the kernel
-//     reports a writeback error to one fsync of a descriptor only, and
-//     the daemon's retry would succeed.
+//     exception, because the kernel reports a writeback error to one fsync
+//     of a descriptor only, and the daemon's retry would succeed: on one
+//     replica the program replies with the error; of a mirrored file, it
+//     hands the request off as SyncedTag|k, and Go settles the outcomes
+//     the program left in the entry's scratch (SyncOutcome) by its replica
+//     rules, degrading the failed replica, without syncing again.
 //
 // Which backing requests complete inline: on the 7.3 guest kernel
 // (io_uring tracepoint io_uring_queue_async_work) a buffered READ from

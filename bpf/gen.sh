@@ -21,6 +21,6 @@ bpf2go() {
 	go tool bpf2go -cc "$clang" -strip "$strip" -target bpfel -no-global-types "$@" -- -I c -O2 -g -Wall -Werror
 }
 # The loop, for any kernel with io_uring bpf-ops.
-bpf2go -type loop_shared -type loop_stats -type offload_file -type entry_state loop c/loop.bpf.c
+bpf2go -type loop_shared -type loop_stats -type offload_file -type entry_state -type fsync_scratch loop c/loop.bpf.c
 # The sparse copy's filter, for kernels with our series (IORING_OP_BPF).
 bpf2go -type sparse_stats sparse c/sparse.bpf.c

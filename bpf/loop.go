@@ -29,6 +29,10 @@ const RingFlags = uring.SetupSingleIssuer | uring.SetupDeferTaskrun | uring.Setu
 // caller's (the copy job's buffer, later the FUSE entry headers).
 const SharedSize = 4096
 
+// ScratchSize is the size of each FUSE entry's scratch (FUSEQueue.ScratchOff),
+// SCRATCH_SIZE of loop.bpf.c.
+const ScratchSize = 384
+
 // handoffEntries mirrors HANDOFF_ENTRIES of loop.bpf.c.
 const handoffEntries = uint32(len(loopLoopShared{}.Handoff))
 
@@ -41,6 +45,9 @@ const (
 func init() {
 	if unsafe.Sizeof(loopLoopShared{}) > SharedSize {
 		panic("bpf: struct loop_shared outgrew SharedSize")
+	}
+	if unsafe.Sizeof(loopFsyncScratch{}) > ScratchSize {
+		panic("bpf: struct fsync_scratch outgrew ScratchSize")
 	}
 }
 
@@ -68,6 +75,8 @@ type Loop struct {
 	own, in  *uring.ExtraCQ
 	peeked   []*uring.CQE
 	detached bool
+	// scratchOff is FUSEQueue.ScratchOff.
+	scratchOff int
 
 	// mu guards closed and final against Stats, which other goroutines
 	// call; final holds the counters as Close found them.
@@ -87,6 +96,10 @@ type FUSEQueue struct {
 	// fuse_uring_req_header; entry k's follows at k*288. The program's
 	// own state takes the first SharedSize bytes.
 	HeaderOff int
+	// ScratchOff is the region offset of entry 0's scratch, ScratchSize
+	// bytes each, where the program keeps what a request without a
+	// payload buffer needs (the times of a mirrored FSYNC).
+	ScratchOff int
 	// PayloadOff is the region offset of entry 0's payload buffer;
 	// entry k's is PayloadStride bytes further on each.
 	PayloadOff, PayloadStride int
@@ -110,13 +123,13 @@ const fuseHeaderSize = 288
 // OPEN.
 type Files struct {
 	m *ebpf.Map
+	// futimens: the kernel has our series' IORING_OP_FUTIMENS, which the
+	// program needs for a mirrored FSYNC.
+	futimens bool
 }
 
 // MaxReplicas is the most backing files one WRITE can be served to.
 const MaxReplicas = len(loopOffloadFile{}.WriteFd)
-
-// offloadFsync is OFFLOAD_FSYNC in offload_file.flags (File.Fsync).
-const offloadFsync = 1
 
 // File says how the programs serve an open file.
 type File struct {
@@ -125,9 +138,13 @@ type File struct {
 	// WriteFds are the backing files every WRITE goes to, one per
 	// replica (at most MaxReplicas); none leaves WRITEs to the daemon.
 	WriteFds []int
-	// Fsync says that fsync(2) of ReadFd is all an FSYNC of the file
-	// needs, so the program may do it; otherwise FSYNC is the daemon's.
-	Fsync bool
+	// SyncFds are the backing files an FSYNC syncs, one per replica (at
+	// most MaxReplicas), the one whose times the others get first: the
+	// program copies its access and modification times to the others
+	// and fsyncs them all, where the kernel has our series'
+	// IORING_OP_FUTIMENS (else FSYNCs of more than one stay the daemon's).
+	// None leaves FSYNCs to the daemon.
+	SyncFds []int
 }
 
 // NewFiles creates an empty Files. It needs the same privileges as
@@ -141,21 +158,24 @@ func NewFiles() (*Files, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bpf: create offload_files map: %w", err)
 	}
-	return &Files{m: m}, nil
+	return &Files{m: m, futimens: uring.VerifyFutimens() == nil}, nil
 }
 
 // Add lets the programs serve file handle fh as file says; its descriptors
 // must stay open until Remove.
 func (f *Files) Add(fh uint64, file File) error {
-	if len(file.WriteFds) > MaxReplicas {
-		return fmt.Errorf("bpf: offload file handle %d: %d replicas, at most %d", fh, len(file.WriteFds), MaxReplicas)
+	if n := max(len(file.WriteFds), len(file.SyncFds)); n > MaxReplicas {
+		return fmt.Errorf("bpf: offload file handle %d: %d replicas, at most %d", fh, n, MaxReplicas)
 	}
 	v := loopOffloadFile{ReadFd: int32(file.ReadFd), Nwrite: uint32(len(file.WriteFds))}
-	if file.Fsync {
-		v.Flags |= offloadFsync
-	}
 	for i, fd := range file.WriteFds {
 		v.WriteFd[i] = int32(fd)
+	}
+	if len(file.SyncFds) == 1 || f.futimens {
+		v.Nsync = uint32(len(file.SyncFds))
+		for i, fd := range file.SyncFds {
+			v.SyncFd[i] = int32(fd)
+		}
 	}
 	if err := f.m.Put(fh, v); err != nil {
 		return fmt.Errorf("bpf: offload file handle %d: %w", fh, err)
@@ -204,14 +224,15 @@ func Attach(ring *uring.Ring, region []byte) (*Loop, error) {
 // AttachFUSE attaches the loop to the ring of FUSE queue q, as Attach does,
 // and has it serve READ, WRITE, FSYNC and FLUSH of q.Files itself: it reads
 // the backing file into the entry's payload buffer, writes the payload to
-// every replica's, or fsyncs it (File.Fsync), writes the reply and commits
+// every replica's, or fsyncs them (File.SyncFds), writes the reply and commits
 // the entry, and hands every other request to Go through Completions
 // unchanged. A READ or WRITE whose backing I/O fails or falls short is
 // handed to Go too (as the request it was), and its file leaves q.Files; a
 // failed FSYNC is answered with its error. The ring must have SetupSQE128 as well as
 // RingFlags.
 // Go must treat a completion with user_data CommitTag|k as "commit entry
-// k": the program wrote its reply but could not queue the commit.
+// k": the program wrote its reply but could not queue the commit; and one
+// with SyncedTag|k as "answer the FSYNC in entry k from SyncOutcome".
 func AttachFUSE(ring *uring.Ring, region []byte, q FUSEQueue) (*Loop, error) {
 	return attachLoop(ring, region, &q)
 }
@@ -220,6 +241,43 @@ func AttachFUSE(ring *uring.Ring, region []byte, q FUSEQueue) (*Loop, error) {
 // whose reply the program wrote (FUSE_TAG_COMMIT of loop.bpf.c); the entry
 // is in the low 32 bits.
 const CommitTag = 5 << 32
+
+// SyncedTag marks a handed-off completion for an FSYNC whose backing
+// FSYNCs the program issued, one per File.SyncFds, when one of a mirrored
+// file's failed or not all could be issued (FUSE_TAG_SYNCED of
+// loop.bpf.c): Go settles the outcomes (SyncOutcome) by its rules for
+// replicas and answers the request, in entry k (the low 32 bits). It is
+// never served again: the kernel reports a writeback error to one fsync of
+// a descriptor, so a second would find none.
+const SyncedTag = 6 << 32
+
+// ErrNotSynced is the outcome SyncOutcome gives a backing file whose FSYNC
+// the program could not issue.
+var ErrNotSynced = errors.New("bpf: backing fsync not issued")
+
+// notSynced is NOT_SYNCED of loop.bpf.c.
+const notSynced = 1
+
+// SyncOutcome returns the backing files the FSYNC in entry k went to, and
+// the outcome of each: nil, the error it failed with, or ErrNotSynced. It
+// is for a completion with SyncedTag|k, before the entry is committed.
+func (l *Loop) SyncOutcome(k int) (fds []int, errs []error) {
+	sc := (*loopFsyncScratch)(unsafe.Pointer(&l.region[l.scratchOff+k*ScratchSize]))
+	for i, fd := range sc.Fd {
+		if fd < 0 {
+			continue
+		}
+		var err error
+		switch res := sc.Res[i]; {
+		case res == notSynced:
+			err = ErrNotSynced
+		case res < 0:
+			err = syscall.Errno(-res)
+		}
+		fds, errs = append(fds, int(fd)), append(errs, err)
+	}
+	return fds, errs
+}
 
 func attachLoop(ring *uring.Ring, region []byte, q *FUSEQueue) (*Loop, error) {
 	if err := Available(); err != nil {
@@ -241,10 +299,10 @@ func attachLoop(ring *uring.Ring, region []byte, q *FUSEQueue) (*Loop, error) {
 		switch {
 		case p.sqeSize != 128:
 			return nil, errors.New("bpf: attach FUSE loop: ring lacks SetupSQE128")
-		case q.Depth <= 0 || q.HeaderOff < SharedSize || end > len(region) ||
-			q.PayloadOff < end || q.PayloadOff+q.Depth*q.PayloadStride > len(region):
-			return nil, fmt.Errorf("bpf: attach FUSE loop: %d entries at %d, payloads at %d (stride %d) do not fit a %d-byte region after %d bytes of loop state",
-				q.Depth, q.HeaderOff, q.PayloadOff, q.PayloadStride, len(region), SharedSize)
+		case q.Depth <= 0 || q.HeaderOff < SharedSize || q.ScratchOff < end ||
+			q.PayloadOff < q.ScratchOff+q.Depth*ScratchSize || q.PayloadOff+q.Depth*q.PayloadStride > len(region):
+			return nil, fmt.Errorf("bpf: attach FUSE loop: %d entries at %d, scratch at %d, payloads at %d (stride %d) do not fit a %d-byte region after %d bytes of loop state",
+				q.Depth, q.HeaderOff, q.ScratchOff, q.PayloadOff, q.PayloadStride, len(region), SharedSize)
 		case q.Files == nil:
 			return nil, errors.New("bpf: attach FUSE loop: no Files")
 		}
@@ -260,6 +318,9 @@ func attachLoop(ring *uring.Ring, region []byte, q *FUSEQueue) (*Loop, error) {
 	}
 	l := &Loop{ring: ring, region: region, shared: (*loopLoopShared)(unsafe.Pointer(&region[0])),
 		own: p.ownCQ, in: p.inCQ}
+	if q != nil {
+		l.scratchOff = q.ScratchOff
+	}
 	if l.in != nil {
 		l.peeked = make([]*uring.CQE, ring.CQEntries())
 	}
@@ -346,6 +407,7 @@ func loadObjects(p loadParams) (loopObjects, error) {
 	if q := p.fuse; q != nil {
 		consts["fuse_depth"] = uint32(q.Depth)
 		consts["fuse_hdr_off"] = uint32(q.HeaderOff)
+		consts["fuse_scratch_off"] = uint32(q.ScratchOff)
 		consts["fuse_payload_off"] = uint32(q.PayloadOff)
 		consts["fuse_payload_stride"] = uint32(q.PayloadStride)
 		if q.ZeroCopy {

@@ -16,7 +16,20 @@ import (
 type loopEntryState struct {
 	_       structs.HostLayout
 	Pending uint32
-	Failed  uint32
+	Error   int32
+}
+
+type loopFsyncScratch struct {
+	_     structs.HostLayout
+	Statx [256]uint8
+	Times [2]struct {
+		_      structs.HostLayout
+		TvSec  int64
+		TvNsec int64
+	}
+	Path [8]int8
+	Fd   [4]int32
+	Res  [4]int32
 }
 
 type loopLoopShared struct {
@@ -71,7 +84,8 @@ type loopOffloadFile struct {
 	ReadFd  int32
 	Nwrite  uint32
 	WriteFd [4]int32
-	Flags   uint32
+	Nsync   uint32
+	SyncFd  [4]int32
 }
 
 // Names of all BPF objects in the ELF.
@@ -88,6 +102,7 @@ const (
 	loopVarFuseHdrOff        = "fuse_hdr_off"
 	loopVarFusePayloadOff    = "fuse_payload_off"
 	loopVarFusePayloadStride = "fuse_payload_stride"
+	loopVarFuseScratchOff    = "fuse_scratch_off"
 	loopVarFuseZeroCopy      = "fuse_zero_copy"
 	loopVarInCqEntries       = "in_cq_entries"
 	loopVarInCqId            = "in_cq_id"
@@ -162,6 +177,7 @@ type loopVariableSpecs struct {
 	FuseHdrOff        *ebpf.VariableSpec `ebpf:"fuse_hdr_off"`
 	FusePayloadOff    *ebpf.VariableSpec `ebpf:"fuse_payload_off"`
 	FusePayloadStride *ebpf.VariableSpec `ebpf:"fuse_payload_stride"`
+	FuseScratchOff    *ebpf.VariableSpec `ebpf:"fuse_scratch_off"`
 	FuseZeroCopy      *ebpf.VariableSpec `ebpf:"fuse_zero_copy"`
 	InCqEntries       *ebpf.VariableSpec `ebpf:"in_cq_entries"`
 	InCqId            *ebpf.VariableSpec `ebpf:"in_cq_id"`
@@ -216,6 +232,7 @@ type loopVariables struct {
 	FuseHdrOff        *ebpf.Variable `ebpf:"fuse_hdr_off"`
 	FusePayloadOff    *ebpf.Variable `ebpf:"fuse_payload_off"`
 	FusePayloadStride *ebpf.Variable `ebpf:"fuse_payload_stride"`
+	FuseScratchOff    *ebpf.Variable `ebpf:"fuse_scratch_off"`
 	FuseZeroCopy      *ebpf.Variable `ebpf:"fuse_zero_copy"`
 	InCqEntries       *ebpf.Variable `ebpf:"in_cq_entries"`
 	InCqId            *ebpf.Variable `ebpf:"in_cq_id"`

@@ -332,7 +332,8 @@ func TestLoadFUSE(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer files.Close()
-	q := &FUSEQueue{Depth: 8, HeaderOff: SharedSize, PayloadOff: 2 * SharedSize, PayloadStride: 1 << 20, Files: files}
+	q := &FUSEQueue{Depth: 8, HeaderOff: SharedSize, ScratchOff: SharedSize + 8*fuseHeaderSize,
+		PayloadOff: 3 * SharedSize, PayloadStride: 1 << 20, Files: files}
 	start := time.Now()
 	objs, err := loadObjects(loadParams{sqEntries: 16, cqEntries: 64, ringFd: -1, sqeSize: 128,
 		regionSize: uint32(q.PayloadOff + q.Depth*q.PayloadStride), fuse: q})

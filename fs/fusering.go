@@ -22,25 +22,37 @@ func mountFusering(mountpoint string, fs *fileSystem, mo *fuse.MountOptions, opt
 
 // OffloadFile implements fusering.OffloadFiles: the BPF loop may answer
 // READ and WRITE of open file fh with backing I/O itself, as Read and
-// Write would, FSYNC of an unmirrored one as Fsync would, and FLUSH, which
-// Flush only counts. That is any regular file the daemon serves except
-// O_DIRECT ones (whose I/O needs aligned buffers). A mirrored file is read from the
-// replica its reads go to now and written to every healthy one (see
-// OnReplicaChange). Writes of O_APPEND opens stay with Write: the backing
-// descriptor would append wherever the kernel said to write.
+// Write would, FSYNC as Fsync would (giving the mirrors the leader's times,
+// then syncing every healthy replica), and FLUSH, which Flush only counts.
+// That is any regular file the daemon serves except O_DIRECT ones (whose
+// I/O needs aligned buffers). A mirrored file is read from the replica its
+// reads go to now and written to every healthy one (see OnReplicaChange).
+// Writes of O_APPEND opens stay with Write: the backing descriptor would
+// append wherever the kernel said to write.
 func (fs *fileSystem) OffloadFile(fh uint64) (bpf.File, bool) {
 	h := fs.handles.get(fh)
 	if h == nil || h.dir != nil || h.direct || h.passthrough {
 		return bpf.File{}, false
 	}
-	// A mirrored FSYNC first copies the leader's times to the mirrors
-	// (syncTimes), which io_uring cannot.
-	f := bpf.File{ReadFd: h.fds[h.reader.Load()], Fsync: !fs.replicas.mirrored()}
+	f := bpf.File{ReadFd: h.fds[h.reader.Load()]}
 	var st unix.Stat_t
 	if f.ReadFd < 0 || unix.Fstat(f.ReadFd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return bpf.File{}, false
 	}
-	if h.writable && !h.appending && len(h.fds) <= bpf.MaxReplicas {
+	if len(h.fds) > bpf.MaxReplicas {
+		return f, true
+	}
+	// The leader first: syncTimes gives its times to the others.
+	lead := fs.replicas.leader()
+	if h.fds[lead] >= 0 {
+		f.SyncFds = append(f.SyncFds, h.fds[lead])
+		for i, fd := range h.fds {
+			if i != lead && fd >= 0 && fs.replicas.healthy(i) {
+				f.SyncFds = append(f.SyncFds, fd)
+			}
+		}
+	}
+	if h.writable && !h.appending {
 		for i, fd := range h.fds {
 			if fd >= 0 && fs.replicas.healthy(i) {
 				f.WriteFds = append(f.WriteFds, fd)
@@ -56,6 +68,34 @@ func (fs *fileSystem) OffloadFile(fh uint64) (bpf.File, bool) {
 // OnReplicaChange implements fusering.OffloadFiles: f runs when a replica
 // degrades, whose descriptors OffloadFile may have given out.
 func (fs *fileSystem) OnReplicaChange(f func()) { fs.replicas.onDegrade(f) }
+
+// FsyncDone implements fusering.OffloadFiles: each outcome of the BPF
+// loop's fsyncs (after it gave the mirrors the leader's times) belongs to
+// the replica its descriptor is of, the fsyncs it did not run are run
+// here, and Fsync's rules settle them.
+func (fs *fileSystem) FsyncDone(in *fuse.FsyncIn, fds []int, errs []error) fuse.Status {
+	h := fs.beginFile(&in.InHeader, in.Fh)
+	if h == nil {
+		return fuse.EBADF
+	}
+	byReplica := slices.Repeat([]int{-1}, len(h.fds))
+	outcomes := make([]error, len(h.fds))
+	for j, fd := range fds {
+		i := slices.Index(h.fds, fd)
+		if i < 0 {
+			continue
+		}
+		byReplica[i], outcomes[i] = fd, errs[j]
+		if errs[j] == bpf.ErrNotSynced {
+			fs.data.fsync(byReplica[i:i+1], in.FsyncFlags&1 != 0, outcomes[i:i+1])
+		}
+	}
+	if err := fs.settle("fsync", byReplica, outcomes); err != nil {
+		fs.stats.errors.Add(1)
+		return status(err)
+	}
+	return fuse.OK
+}
 
 // ZeroCopyFile implements fusering.ZeroCopyFiles: the transport may serve
 // READ and WRITE of open file fh with READ_FIXED/WRITE_FIXED between the

@@ -17,6 +17,7 @@ import (
 
 	"github.com/bpfusefs/bpfusefs/mirror"
 	"github.com/bpfusefs/bpfusefs/passthrough"
+	"github.com/bpfusefs/bpfusefs/uring"
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
@@ -498,15 +499,15 @@ func TestMirrorAgreement(t *testing.T) {
 	}
 }
 
-// faultyNode is a loopback node whose files fail reads with EIO while
-// *fail is set: a replica with a bad disk.
+// faultyNode is a loopback node whose files fail reads or fsyncs with EIO
+// as its replica says: a replica with a bad disk.
 type faultyNode struct {
 	*gofs.LoopbackNode
-	fail *atomic.Bool
+	fr *faultyReplica
 }
 
 func (n *faultyNode) WrapChild(ctx context.Context, ops gofs.InodeEmbedder) gofs.InodeEmbedder {
-	return &faultyNode{LoopbackNode: ops.(*gofs.LoopbackNode), fail: n.fail}
+	return &faultyNode{LoopbackNode: ops.(*gofs.LoopbackNode), fr: n.fr}
 }
 
 func (n *faultyNode) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
@@ -514,7 +515,7 @@ func (n *faultyNode) Create(ctx context.Context, name string, flags uint32, mode
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
-	return inode, &faultyFile{LoopbackFile: fh.(*gofs.LoopbackFile), fail: n.fail}, fuseFlags, 0
+	return inode, &faultyFile{LoopbackFile: fh.(*gofs.LoopbackFile), fr: n.fr}, fuseFlags, 0
 }
 
 func (n *faultyNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
@@ -522,12 +523,12 @@ func (n *faultyNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, u
 	if errno != 0 {
 		return nil, 0, errno
 	}
-	return &faultyFile{LoopbackFile: fh.(*gofs.LoopbackFile), fail: n.fail}, fuseFlags, 0
+	return &faultyFile{LoopbackFile: fh.(*gofs.LoopbackFile), fr: n.fr}, fuseFlags, 0
 }
 
 type faultyFile struct {
 	*gofs.LoopbackFile
-	fail *atomic.Bool
+	fr *faultyReplica
 }
 
 // PassthroughFd keeps the kernel from reading the file itself (go-fuse
@@ -535,19 +536,28 @@ type faultyFile struct {
 func (f *faultyFile) PassthroughFd() (int, bool) { return 0, false }
 
 func (f *faultyFile) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	if f.fail.Load() {
+	if f.fr.fail.Load() {
 		return nil, syscall.EIO
 	}
 	return f.LoopbackFile.Read(ctx, dest, off)
 }
 
+// Fsync fails as fsync(2) does when writeback lost pages.
+func (f *faultyFile) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	if f.fr.failSync.Load() {
+		return syscall.EIO
+	}
+	return f.LoopbackFile.Fsync(ctx, flags)
+}
+
 // faultyReplica serves an empty directory through a go-fuse loopback
-// mount whose reads fail while *fail is set; abort cuts its connection,
-// as when the disk behind a replica disappears.
+// mount whose reads fail while fail is set, and fsyncs while failSync is;
+// abort cuts its connection, as when the disk behind a replica disappears.
 type faultyReplica struct {
-	dir   string
-	fail  atomic.Bool
-	abort func()
+	dir      string
+	fail     atomic.Bool
+	failSync atomic.Bool
+	abort    func()
 }
 
 func newFaultyReplica(t *testing.T) *faultyReplica {
@@ -557,7 +567,7 @@ func newFaultyReplica(t *testing.T) *faultyReplica {
 	if err != nil {
 		t.Fatal(err)
 	}
-	root := &faultyNode{LoopbackNode: loopback.(*gofs.LoopbackNode), fail: &fr.fail}
+	root := &faultyNode{LoopbackNode: loopback.(*gofs.LoopbackNode), fr: fr}
 	server, err := gofs.Mount(fr.dir, root, &gofs.Options{MountOptions: fuse.MountOptions{DirectMountStrict: true}})
 	if err != nil {
 		t.Fatalf("mount the faulty replica: %v", err)
@@ -600,6 +610,43 @@ func TestMirrorReadFailover(t *testing.T) {
 			}
 		}
 		checkDegraded(t, tm, fr.dir, "read: input/output error")
+		checkStillWorks(t, tm)
+	})
+}
+
+// TestMirrorFsyncFailover makes a mirror's fsync(2) fail, as when its disk
+// lost written pages: the FSYNC succeeds on the leader, the mirror is
+// degraded, and the leader holds the data. Where the BPF loop serves a
+// mirrored FSYNC (kernel/patches: IORING_OP_FUTIMENS), its fsyncs are
+// final, and the daemon settles their outcomes instead of syncing again
+// (which would find no error: the kernel reports it to one fsync only).
+func TestMirrorFsyncFailover(t *testing.T) {
+	eachDaemonMode(t, func(t *testing.T, mode string, opts Options) {
+		fr := newFaultyReplica(t)
+		tm := mountReplicas(t, mode, opts, nil, func(*testing.T) string { return fr.dir })
+		f, err := os.OpenFile(tm.p("f"), os.O_CREATE|os.O_RDWR, 0644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		want := strings.Repeat("synced ", 1000)
+		if _, err := f.WriteString(want); err != nil {
+			t.Fatal(err)
+		}
+		fr.failSync.Store(true)
+		before := tm.m.Stats()
+		if err := f.Sync(); err != nil {
+			t.Fatalf("fsync with the leader healthy: %v", err)
+		}
+		checkDegraded(t, tm, fr.dir, "fsync: input/output error")
+		if mode == "bpf" && uring.VerifyFutimens() == nil {
+			if after := tm.m.Stats(); after.BPFFallbacks != before.BPFFallbacks+1 {
+				t.Errorf("stats: BPF handed %d FSYNCs to the daemon, want 1", after.BPFFallbacks-before.BPFFallbacks)
+			}
+		}
+		if got := readFile(t, tm.b("f")); got != want {
+			t.Errorf("the leader holds %d bytes, want the %d synced", len(got), len(want))
+		}
 		checkStillWorks(t, tm)
 	})
 }

@@ -73,8 +73,10 @@ enum {
 	IORING_OP_FSYNC = 3,
 	IORING_OP_READ_FIXED = 4,
 	IORING_OP_WRITE_FIXED = 5,
+	IORING_OP_STATX = 21,
 	IORING_OP_READ = 22,
 	IORING_OP_WRITE = 23,
+	IORING_OP_FUTIMENS = 67, /* kernel/patches: after IORING_OP_BPF */
 	IORING_FSYNC_DATASYNC = 1 << 0, /* fsync_flags */
 };
 

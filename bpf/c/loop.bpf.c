@@ -27,9 +27,12 @@
  * On a FUSE-over-io_uring queue ring (fuse_depth > 0) the program also
  * serves FUSE requests on files in the offload_files map: a READ becomes a
  * READ of one backing file into the entry's payload buffer, a WRITE one
- * WRITE from the payload to every replica's backing file, an FSYNC of an
- * unmirrored file an FSYNC of its backing file; their completion becomes
- * the reply and the entry's COMMIT_AND_FETCH. On a zero-copy queue the
+ * WRITE from the payload to every replica's backing file, an FSYNC one
+ * FSYNC per replica; their completion becomes the reply and the entry's
+ * COMMIT_AND_FETCH. Before a mirrored file's FSYNCs, the mirrors get the
+ * first replica's access and modification times, as the daemon gives them
+ * (each replica stamps its own clock on a write): a STATX of the first
+ * replica, then an IORING_OP_FUTIMENS (kernel/patches) of each mirror. On a zero-copy queue the
  * READ or WRITE of a file opened for zero copy moves its data between the
  * backing file and the caller's pages (READ_FIXED/WRITE_FIXED on the
  * buffer the kernel registered for the entry): it never passes through
@@ -38,7 +41,8 @@
  * sees those requests. Everything else, and any READ or WRITE whose backing
  * I/O fails or falls short, is handed to it as it arrived: the daemon's
  * rules for replicas decide, and rewriting the same bytes at the same
- * offset is harmless. A failed FSYNC is answered with its error instead:
+ * offset is harmless; so is an FSYNC whose STATX or FUTIMENS fails, before
+ * any replica is synced. A failed FSYNC is answered with its error instead:
  * the kernel reports a writeback error to one fsync of the descriptor, so
  * the daemon's second try could find nothing wrong.
  */
@@ -61,6 +65,11 @@ const volatile __u32 fuse_depth = 0; /* 0: not a FUSE queue */
 const volatile __u32 fuse_hdr_off = 0; /* entry 0's fuse_uring_req_header */
 const volatile __u32 fuse_payload_off = 0; /* entry 0's payload buffer */
 const volatile __u32 fuse_payload_stride = 0;
+/* Entry k's scratch, SCRATCH_SIZE bytes at fuse_scratch_off + k *
+ * SCRATCH_SIZE: room for requests that have no payload buffer (an FSYNC
+ * has none on a zero-copy queue). */
+const volatile __u32 fuse_scratch_off = 0;
+#define SCRATCH_SIZE 384 /* bpf.ScratchSize */
 /* A zero-copy queue (FUSE_URING_ZERO_COPY, Linux 7.3): the payload buffers
  * are a pool the kernel lends from, at ring_ent_in_out.offset, instead of
  * one per entry; and a READ or WRITE flagged FUSE_URING_ENT_ZERO_COPY has
@@ -94,9 +103,13 @@ const volatile __u32 submit_block = 0;
 #define LOOP_TAG (1ULL << 63) /* user_data of SQEs the program issues */
 #define TAG_COPY_READ (LOOP_TAG | 1)
 #define TAG_COPY_WRITE (LOOP_TAG | 2)
-#define TAG_FUSE_READ (LOOP_TAG | (1ULL << 32))  /* | entry: its backing READ */
-#define TAG_FUSE_WRITE (LOOP_TAG | (2ULL << 32)) /* | entry: one of its backing WRITEs */
-#define TAG_FUSE_FSYNC (LOOP_TAG | (3ULL << 32)) /* | entry: its backing FSYNC */
+/* The backing requests of the FUSE request in entry k: user_data is the
+ * tag | replica << 16 | k, replica indexing offload_file's fds. */
+#define TAG_FUSE_READ (LOOP_TAG | (1ULL << 32))  /* its backing READ */
+#define TAG_FUSE_WRITE (LOOP_TAG | (2ULL << 32)) /* one of its backing WRITEs */
+#define TAG_FUSE_FSYNC (LOOP_TAG | (3ULL << 32)) /* one of its backing FSYNCs */
+#define TAG_FUSE_STATX (LOOP_TAG | (4ULL << 32)) /* the first replica's times */
+#define TAG_FUSE_TIMES (LOOP_TAG | (5ULL << 32)) /* one mirror's FUTIMENS */
 #define MAX_REPLICAS 4
 
 /* user_data of the daemon's FUSE queue (fs/fusering): the entry in the low
@@ -104,6 +117,7 @@ const volatile __u32 submit_block = 0;
 #define FUSE_TAG_MASK 0xffffffff00000000ULL
 #define FUSE_TAG_ENTRY 0ULL	      /* the entry's REGISTER or COMMIT_AND_FETCH */
 #define FUSE_TAG_COMMIT (5ULL << 32) /* hand-off only: commit the entry's reply */
+#define FUSE_TAG_SYNCED (6ULL << 32) /* hand-off only: settle the entry's FSYNCs */
 
 #define HANDOFF_ENTRIES 128 /* power of two */
 /* CQEs reaped per step; the loop runs again for more. The verifier walks
@@ -156,7 +170,7 @@ struct loop_stats {
 	__u64 fuse_fallbacks;	/* offloaded requests handed back to the daemon */
 	__u64 fuse_writes;	/* FUSE WRITEs answered by the program */
 	__u64 fuse_write_bytes; /* bytes they wrote (once, not per replica) */
-	__u64 fuse_fsyncs;	/* FUSE FSYNCs answered by the program */
+	__u64 fuse_fsyncs;	/* FUSE FSYNCs answered by the program, mirrored or not */
 	__u64 fuse_flushes;	/* FUSE FLUSHes answered by the program */
 	__u64 own_cq_cqes;	/* own_cqes reaped from the program's own CQ */
 	__u64 fuse_zero_copy;	/* fuse_reads and fuse_writes done on the caller's pages */
@@ -169,17 +183,15 @@ struct offload_file {
 	__s32 read_fd;		     /* the replica READs go to */
 	__u32 nwrite;		     /* replicas WRITEs go to; 0: the daemon's */
 	__s32 write_fd[MAX_REPLICAS]; /* their fds */
-	__u32 flags;		     /* OFFLOAD_* */
+	__u32 nsync;		     /* replicas FSYNCs go to; 0: the daemon's */
+	__s32 sync_fd[MAX_REPLICAS]; /* their fds; the mirrors get sync_fd[0]'s times */
 };
 
-/* FSYNC of read_fd is all the daemon would do for the file's FSYNC (it has
- * one replica: a mirrored file's FSYNC first copies times to the mirrors). */
-#define OFFLOAD_FSYNC 1
-
-/* The backing I/O of an entry's WRITE in flight. */
+/* The backing requests of an entry's FUSE request in flight: its WRITEs,
+ * or one step of its FSYNC. */
 struct entry_state {
-	__u32 pending; /* WRITEs not completed */
-	__u32 failed;  /* one failed or fell short */
+	__u32 pending; /* requests not completed */
+	__s32 error;   /* the first failure (-errno, -EIO a short WRITE); 1: not all were issued */
 };
 
 struct {
@@ -387,6 +399,40 @@ struct fuse_uring_ent_in_out {
 	__u64 reserved;
 };
 
+/* The parts of struct statx (include/uapi/linux/stat.h) the program reads. */
+struct statx_timestamp {
+	__s64 tv_sec;
+	__u32 tv_nsec;
+	__s32 reserved;
+};
+
+#define STATX_SIZE 256
+#define STATX_ATIME_AT 64  /* stx_atime */
+#define STATX_MTIME_AT 112 /* stx_mtime */
+
+struct kernel_timespec {
+	__s64 tv_sec;
+	__s64 tv_nsec;
+};
+
+enum {
+	STATX_ATIME = 0x20,
+	STATX_MTIME = 0x40,
+	AT_EMPTY_PATH = 0x1000,
+};
+
+/* An FSYNC's use of its entry's scratch, shared with Go (bpf.Loop.SyncOutcome). */
+struct fsync_scratch {
+	__u8 statx[STATX_SIZE];		  /* the first replica's struct statx */
+	struct kernel_timespec times[2];  /* its times, for the mirrors' FUTIMENS */
+	char path[8];			  /* "": STATX of the file itself */
+	__s32 fd[MAX_REPLICAS];		  /* the FSYNCs' files (offload_file.sync_fd) */
+	__s32 res[MAX_REPLICAS];	  /* their results; NOT_SYNCED: not issued */
+};
+_Static_assert(sizeof(struct fsync_scratch) <= SCRATCH_SIZE, "struct fsync_scratch exceeds SCRATCH_SIZE");
+
+#define NOT_SYNCED 1
+
 enum {
 	FUSE_READ = 15,
 	FUSE_WRITE = 16,
@@ -433,6 +479,36 @@ static __always_inline __u64 fuse_payload_at(__u8 *hdr, __u32 k)
 	return fuse_payload_off + off;
 }
 
+/* Entry k's scratch as the program sees it, or NULL when k is not an entry
+ * of this queue; scratch_uaddr is its user address. Not inlined, which
+ * also puts struct fsync_scratch in the object's BTF for Go. */
+static __noinline struct fsync_scratch *fuse_scratch(__u8 *region, __u32 k)
+{
+	__u64 off;
+
+	if (k >= fuse_depth || !fuse_scratch_off)
+		return 0;
+	off = fuse_scratch_off + (__u64)k * SCRATCH_SIZE;
+	if (off + SCRATCH_SIZE > region_size)
+		return 0;
+	return (struct fsync_scratch *)(region + off);
+}
+
+static __always_inline __u64 scratch_uaddr(struct loop_shared *sh, __u32 k)
+{
+	return sh->region_uaddr + fuse_scratch_off + (__u64)k * SCRATCH_SIZE;
+}
+
+/* The offload_files entry of the request in entry k (header hdr), or NULL
+ * once the file is the daemon's. */
+static __always_inline struct offload_file *fuse_file(__u8 *hdr)
+{
+	/* fh leads the arguments of every opcode the program serves. */
+	__u64 fh = *(__u64 *)(hdr + FUSE_OP_IN);
+
+	return bpf_map_lookup_elem(&offload_files, &fh);
+}
+
 /* The payload buffer of the request in entry k as the program sees it, or
  * NULL. */
 static __u8 *fuse_payload(__u8 *region, __u8 *hdr, __u32 k)
@@ -466,35 +542,116 @@ static __always_inline int fuse_issue_rw(struct iou_ctx *ctx, struct io_uring_sq
 			   user_data, block);
 }
 
-/* Entry k's WRITE: one WRITE of the payload per replica. Returns whether
- * any was issued; if not all were, the entry is marked failed, and the
- * last completion hands it to the daemon. */
+/* Issue opcode for entry k on each of fds[first..n) (user_data tag | i << 16 | k),
+ * and count them in the entry's state: a WRITE of the request's data, or
+ * an FSYNC or FUTIMENS with op_flags and addr. Returns whether any was
+ * issued; if not all were, the last completion finds error 1. */
+static __always_inline int fan_out(struct iou_ctx *ctx, struct io_uring_sqe *sqe,
+				   struct loop_shared *sh, struct loop_stats *st, __u8 *hdr,
+				   __u32 k, __u8 opcode, __s32 *fds, __u32 first, __u32 n,
+				   __u64 addr, __u32 op_flags, __u64 tag, int block)
+{
+	struct fuse_write_in *wr = (struct fuse_write_in *)(hdr + FUSE_OP_IN);
+	struct entry_state *es = bpf_map_lookup_elem(&entries, &k);
+	__u32 i;
+	int ret;
+
+	if (!es || first >= n || n > MAX_REPLICAS)
+		return 0;
+	/* Set before issuing: a request may complete inline, though its CQE
+	 * is reaped only after this returns. */
+	es->pending = n - first;
+	es->error = 0;
+	for (i = 0; i < MAX_REPLICAS; i++) {
+		if (i < first)
+			continue;
+		if (i >= n)
+			break;
+		if (opcode == IORING_OP_WRITE)
+			ret = fuse_issue_rw(ctx, sqe, sh, st, hdr, k, opcode, fds[i], wr->size,
+					    wr->offset, tag | i << 16 | k, block);
+		else
+			ret = issue(ctx, sqe, st, opcode, fds[i], addr, 0, 0, op_flags,
+				    tag | i << 16 | k);
+		if (ret) {
+			es->pending = i - first;
+			es->error = 1;
+			return i > first;
+		}
+	}
+	return 1;
+}
+
+/* One of entry k's backing requests completed, with error 0 or -errno: its
+ * state once all have, else NULL. */
+static __always_inline struct entry_state *entry_done(__u32 k, __s32 error)
+{
+	struct entry_state *es = bpf_map_lookup_elem(&entries, &k);
+
+	if (!es || es->pending == 0)
+		return 0;
+	if (error < 0 && es->error >= 0)
+		es->error = error;
+	if (--es->pending)
+		return 0;
+	return es;
+}
+
+/* Entry k's WRITE: one WRITE of the payload per replica. */
 static __always_inline int fuse_start_write(struct iou_ctx *ctx, struct io_uring_sqe *sqe,
 					    struct loop_shared *sh, struct loop_stats *st,
 					    struct offload_file *f, __u8 *hdr, __u32 k)
 {
 	struct fuse_write_in *wr = (struct fuse_write_in *)(hdr + FUSE_OP_IN);
-	struct entry_state *es = bpf_map_lookup_elem(&entries, &k);
-	__u32 n = f->nwrite, i;
-	int block = n == 1 || wr->size <= BLOCK_MIRRORED_MAX;
+	__u32 n = f->nwrite;
 
-	if (!es || n == 0 || n > MAX_REPLICAS || wr->write_flags & FUSE_WRITE_KILL_SUIDGID)
+	if (wr->write_flags & FUSE_WRITE_KILL_SUIDGID)
 		return 0;
-	/* Set before issuing: a WRITE may complete inline, though its CQE is
-	 * reaped only after this returns. */
-	es->pending = n;
-	es->failed = 0;
+	return fan_out(ctx, sqe, sh, st, hdr, k, IORING_OP_WRITE, f->write_fd, 0, n, 0, 0,
+		       TAG_FUSE_WRITE, n == 1 || wr->size <= BLOCK_MIRRORED_MAX);
+}
+
+/* Entry k's FSYNCs, one per replica (fdatasync's where FUSE asks for it),
+ * noted in its scratch for Go. */
+static __always_inline int fuse_sync_all(struct iou_ctx *ctx, struct io_uring_sqe *sqe,
+					 __u8 *region, struct loop_shared *sh,
+					 struct loop_stats *st, struct offload_file *f, __u8 *hdr,
+					 __u32 k)
+{
+	struct fuse_fsync_in *in = (struct fuse_fsync_in *)(hdr + FUSE_OP_IN);
+	struct fsync_scratch *sc = fuse_scratch(region, k);
+	__u32 i;
+
+	if (!sc)
+		return 0;
 	for (i = 0; i < MAX_REPLICAS; i++) {
-		if (i >= n)
-			break;
-		if (fuse_issue_rw(ctx, sqe, sh, st, hdr, k, IORING_OP_WRITE, f->write_fd[i],
-				  wr->size, wr->offset, TAG_FUSE_WRITE | k, block)) {
-			es->pending = i;
-			es->failed = 1;
-			return i > 0;
-		}
+		sc->fd[i] = i < f->nsync ? f->sync_fd[i] : -1;
+		sc->res[i] = NOT_SYNCED;
 	}
-	return 1;
+	return fan_out(ctx, sqe, sh, st, hdr, k, IORING_OP_FSYNC, f->sync_fd, 0, f->nsync, 0,
+		       in->fsync_flags & FUSE_FSYNC_FDATASYNC ? IORING_FSYNC_DATASYNC : 0,
+		       TAG_FUSE_FSYNC, 1);
+}
+
+/* Entry k's FSYNC: of a mirrored file, first a STATX of the first replica
+ * for the times its mirrors get; then the FSYNCs. */
+static __always_inline int fuse_start_fsync(struct iou_ctx *ctx, struct io_uring_sqe *sqe,
+					    __u8 *region, struct loop_shared *sh,
+					    struct loop_stats *st, struct offload_file *f,
+					    __u8 *hdr, __u32 k)
+{
+	struct fsync_scratch *sc = fuse_scratch(region, k);
+	__u64 at = scratch_uaddr(sh, k);
+
+	if (f->nsync == 1)
+		return fuse_sync_all(ctx, sqe, region, sh, st, f, hdr, k);
+	if (f->nsync == 0 || f->nsync > MAX_REPLICAS || !sc)
+		return 0;
+	sc->path[0] = 0;
+	return !issue(ctx, sqe, st, IORING_OP_STATX, f->sync_fd[0],
+		      at + __builtin_offsetof(struct fsync_scratch, path), STATX_ATIME | STATX_MTIME,
+		      at + __builtin_offsetof(struct fsync_scratch, statx), AT_EMPTY_PATH,
+		      TAG_FUSE_STATX | k);
 }
 
 /* Queue entry k's COMMIT_AND_FETCH: the reply in its header goes to the
@@ -579,27 +736,21 @@ static __always_inline void fuse_write_done(struct iou_ctx *ctx, struct io_uring
 					    __u8 *region, struct loop_shared *sh,
 					    struct loop_stats *st, __u32 k, __s32 res)
 {
-	struct entry_state *es = bpf_map_lookup_elem(&entries, &k);
 	__u8 *hdr = fuse_header(region, k);
-	struct fuse_write_in *wr;
+	struct entry_state *es;
 	__u8 *payload;
 	__u32 size;
 
-	if (!es || !hdr || es->pending == 0)
+	if (!hdr)
 		return;
-	wr = (struct fuse_write_in *)(hdr + FUSE_OP_IN);
-	size = wr->size;
-	if (res < 0 || (__u32)res != size)
-		es->failed = 1;
-	if (es->pending > 1) {
-		es->pending--;
+	size = ((struct fuse_write_in *)(hdr + FUSE_OP_IN))->size;
+	es = entry_done(k, res < 0 ? res : (__u32)res != size ? -5 /* EIO */ : 0);
+	if (!es)
 		return;
-	}
-	es->pending = 0;
 	/* The reply's fuse_write_out goes in the payload buffer, also on a
 	 * zero-copy queue, where the kernel lends one for it. */
 	payload = fuse_payload(region, hdr, k);
-	if (es->failed || !payload) {
+	if (es->error || !payload) {
 		fuse_fall_back(ctx, sh, st, hdr, k);
 		return;
 	}
@@ -611,19 +762,82 @@ static __always_inline void fuse_write_done(struct iou_ctx *ctx, struct io_uring
 	fuse_reply(ctx, sqe, sh, st, hdr, k, 0, sizeof(struct fuse_write_out));
 }
 
-/* The backing FSYNC of entry k completed with res: that is the reply. A
- * failure is not handed back, since the kernel reports a writeback error to
- * one fsync of the descriptor only, and the daemon's would find none. */
-static __always_inline void fuse_fsync_done(struct iou_ctx *ctx, struct io_uring_sqe *sqe,
+/* The STATX of a mirrored file's first replica for entry k's FSYNC
+ * completed with res: its mirrors get the times it read. */
+static __always_inline void fuse_statx_done(struct iou_ctx *ctx, struct io_uring_sqe *sqe,
 					    __u8 *region, struct loop_shared *sh,
 					    struct loop_stats *st, __u32 k, __s32 res)
 {
+	struct fsync_scratch *sc = fuse_scratch(region, k);
 	__u8 *hdr = fuse_header(region, k);
+	struct statx_timestamp *at, *mt;
+	struct offload_file *f;
 
 	if (!hdr)
 		return;
-	__sync_fetch_and_add(&st->fuse_fsyncs, 1);
-	fuse_reply(ctx, sqe, sh, st, hdr, k, res < 0 ? res : 0, 0);
+	f = fuse_file(hdr);
+	if (!f || !sc || res < 0 ||
+	    (*(__u32 *)sc->statx & (STATX_ATIME | STATX_MTIME)) != (STATX_ATIME | STATX_MTIME))
+		goto fall_back;
+	at = (struct statx_timestamp *)(sc->statx + STATX_ATIME_AT);
+	mt = (struct statx_timestamp *)(sc->statx + STATX_MTIME_AT);
+	sc->times[0] = (struct kernel_timespec){ .tv_sec = at->tv_sec, .tv_nsec = at->tv_nsec };
+	sc->times[1] = (struct kernel_timespec){ .tv_sec = mt->tv_sec, .tv_nsec = mt->tv_nsec };
+	if (fan_out(ctx, sqe, sh, st, hdr, k, IORING_OP_FUTIMENS, f->sync_fd, 1, f->nsync,
+		    scratch_uaddr(sh, k) + __builtin_offsetof(struct fsync_scratch, times), 0,
+		    TAG_FUSE_TIMES, 1))
+		return;
+fall_back:
+	fuse_fall_back(ctx, sh, st, hdr, k);
+}
+
+/* One mirror's FUTIMENS for entry k's FSYNC completed with res; after the
+ * last, every replica is synced. Nothing is synced yet: on a failure, the
+ * daemon does it all again, by its rules for replicas. */
+static __always_inline void fuse_times_done(struct iou_ctx *ctx, struct io_uring_sqe *sqe,
+					    __u8 *region, struct loop_shared *sh,
+					    struct loop_stats *st, __u32 k, __s32 res)
+{
+	struct entry_state *es = entry_done(k, res < 0 ? res : 0);
+	__u8 *hdr = fuse_header(region, k);
+	struct offload_file *f;
+
+	if (!es || !hdr)
+		return;
+	f = fuse_file(hdr);
+	if (es->error || !f || !fuse_sync_all(ctx, sqe, region, sh, st, f, hdr, k))
+		fuse_fall_back(ctx, sh, st, hdr, k);
+}
+
+/* The backing FSYNC of replica i of entry k completed with res; the last
+ * one replies, when all succeeded or the file has one replica. The request
+ * is never served again: the kernel reports a writeback error to one fsync
+ * of the descriptor only, so the daemon's would find none. Instead, when a
+ * mirrored file's replica failed, or not every FSYNC could be issued, Go
+ * gets the outcomes (FUSE_TAG_SYNCED) and settles them by the daemon's
+ * rules for replicas: the failed one degrades, the missing ones it syncs
+ * itself. */
+static __always_inline void fuse_fsync_done(struct iou_ctx *ctx, struct io_uring_sqe *sqe,
+					    __u8 *region, struct loop_shared *sh,
+					    struct loop_stats *st, __u32 k, __u32 i, __s32 res)
+{
+	struct fsync_scratch *sc = fuse_scratch(region, k);
+	__u8 *hdr = fuse_header(region, k);
+	struct entry_state *es;
+
+	if (!sc || !hdr || i >= MAX_REPLICAS)
+		return;
+	sc->res[i] = res < 0 ? res : 0;
+	es = entry_done(k, res < 0 ? res : 0);
+	if (!es)
+		return;
+	if (es->error == 0 || (es->error < 0 && sc->fd[1] < 0)) {
+		__sync_fetch_and_add(&st->fuse_fsyncs, 1);
+		fuse_reply(ctx, sqe, sh, st, hdr, k, es->error, 0);
+		return;
+	}
+	__sync_fetch_and_add(&st->fuse_fallbacks, 1);
+	hand_off(ctx, sh, FUSE_TAG_SYNCED | k, 0, 0);
 }
 
 /*
@@ -637,10 +851,8 @@ static __always_inline int fuse_start(struct iou_ctx *ctx, struct io_uring_sqe *
 	struct fuse_uring_ent_in_out *ent;
 	struct fuse_in_header *in;
 	struct fuse_read_in *rd;
-	struct fuse_fsync_in *fs;
 	struct offload_file *f;
 	__u8 *hdr = fuse_header(region, k);
-	__u64 fh;
 
 	if (!hdr)
 		return 0;
@@ -648,9 +860,7 @@ static __always_inline int fuse_start(struct iou_ctx *ctx, struct io_uring_sqe *
 	if (in->opcode != FUSE_READ && in->opcode != FUSE_WRITE && in->opcode != FUSE_FSYNC &&
 	    in->opcode != FUSE_FLUSH)
 		return 0;
-	/* fh leads the arguments of all four. */
-	fh = *(__u64 *)(hdr + FUSE_OP_IN);
-	f = bpf_map_lookup_elem(&offload_files, &fh);
+	f = fuse_file(hdr);
 	if (!f)
 		return 0;
 	switch (in->opcode) {
@@ -659,12 +869,7 @@ static __always_inline int fuse_start(struct iou_ctx *ctx, struct io_uring_sqe *
 		fuse_reply(ctx, sqe, sh, st, hdr, k, 0, 0);
 		return 1;
 	case FUSE_FSYNC:
-		fs = (struct fuse_fsync_in *)(hdr + FUSE_OP_IN);
-		if (!(f->flags & OFFLOAD_FSYNC))
-			return 0;
-		return !issue(ctx, sqe, st, IORING_OP_FSYNC, f->read_fd, 0, 0, 0,
-			      fs->fsync_flags & FUSE_FSYNC_FDATASYNC ? IORING_FSYNC_DATASYNC : 0,
-			      TAG_FUSE_FSYNC | k);
+		return fuse_start_fsync(ctx, sqe, region, sh, st, f, hdr, k);
 	case FUSE_WRITE:
 		rd = (struct fuse_read_in *)(hdr + FUSE_OP_IN);
 		ent = (struct fuse_uring_ent_in_out *)(hdr + FUSE_ENT);
@@ -687,13 +892,20 @@ static __always_inline void own_cqe(struct iou_ctx *ctx, struct io_uring_sqe *sq
 				    struct loop_shared *sh, struct loop_stats *st, __u64 user_data,
 				    __s32 res)
 {
+	__u64 tag = user_data & ~0xffffffffULL;
+	__u32 k = (__u16)user_data, i = (__u8)(user_data >> 16);
+
 	__sync_fetch_and_add(&st->own_cqes, 1);
-	if ((user_data & ~0xffffffffULL) == TAG_FUSE_READ)
-		fuse_read_done(ctx, sqe, region, sh, st, (__u32)user_data, res);
-	else if ((user_data & ~0xffffffffULL) == TAG_FUSE_WRITE)
-		fuse_write_done(ctx, sqe, region, sh, st, (__u32)user_data, res);
-	else if ((user_data & ~0xffffffffULL) == TAG_FUSE_FSYNC)
-		fuse_fsync_done(ctx, sqe, region, sh, st, (__u32)user_data, res);
+	if (tag == TAG_FUSE_READ)
+		fuse_read_done(ctx, sqe, region, sh, st, k, res);
+	else if (tag == TAG_FUSE_WRITE)
+		fuse_write_done(ctx, sqe, region, sh, st, k, res);
+	else if (tag == TAG_FUSE_FSYNC)
+		fuse_fsync_done(ctx, sqe, region, sh, st, k, i, res);
+	else if (tag == TAG_FUSE_STATX)
+		fuse_statx_done(ctx, sqe, region, sh, st, k, res);
+	else if (tag == TAG_FUSE_TIMES)
+		fuse_times_done(ctx, sqe, region, sh, st, k, res);
 	else
 		copy_step(ctx, sqe, sh, st, user_data, res);
 }

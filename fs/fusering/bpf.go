@@ -50,6 +50,7 @@ func (q *queue) attachLoop() {
 			QID:           q.qid,
 			Depth:         q.depth,
 			HeaderOff:     q.mem.headerOff,
+			ScratchOff:    q.mem.scratchOff,
 			PayloadOff:    q.mem.headerArea,
 			PayloadStride: q.mem.payloadStride,
 			ZeroCopy:      q.zc != nil,

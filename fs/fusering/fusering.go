@@ -136,6 +136,12 @@ type OffloadFiles interface {
 	// made the change returns, whenever a descriptor OffloadFile gave
 	// out stops being the right one to read (a replica degraded).
 	OnReplicaChange(f func())
+	// FsyncDone answers the FSYNC in, for which the BPF loop ran the
+	// backing fsyncs of fds (File.SyncFds) with outcomes errs, and one of
+	// a mirrored file's failed or was not run (bpf.ErrNotSynced), as Fsync
+	// would have answered it. The outcomes are final: the kernel reports
+	// a writeback error to one fsync of a descriptor only.
+	FsyncDone(in *fuse.FsyncIn, fds []int, errs []error) fuse.Status
 }
 
 // Counters count requests that arrived by one channel.

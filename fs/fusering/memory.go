@@ -15,6 +15,9 @@ import (
 //	                             bytes), on queues that run it
 //	headerOff + k*headerSize     entry k's fuse_uring_req_header
 //	headerOff + depth*headerSize the eventfd word (8 bytes)
+//	scratchOff + k*scratchSize   entry k's scratch for the BPF loop
+//	                             (bpf.ScratchSize bytes), on queues that
+//	                             run it
 //	headerArea + k*payloadStride entry k's payload buffer (not used by
 //	                             zero-copy queues, whose payloads are in
 //	                             the kernel's buffer pool)
@@ -25,21 +28,27 @@ type queueMemory struct {
 	region        bool // the ring's parameter region, unmapped by the ring
 	depth         int
 	headerOff     int
+	scratchOff    int
 	headerArea    int
 	payloadStride int
 }
 
+// loopLayout is the room a queue that runs the BPF loop needs in its
+// memory: the loop's state before the headers, the scratch after them.
+type loopLayout struct{ state, scratchSize int }
+
 // newQueueMemory places the entries in the ring's parameter region if the
 // kernel has IORING_REGISTER_MEM_REGION (6.13+), else in anonymous memory,
-// headerOff bytes in.
-func newQueueMemory(ring *uring.Ring, depth, payloadSize, headerOff int) (queueMemory, error) {
+// with room for the BPF loop as loop says.
+func newQueueMemory(ring *uring.Ring, depth, payloadSize int, loop loopLayout) (queueMemory, error) {
 	page := os.Getpagesize()
 	m := queueMemory{
 		depth:         depth,
-		headerOff:     headerOff,
-		headerArea:    roundUp(headerOff+depth*headerSize+8, page),
+		headerOff:     loop.state,
+		scratchOff:    roundUp(loop.state+depth*headerSize+8, 64),
 		payloadStride: roundUp(payloadSize, page),
 	}
+	m.headerArea = roundUp(m.scratchOff+depth*loop.scratchSize, page)
 	size := m.headerArea + depth*m.payloadStride
 	var err error
 	if m.buf, err = ring.RegisterMemRegion(size, 0); err == nil {

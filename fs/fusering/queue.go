@@ -150,10 +150,10 @@ func (q *queue) setup(opts *Options) error {
 	// At most one SQE per entry is prepared between two submissions,
 	// plus the eventfd read and its cancellation.
 	ringOpts := uring.Options{Flags: flags}
-	headerOff := 0
+	var loop loopLayout
 	if q.s.files != nil {
 		ringOpts.Flags |= bpf.RingFlags
-		headerOff = bpf.SharedSize
+		loop = loopLayout{state: bpf.SharedSize, scratchSize: bpf.ScratchSize}
 		// The BPF loop adds up to a WRITE per replica per entry in
 		// flight, whose completions must not overflow the CQ.
 		ringOpts.CQEntries = uint32(q.depth*(bpf.MaxReplicas+1) + 2)
@@ -163,7 +163,7 @@ func (q *queue) setup(opts *Options) error {
 		return err
 	}
 	q.ring = ring
-	if q.mem, err = newQueueMemory(ring, q.depth, q.s.payloadSize, headerOff); err != nil {
+	if q.mem, err = newQueueMemory(ring, q.depth, q.s.payloadSize, loop); err != nil {
 		return err
 	}
 	if q.s.zcFiles != nil {
@@ -287,6 +287,8 @@ func (q *queue) complete(userData uint64, res int32) {
 		q.zc.finish(q, int(uint16(k)), k>>16, res)
 	case bpf.CommitTag:
 		q.commit(k)
+	case bpf.SyncedTag:
+		q.synced(k)
 	default:
 		if res < 0 {
 			q.retire(k, syscall.Errno(-res))
@@ -294,6 +296,19 @@ func (q *queue) complete(userData uint64, res int32) {
 		}
 		q.dispatch(k)
 	}
+}
+
+// synced answers the FSYNC in entry k that the BPF loop synced on every
+// replica, and handed over because one failed or not all could be started:
+// the file system settles the outcomes.
+func (q *queue) synced(k int) {
+	h := q.headers[k]
+	in := fuse.FsyncIn{InHeader: *h.inHeader()}
+	op := unsafe.Slice((*byte)(unsafe.Pointer(&in.Fh)), unsafe.Sizeof(in)-unsafe.Offsetof(in.Fh))
+	copy(op, h.OpIn[:])
+	fds, errs := q.loop.SyncOutcome(k)
+	replyError(h, in.Unique, q.s.offload.FsyncDone(&in, fds, errs))
+	q.commit(k)
 }
 
 // retire drops entry k, which the kernel completed with an error: the
