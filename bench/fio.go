@@ -20,6 +20,7 @@ type fioJob struct {
 	ioDepth    int
 	timeBased  bool // loop over the file for the whole runtime
 	endFsync   bool
+	fsync      int // fsync(2) after every fsync writes; 0: never
 	fileName   string
 	fileSize   int64
 	runtimeSec int
@@ -51,6 +52,9 @@ func (j fioJob) args(dirs []string, out string) []string {
 	}
 	if j.endFsync {
 		args = append(args, "--end_fsync=1")
+	}
+	if j.fsync > 0 {
+		args = append(args, "--fsync="+strconv.Itoa(j.fsync))
 	}
 	for i, dir := range dirs {
 		args = append(args, "--name=job"+strconv.Itoa(i), "--directory="+dir, "--filename="+j.fileName)

@@ -82,6 +82,8 @@ func workloads() []workload {
 	randWrite := fioJob{rw: "randwrite", blockSize: "4k", ioEngine: "psync", ioDepth: 1, endFsync: true, timeBased: true}
 	randWrite32 := randWrite
 	randWrite32.ioEngine, randWrite32.ioDepth = "io_uring", 32
+	randWriteSync := randWrite
+	randWriteSync.fsync = 1
 	ws = append(ws,
 		fioWrite("seq-write", "1 MiB sequential write of a new file, end_fsync", seqWrite, 1),
 		fioWrite("rand-write-qd1", "4 KiB random overwrite, QD1 (psync), end_fsync", randWrite, 1),
@@ -94,6 +96,7 @@ func workloads() []workload {
 		fioWrite("seq-write-2r", "seq-write with 2 replicas (natively: both copies written concurrently)", seqWrite, 2),
 		fioWrite("rand-write-qd1-2r", "rand-write-qd1 with 2 replicas", randWrite, 2),
 		fioWrite("rand-write-qd32-2r", "rand-write-qd32 with 2 replicas", randWrite32, 2),
+		fioWrite("rand-write-fsync-2r", "rand-write-qd1 with an fsync after every write (a database's commits), 2 replicas", randWriteSync, 2),
 		// After the 2-replica writes the mount's cache of the file is
 		// partly gone (their new mtime drops it) and partly fresh, and a
 		// faster server would warm it faster within a pass: dropping it and
