@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -169,7 +170,7 @@ func TestNoLeaks(t *testing.T) {
 	mountWorkUnmount(t, ms["none"])
 	for name, opts := range ms {
 		t.Run(name, func(t *testing.T) {
-			fdsBefore := countFDs(t)
+			fdsBefore := openFDs(t)
 			goroutinesBefore := runtime.NumGoroutine()
 			mountWorkUnmount(t, opts)
 			// Goroutines of the server may still be returning.
@@ -180,8 +181,21 @@ func TestNoLeaks(t *testing.T) {
 				buf := make([]byte, 1<<20)
 				t.Errorf("%d goroutines after unmount, %d before:\n%s", n, goroutinesBefore, buf[:runtime.Stack(buf, true)])
 			}
-			if n := countFDs(t); n != fdsBefore {
-				t.Errorf("%d descriptors after unmount, %d before", n, fdsBefore)
+			// A descriptor open now and not before (or then open on
+			// something else) outlived the mount. One closed meanwhile
+			// is no leak: a garbage collection during the mount runs
+			// the finalizers of files earlier tests dropped (a full
+			// run of the package once counted 28 before and 24 after).
+			after := openFDs(t)
+			for fd, what := range after {
+				if fdsBefore[fd] != what {
+					t.Errorf("descriptor %d (%s) outlived the mount", fd, what)
+				}
+			}
+			for fd, what := range fdsBefore {
+				if _, ok := after[fd]; !ok {
+					t.Logf("descriptor %d (%s) closed while mounted", fd, what)
+				}
 			}
 		})
 	}
@@ -217,13 +231,25 @@ func mountWorkUnmount(t *testing.T, opts Options) {
 	m.Wait()
 }
 
-func countFDs(t *testing.T) int {
+// openFDs returns the process's open descriptors and what each is open on.
+func openFDs(t *testing.T) map[int]string {
 	t.Helper()
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return len(ents)
+	fds := make(map[int]string, len(ents))
+	for _, e := range ents {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The directory's own descriptor is gone by now.
+		if what, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil {
+			fds[fd] = what
+		}
+	}
+	return fds
 }
 
 func TestReadOnly(t *testing.T) {
