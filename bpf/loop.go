@@ -228,8 +228,9 @@ func Attach(ring *uring.Ring, region []byte) (*Loop, error) {
 // the entry, and hands every other request to Go through Completions
 // unchanged. A READ or WRITE whose backing I/O fails or falls short is
 // handed to Go too (as the request it was), and its file leaves q.Files; a
-// failed FSYNC is answered with its error. The ring must have SetupSQE128 as well as
-// RingFlags.
+// failed FSYNC of one replica is answered with its error, one of a mirrored
+// file's handed to Go with the outcomes (SyncedTag). The ring must have
+// SetupSQE128 as well as RingFlags.
 // Go must treat a completion with user_data CommitTag|k as "commit entry
 // k": the program wrote its reply but could not queue the commit; and one
 // with SyncedTag|k as "answer the FSYNC in entry k from SyncOutcome".

@@ -46,9 +46,9 @@
 // bpfusefs's kernel series (kernel/patches/) adds IORING_OP_COPY_FILE_RANGE
 // (PrepCopyFileRange), IORING_OP_BPF (PrepBPF), IORING_OP_FUTIMENS
 // (PrepFutimens) and extra completion queues (RegisterCQ, ExtraCQ: CQEs
-// steered by user_data, waited on apart). Their
-// numbers come after Linux 7.3's last, so Verify* check that a kernel
-// listing them means the series' and not a later upstream's.
+// steered by user_data, waited on apart). Their numbers come after Linux
+// 7.3's last, so Verify* check that a kernel listing them means the
+// series' and not a later upstream's.
 //
 // # Engine
 //

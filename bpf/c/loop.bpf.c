@@ -32,19 +32,21 @@
  * COMMIT_AND_FETCH. Before a mirrored file's FSYNCs, the mirrors get the
  * first replica's access and modification times, as the daemon gives them
  * (each replica stamps its own clock on a write): a STATX of the first
- * replica, then an IORING_OP_FUTIMENS (kernel/patches) of each mirror. On a zero-copy queue the
- * READ or WRITE of a file opened for zero copy moves its data between the
- * backing file and the caller's pages (READ_FIXED/WRITE_FIXED on the
- * buffer the kernel registered for the entry): it never passes through
- * the daemon's memory. A FLUSH, which the daemon
- * answers without doing anything, is answered at once. The daemon never
- * sees those requests. Everything else, and any READ or WRITE whose backing
- * I/O fails or falls short, is handed to it as it arrived: the daemon's
- * rules for replicas decide, and rewriting the same bytes at the same
- * offset is harmless; so is an FSYNC whose STATX or FUTIMENS fails, before
- * any replica is synced. A failed FSYNC is answered with its error instead:
- * the kernel reports a writeback error to one fsync of the descriptor, so
- * the daemon's second try could find nothing wrong.
+ * replica, then an IORING_OP_FUTIMENS (kernel/patches) of each mirror. On
+ * a zero-copy queue the READ or WRITE of a file opened for zero copy moves
+ * its data between the backing file and the caller's pages
+ * (READ_FIXED/WRITE_FIXED on the buffer the kernel registered for the
+ * entry): it never passes through the daemon's memory. A FLUSH, which the
+ * daemon answers without doing anything, is answered at once. The daemon
+ * never sees those requests. Everything else, and any READ or WRITE whose
+ * backing I/O fails or falls short, is handed to it as it arrived: the
+ * daemon's rules for replicas decide, and rewriting the same bytes at the
+ * same offset is harmless; so is an FSYNC whose STATX or FUTIMENS fails,
+ * before any replica is synced. A failed FSYNC is never served again: the
+ * kernel reports a writeback error to one fsync of the descriptor, so the
+ * daemon's second try could find nothing wrong. The program answers it
+ * with the error on one replica; of a mirrored file, it hands the daemon
+ * the outcomes (FUSE_TAG_SYNCED), which its rules settle.
  */
 #include "iou.h"
 
