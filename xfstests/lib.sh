@@ -196,31 +196,38 @@ mount_options() {
 }
 
 # install_helpers makes `mount -t fuse.bpfusefs` (or fuse.loopback for the
-# reference) find its helper by absolute path.
+# reference) run this checkout's helper, in the run's mount namespace only
+# (isolate), so that runs of different checkouts side by side each mount
+# their own build. mount(8) looks for mount.TYPE in /sbin, then in /sbin/fs.d
+# and mounts with mount(2) itself, bpfusefs's options and all, when it finds
+# none. So the helper must not be reached through a path someone else can
+# take away mid-run: a link into another checkout that is deleted or rebuilt
+# (an unlinked file's bind mounts are detached in every namespace), or the
+# host's files under a VM's overlay root. The run keeps a copy in its work dir
+# and binds that directory over /sbin/fs.d; a helper installed in /sbin,
+# found first, is covered by the copy while it lasts and by fs.d after.
 install_helpers() {
+	local type helpers=$WORK/helpers installed
+	type=$(fuse_type)
+	mkdir -p "$helpers" /sbin/fs.d
 	if [ -n "$reference" ]; then
-		local helper=$CACHE/mount.fuse.loopback
-		cat >"$helper" <<-EOF
+		cat >"$helpers/mount.$type.new" <<-EOF
 			#!/bin/bash
 			# mount(8) helper for go-fuse's loopback example, written by xfstests/run.sh.
 			exec $HERE/loopback-helper.sh $LOOPBACK "\$@"
 		EOF
-		chmod 0755 "$helper"
-		place_helper "$helper" /sbin/mount.fuse.loopback
 	else
 		[ -x "$BPFUSEFS" ] || die "$BPFUSEFS missing: run make build"
-		place_helper "$BPFUSEFS" /sbin/mount.fuse.bpfusefs
+		cp "$BPFUSEFS" "$helpers/mount.$type.new"
 	fi
-}
-
-# place_helper TARGET PATH makes PATH run TARGET in this run. PATH is one for
-# the machine, but the run has its own mount namespace (isolate): TARGET is
-# bound over what PATH leads to there only, so runs of different builds
-# side by side each mount with their own.
-place_helper() {
-	local target=$1 path=$2
-	[ -e "$path" ] || ln -sfn "$target" "$path" # missing, or a dangling link
-	mount --bind "$target" "$(readlink -f "$path")" || die "cannot bind $target over $path"
+	chmod 0755 "$helpers/mount.$type.new"
+	mv -f "$helpers/mount.$type.new" "$helpers/mount.$type"
+	mount --bind "$helpers" /sbin/fs.d || die "cannot bind $helpers over /sbin/fs.d"
+	installed=/sbin/mount.$type
+	if [ -e "$installed" ]; then
+		mount --bind "$helpers/mount.$type" "$(readlink -f "$installed")" ||
+			die "cannot bind $helpers/mount.$type over $installed"
+	fi
 }
 
 # The fuse module's enable_uring parameter gates FUSE-over-io_uring. It is
