@@ -36,6 +36,9 @@ const (
 	// OpFutimens: the BPF loop copies a mirrored file's times to its
 	// mirrors and serves its FSYNC itself.
 	OpFutimens Name = "op_futimens"
+	// CopyKeepHoles: IORING_OP_COPY_FILE_RANGE keeps the source's holes,
+	// so the BPF loop serves COPY_FILE_RANGE itself.
+	CopyKeepHoles Name = "copy_keep_holes"
 )
 
 // Accels lists the accelerations --accel accepts by name.
@@ -47,7 +50,7 @@ var Accels = []Name{Engine, Passthrough, Fusering, BPF}
 var preference = []Name{Passthrough, BPF, Fusering, Engine}
 
 // Patched lists the patched-kernel features doctor reports.
-var Patched = []Name{MultiCQ, OpBPF, OpCopyFileRange, SubmitBlock, OpFutimens}
+var Patched = []Name{MultiCQ, OpBPF, OpCopyFileRange, SubmitBlock, OpFutimens, CopyKeepHoles}
 
 // Request is a parsed --accel value.
 type Request struct {

@@ -10,11 +10,13 @@ import (
 var engineOps = []uring.Op{uring.OpRead, uring.OpWrite, uring.OpFsync}
 
 // patchedOps are the opcodes our kernel series adds, by the name the io_uring
-// probe would list them under once uring knows their numbers.
+// probe would list them under once uring knows their numbers (for a flag of
+// an opcode, the opcode's).
 var patchedOps = map[Name]string{
 	OpBPF:           "BPF",
 	OpCopyFileRange: "COPY_FILE_RANGE",
 	OpFutimens:      "FUTIMENS",
+	CopyKeepHoles:   "COPY_FILE_RANGE",
 }
 
 // patchedChecks confirm that a listed opcode or register opcode does what
@@ -24,6 +26,7 @@ var patchedChecks = map[Name]func() error{
 	OpCopyFileRange: uring.VerifyCopyFileRange,
 	OpBPF:           uring.VerifyOpBPF,
 	OpFutimens:      uring.VerifyFutimens,
+	CopyKeepHoles:   uring.VerifyCopyKeepHoles,
 	MultiCQ:         uring.VerifyRegisterCQ,
 }
 
@@ -80,7 +83,7 @@ func (u ioURing) patched(n Name) Status {
 		names := opNames(u.features)
 		if slices.Contains(names, name) {
 			if err := patchedChecks[n](); err != nil {
-				return unavailable("kernel lists IORING_OP_%s but it is not the series' opcode: %v", name, err)
+				return unavailable("kernel lists IORING_OP_%s but it does not do what the series' does: %v", name, err)
 			}
 			return available()
 		}

@@ -121,6 +121,9 @@ const (
 
 	SpliceFdInFixed uint32 = 1 << 31 // SPLICE_F_FD_IN_FIXED
 	BPFFixedBuffer  uint32 = 1 << 0  // IORING_BPF_FIXED_BUFFER (OpBPF; our kernel series)
+	// CopyKeepHoles makes OpCopyFileRange keep the source's holes
+	// (IORING_COPY_KEEP_HOLES; our kernel series): see PrepCopyFileRange.
+	CopyKeepHoles uint32 = 1 << 30
 
 	// FileIndexAlloc lets openat/openat2 with a direct descriptor pick a free
 	// slot (IORING_FILE_INDEX_ALLOC).

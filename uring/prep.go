@@ -88,6 +88,13 @@ func (s *SQE) PrepSplice(fdIn int, offIn int64, fdOut int, offOut int64, nbytes,
 // layout: an offset of -1 means the file's position, and with
 // SpliceFdInFixed in flags, fdIn is a registered file index. The result is
 // the bytes copied, which may be fewer than nbytes.
+//
+// With CopyKeepHoles in flags (both offsets given) the destination gets
+// the source's holes, as a sparse-aware cp gives them: only data is copied,
+// the destination's old data across a source hole is punched out (zeroed
+// where the filesystem cannot punch), and a range that ends in a hole past
+// the destination's end extends it. The result is the length of the range
+// up to the source's end.
 func (s *SQE) PrepCopyFileRange(fdIn int, offIn int64, fdOut int, offOut int64, nbytes, flags uint32) {
 	s.PrepSplice(fdIn, offIn, fdOut, offOut, nbytes, flags)
 	s.Opcode = OpCopyFileRange

@@ -1,6 +1,7 @@
 package uring
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"slices"
@@ -247,6 +248,48 @@ func VerifyCopyFileRange() error {
 	}
 	if int(res) != len(want) || !slices.Equal(got[:n], want) {
 		return fmt.Errorf("IORING_OP_%v between two memfds returned %d and left %q, not the copy of %q", OpCopyFileRange, res, got[:n], want)
+	}
+	return nil
+}
+
+// VerifyCopyKeepHoles checks that the kernel's OpCopyFileRange takes
+// CopyKeepHoles (a later patch of the series than the opcode): it copies a
+// memfd with a hole over one full of data and checks the bytes and that
+// the hole was punched.
+func VerifyCopyKeepHoles() error {
+	const size = 3 * 4096
+	var src, dst int
+	for _, fd := range []*int{&src, &dst} {
+		var err error
+		if *fd, err = unix.MemfdCreate("bpfusefs-probe", unix.MFD_CLOEXEC); err != nil {
+			return err
+		}
+		defer unix.Close(*fd)
+	}
+	data := bytes.Repeat([]byte{'d'}, 4096)
+	if _, err := unix.Pwrite(src, data, 0); err != nil {
+		return err
+	}
+	if _, err := unix.Pwrite(src, data, 2*4096); err != nil {
+		return err
+	}
+	if _, err := unix.Pwrite(dst, bytes.Repeat([]byte{'x'}, size), 0); err != nil {
+		return err
+	}
+	res, err := runOne(func(s *SQE) { s.PrepCopyFileRange(src, 0, dst, 0, size, CopyKeepHoles) })
+	if err != nil {
+		return fmt.Errorf("IORING_OP_%v with IORING_COPY_KEEP_HOLES: %w", OpCopyFileRange, err)
+	}
+	got := make([]byte, size)
+	if _, err := unix.Pread(dst, got, 0); err != nil {
+		return err
+	}
+	want := slices.Concat(data, make([]byte, 4096), data)
+	if res != size || !bytes.Equal(got, want) {
+		return fmt.Errorf("IORING_OP_%v with IORING_COPY_KEEP_HOLES returned %d and left other bytes than the source's", OpCopyFileRange, res)
+	}
+	if next, err := unix.Seek(dst, 4096, unix.SEEK_DATA); err != nil || next != 2*4096 {
+		return fmt.Errorf("IORING_OP_%v with IORING_COPY_KEEP_HOLES left data where the source has a hole (SEEK_DATA from 4096: %d, %v)", OpCopyFileRange, next, err)
 	}
 	return nil
 }
