@@ -30,8 +30,9 @@ test: deps build lint test-host vmtest vmtest-patched xfstests-smoke
 PATCHED_PKGS := ./uring ./bpf ./features
 # The mount with the BPF loop, which uses the series' extra CQs there, on an
 # ext4 disk: cached backing READs then complete inline, as they do not on tmpfs;
-# and a mirror's failed fsync, which the loop hands over only there (FUTIMENS).
-PATCHED_FS_TESTS := ^(TestBPFOffload|TestMirrorFsyncFailover)$$
+# a mirror's failed fsync, which the loop hands over only there (FUTIMENS); and
+# copies, which the loop serves only there (IORING_COPY_KEEP_HOLES).
+PATCHED_FS_TESTS := ^(TestBPFOffload|TestMirrorFsyncFailover|TestCopyFileRangeCases|TestMirrorCopyFailover)$$
 # KERNEL=patched boots the kernel of the current series: build it first
 # (a no-op when the cache has it).
 BUILD_PATCHED = $(if $(filter patched,$(KERNEL)),kernel/build.sh >/dev/null)

@@ -69,9 +69,9 @@
 // # The FUSE queue loop
 //
 // AttachFUSE runs the same program on a FUSE-over-io_uring queue ring
-// (fs/fusering with Options.BPF) and lets it serve READ, WRITE, FSYNC and
-// FLUSH of the open files in a Files map, which the daemon fills at OPEN
-// and empties at RELEASE:
+// (fs/fusering with Options.BPF) and lets it serve READ, WRITE, FSYNC,
+// FLUSH and COPY_FILE_RANGE of the open files in a Files map, which the
+// daemon fills at OPEN and empties at RELEASE:
 //
 //   - Ring. The queue rings have SQE128 (URING_CMD) as well as RingFlags;
 //     the program writes 128-byte SQEs (sqe_size) at index 0.
@@ -99,7 +99,13 @@
 //     entry's scratch and an IORING_OP_FUTIMENS (kernel/patches) giving
 //     each mirror its access and modification times, as the daemon does
 //     before it syncs. FLUSH, which the daemon only counts, is answered
-//     at once. The SQEs carry LOOP_TAG, so their CQEs stay in the kernel.
+//     at once. COPY_FILE_RANGE between two files of Files, from a caller
+//     with uid 0 (the daemon drops set-ID bits for others first), becomes
+//     one IORING_OP_COPY_FILE_RANGE per replica with IORING_COPY_KEEP_HOLES
+//     (kernel/patches), replica i of the source to replica i of the
+//     destination (File.CopyFds), holes kept as the daemon's copy keeps
+//     them; every replica must copy as much. The SQEs carry LOOP_TAG, so
+//     their CQEs stay in the kernel.
 //   - When the entry's last backing CQE arrives the program writes the
 //     reply and queues COMMIT_AND_FETCH for k with the daemon's own
 //     user_data, so the entry's next request comes back the same way. An

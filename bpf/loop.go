@@ -126,6 +126,9 @@ type Files struct {
 	// futimens: the kernel has our series' IORING_OP_FUTIMENS, which the
 	// program needs for a mirrored FSYNC.
 	futimens bool
+	// keepHoles: the kernel's IORING_OP_COPY_FILE_RANGE (our series)
+	// takes IORING_COPY_KEEP_HOLES, which the program's copies need.
+	keepHoles bool
 }
 
 // MaxReplicas is the most backing files one WRITE can be served to.
@@ -145,6 +148,13 @@ type File struct {
 	// IORING_OP_FUTIMENS (else FSYNCs of more than one stay the daemon's).
 	// None leaves FSYNCs to the daemon.
 	SyncFds []int
+	// CopyFds are the file's backing files by replica, every replica
+	// having one (at most MaxReplicas): a COPY_FILE_RANGE from a caller
+	// with uid 0 between two files with as many copies replica i of the
+	// source to replica i of the destination, keeping holes, where the
+	// kernel has our series' IORING_COPY_KEEP_HOLES. None leaves copies
+	// to and from the file to the daemon.
+	CopyFds []int
 }
 
 // NewFiles creates an empty Files. It needs the same privileges as
@@ -158,13 +168,13 @@ func NewFiles() (*Files, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bpf: create offload_files map: %w", err)
 	}
-	return &Files{m: m, futimens: uring.VerifyFutimens() == nil}, nil
+	return &Files{m: m, futimens: uring.VerifyFutimens() == nil, keepHoles: uring.VerifyCopyKeepHoles() == nil}, nil
 }
 
 // Add lets the programs serve file handle fh as file says; its descriptors
 // must stay open until Remove.
 func (f *Files) Add(fh uint64, file File) error {
-	if n := max(len(file.WriteFds), len(file.SyncFds)); n > MaxReplicas {
+	if n := max(len(file.WriteFds), len(file.SyncFds), len(file.CopyFds)); n > MaxReplicas {
 		return fmt.Errorf("bpf: offload file handle %d: %d replicas, at most %d", fh, n, MaxReplicas)
 	}
 	v := loopOffloadFile{ReadFd: int32(file.ReadFd), Nwrite: uint32(len(file.WriteFds))}
@@ -175,6 +185,12 @@ func (f *Files) Add(fh uint64, file File) error {
 		v.Nsync = uint32(len(file.SyncFds))
 		for i, fd := range file.SyncFds {
 			v.SyncFd[i] = int32(fd)
+		}
+	}
+	if f.keepHoles {
+		v.Ncopy = uint32(len(file.CopyFds))
+		for i, fd := range file.CopyFds {
+			v.CopyFd[i] = int32(fd)
 		}
 	}
 	if err := f.m.Put(fh, v); err != nil {
@@ -222,9 +238,10 @@ func Attach(ring *uring.Ring, region []byte) (*Loop, error) {
 }
 
 // AttachFUSE attaches the loop to the ring of FUSE queue q, as Attach does,
-// and has it serve READ, WRITE, FSYNC and FLUSH of q.Files itself: it reads
-// the backing file into the entry's payload buffer, writes the payload to
-// every replica's, or fsyncs them (File.SyncFds), writes the reply and commits
+// and has it serve READ, WRITE, FSYNC, FLUSH and COPY_FILE_RANGE of q.Files
+// itself: it reads the backing file into the entry's payload buffer, writes
+// the payload to every replica's, fsyncs them (File.SyncFds), or copies
+// between two files' replicas (File.CopyFds), writes the reply and commits
 // the entry, and hands every other request to Go through Completions
 // unchanged. A READ or WRITE whose backing I/O fails or falls short is
 // handed to Go too (as the request it was), and its file leaves q.Files; a

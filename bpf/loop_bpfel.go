@@ -17,6 +17,7 @@ type loopEntryState struct {
 	_       structs.HostLayout
 	Pending uint32
 	Error   int32
+	Copied  int32
 }
 
 type loopFsyncScratch struct {
@@ -77,6 +78,8 @@ type loopLoopStats struct {
 	FuseFlushes    uint64
 	OwnCqCqes      uint64
 	FuseZeroCopy   uint64
+	FuseCopies     uint64
+	FuseCopyBytes  uint64
 }
 
 type loopOffloadFile struct {
@@ -86,6 +89,8 @@ type loopOffloadFile struct {
 	WriteFd [4]int32
 	Nsync   uint32
 	SyncFd  [4]int32
+	Ncopy   uint32
+	CopyFd  [4]int32
 }
 
 // Names of all BPF objects in the ELF.

@@ -23,7 +23,9 @@ func mountFusering(mountpoint string, fs *fileSystem, mo *fuse.MountOptions, opt
 // OffloadFile implements fusering.OffloadFiles: the BPF loop may answer
 // READ and WRITE of open file fh with backing I/O itself, as Read and
 // Write would, FSYNC as Fsync would (giving the mirrors the leader's times,
-// then syncing every healthy replica), and FLUSH, which Flush only counts.
+// then syncing every healthy replica), FLUSH, which Flush only counts, and
+// a root caller's COPY_FILE_RANGE between two such files as CopyFileRange
+// would (replica by replica, keeping holes) while every replica is healthy.
 // That is any regular file the daemon serves except O_DIRECT ones (whose
 // I/O needs aligned buffers). A mirrored file is read from the replica its
 // reads go to now and written to every healthy one (see OnReplicaChange).
@@ -51,6 +53,14 @@ func (fs *fileSystem) OffloadFile(fh uint64) (bpf.File, bool) {
 				f.SyncFds = append(f.SyncFds, fd)
 			}
 		}
+	}
+	// A copy pairs the replicas of two files: all must be there.
+	for i, fd := range h.fds {
+		if fd < 0 || !fs.replicas.healthy(i) {
+			f.CopyFds = nil
+			break
+		}
+		f.CopyFds = append(f.CopyFds, fd)
 	}
 	if h.writable && !h.appending {
 		for i, fd := range h.fds {

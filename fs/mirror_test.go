@@ -640,12 +640,48 @@ func TestMirrorFsyncFailover(t *testing.T) {
 		}
 		checkDegraded(t, tm, fr.dir, "fsync: input/output error")
 		if mode == "bpf" && uring.VerifyFutimens() == nil {
-			if after := tm.m.Stats(); after.BPFFallbacks != before.BPFFallbacks+1 {
-				t.Errorf("stats: BPF handed %d FSYNCs to the daemon, want 1", after.BPFFallbacks-before.BPFFallbacks)
-			}
+			checkHandedOver(t, tm, before, "FSYNC")
 		}
 		if got := readFile(t, tm.b("f")); got != want {
 			t.Errorf("the leader holds %d bytes, want the %d synced", len(got), len(want))
+		}
+		checkStillWorks(t, tm)
+	})
+}
+
+// checkHandedOver checks that the BPF loop handed one request (op) to the
+// daemon since the mount's stats were before.
+func checkHandedOver(t *testing.T, tm *testMount, before Stats, op string) {
+	t.Helper()
+	if after := tm.m.Stats(); after.BPFFallbacks != before.BPFFallbacks+1 {
+		t.Errorf("stats: BPF handed %d requests (%s) to the daemon, want 1", after.BPFFallbacks-before.BPFFallbacks, op)
+	}
+}
+
+// TestMirrorCopyFailover cuts a mirror's connection while a copy's files
+// are open: the copy succeeds from the backing directory and the mirror
+// degrades. Where the BPF loop copies (kernel/patches:
+// IORING_COPY_KEEP_HOLES), it hands the failed copy to the daemon, which
+// serves it again.
+func TestMirrorCopyFailover(t *testing.T) {
+	eachDaemonMode(t, func(t *testing.T, mode string, opts Options) {
+		fr := newFaultyReplica(t)
+		tm := mountReplicas(t, mode, opts, nil, func(*testing.T) string { return fr.dir })
+		want := strings.Repeat("copied ", 1000)
+		writeFile(t, tm.p("src"), want)
+		in, out := openCopyPair(t, tm)
+		fr.abort()
+		before := tm.m.Stats()
+		var offIn, offOut int64
+		if n, err := unix.CopyFileRange(int(in.Fd()), &offIn, int(out.Fd()), &offOut, len(want), 0); err != nil || n != len(want) {
+			t.Fatalf("copy_file_range with the backing replica healthy: %d, %v; want %d", n, err, len(want))
+		}
+		checkDegraded(t, tm, fr.dir, "connect")
+		if mode == "bpf" && uring.VerifyCopyKeepHoles() == nil {
+			checkHandedOver(t, tm, before, "COPY_FILE_RANGE")
+		}
+		if got := readFile(t, tm.b("dst")); got != want {
+			t.Errorf("the backing directory's copy holds %d bytes, want %d", len(got), len(want))
 		}
 		checkStillWorks(t, tm)
 	})

@@ -495,8 +495,8 @@ func (m *Mounted) Stats() Stats {
 		s.Paths[pathNames[pathFusering]] = rs.Ring.Requests
 		s.Paths[pathNames[pathZeroCopy]] = rs.ZeroCopyReads + rs.ZeroCopyWrites
 		// Requests the BPF loop answered never reached the file system.
-		s.Paths[pathNames[pathBPF]] = rs.BPFReads + rs.BPFWrites + rs.BPFFsyncs + rs.BPFFlushes
-		for op, n := range map[string]uint64{"READ": rs.BPFReads, "WRITE": rs.BPFWrites, "FSYNC": rs.BPFFsyncs, "FLUSH": rs.BPFFlushes} {
+		s.Paths[pathNames[pathBPF]] = rs.BPFReads + rs.BPFWrites + rs.BPFFsyncs + rs.BPFFlushes + rs.BPFCopies
+		for op, n := range map[string]uint64{"READ": rs.BPFReads, "WRITE": rs.BPFWrites, "FSYNC": rs.BPFFsyncs, "FLUSH": rs.BPFFlushes, "COPY_FILE_RANGE": rs.BPFCopies} {
 			if n > 0 {
 				s.Ops[op] += n
 			}

@@ -631,6 +631,24 @@ func TestBPFOffload(t *testing.T) {
 			}
 			checkReplicasHold(t, tm, "f", data)
 
+			// A root caller's COPY_FILE_RANGE (the tests run as
+			// root) between two such files is the program's where
+			// the kernel's copy keeps holes (kernel/patches): one
+			// copy per replica, and the copy of a sparse file stays
+			// sparse on each.
+			sparse := sparseFile(t, tm.p("sparse"))
+			copies := bpfCopies(tm)
+			copyAll(t, tm.p("sparse"), tm.p("copy"), 0, 0)
+			keepHoles := uring.VerifyCopyKeepHoles() == nil
+			if got := bpfCopies(tm) - copies; (got > 0) != keepHoles {
+				t.Errorf("BPF answered %d COPY_FILE_RANGEs; the kernel's copy keeps holes: %v", got, keepHoles)
+			}
+			checkReplicasHold(t, tm, "copy", sparse)
+			checkSparseCopy(t, tm, "sparse", "copy")
+			if s := tm.m.Stats(); s.BPFFallbacks != 0 {
+				t.Errorf("stats: %d requests fell back to the daemon", s.BPFFallbacks)
+			}
+
 			// With the backing file cached and the mount's copy
 			// dropped, the program's backing READs complete inline,
 			// while it is still reaping FUSE requests.

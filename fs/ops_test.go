@@ -353,16 +353,7 @@ func TestCopyFileRange(t *testing.T) {
 		if err := os.WriteFile(tm.p("src"), src, 0644); err != nil {
 			t.Fatal(err)
 		}
-		in, err := os.Open(tm.p("src"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer in.Close()
-		out, err := os.Create(tm.p("dst"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer out.Close()
+		in, out := openCopyPair(t, tm)
 		offIn, offOut := int64(100), int64(4096)
 		remaining := len(src) - 100
 		for remaining > 0 {

@@ -76,7 +76,9 @@ enum {
 	IORING_OP_STATX = 21,
 	IORING_OP_READ = 22,
 	IORING_OP_WRITE = 23,
+	IORING_OP_COPY_FILE_RANGE = 65, /* kernel/patches: after IORING_OP_URING_CMD128 */
 	IORING_OP_FUTIMENS = 67, /* kernel/patches: after IORING_OP_BPF */
+	IORING_COPY_KEEP_HOLES = 1U << 30, /* splice_flags of IORING_OP_COPY_FILE_RANGE */
 	IORING_FSYNC_DATASYNC = 1 << 0, /* fsync_flags */
 };
 

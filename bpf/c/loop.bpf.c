@@ -36,17 +36,21 @@
  * a zero-copy queue the READ or WRITE of a file opened for zero copy moves
  * its data between the backing file and the caller's pages
  * (READ_FIXED/WRITE_FIXED on the buffer the kernel registered for the
- * entry): it never passes through the daemon's memory. A FLUSH, which the
- * daemon answers without doing anything, is answered at once. The daemon
- * never sees those requests. Everything else, and any READ or WRITE whose
- * backing I/O fails or falls short, is handed to it as it arrived: the
- * daemon's rules for replicas decide, and rewriting the same bytes at the
- * same offset is harmless; so is an FSYNC whose STATX or FUTIMENS fails,
- * before any replica is synced. A failed FSYNC is never served again: the
- * kernel reports a writeback error to one fsync of the descriptor, so the
- * daemon's second try could find nothing wrong. The program answers it
- * with the error on one replica; of a mirrored file, it hands the daemon
- * the outcomes (FUSE_TAG_SYNCED), which its rules settle.
+ * entry): it never passes through the daemon's memory. A root caller's
+ * COPY_FILE_RANGE between two offloaded files becomes one
+ * IORING_OP_COPY_FILE_RANGE per replica that keeps holes
+ * (IORING_COPY_KEEP_HOLES, kernel/patches), as the daemon's copy does. A
+ * FLUSH, which the daemon answers without doing anything, is answered at
+ * once. The daemon never sees those requests. Everything else, and any
+ * READ, WRITE or copy whose backing I/O fails or falls short, is handed to
+ * it as it arrived: the daemon's rules for replicas decide, and rewriting
+ * the same bytes at the same offset is harmless (a copy's ranges never
+ * overlap: the kernel refuses that); so is an FSYNC whose STATX or
+ * FUTIMENS fails, before any replica is synced. A failed FSYNC is never
+ * served again: the kernel reports a writeback error to one fsync of the
+ * descriptor, so the daemon's second try could find nothing wrong. The
+ * program answers it with the error on one replica; of a mirrored file, it
+ * hands the daemon the outcomes (FUSE_TAG_SYNCED), which its rules settle.
  */
 #include "iou.h"
 
@@ -112,6 +116,7 @@ const volatile __u32 submit_block = 0;
 #define TAG_FUSE_FSYNC (LOOP_TAG | (3ULL << 32)) /* one of its backing FSYNCs */
 #define TAG_FUSE_STATX (LOOP_TAG | (4ULL << 32)) /* the first replica's times */
 #define TAG_FUSE_TIMES (LOOP_TAG | (5ULL << 32)) /* one mirror's FUTIMENS */
+#define TAG_FUSE_COPY (LOOP_TAG | (6ULL << 32))  /* one replica's COPY_FILE_RANGE */
 #define MAX_REPLICAS 4
 
 /* user_data of the daemon's FUSE queue (fs/fusering): the entry in the low
@@ -176,6 +181,8 @@ struct loop_stats {
 	__u64 fuse_flushes;	/* FUSE FLUSHes answered by the program */
 	__u64 own_cq_cqes;	/* own_cqes reaped from the program's own CQ */
 	__u64 fuse_zero_copy;	/* fuse_reads and fuse_writes done on the caller's pages */
+	__u64 fuse_copies;	/* FUSE COPY_FILE_RANGEs answered by the program */
+	__u64 fuse_copy_bytes;	/* bytes they copied (once, not per replica) */
 };
 
 /* An open file whose I/O the program serves, filled by the daemon at OPEN
@@ -187,13 +194,16 @@ struct offload_file {
 	__s32 write_fd[MAX_REPLICAS]; /* their fds */
 	__u32 nsync;		     /* replicas FSYNCs go to; 0: the daemon's */
 	__s32 sync_fd[MAX_REPLICAS]; /* their fds; the mirrors get sync_fd[0]'s times */
+	__u32 ncopy;		     /* replicas; 0: COPY_FILE_RANGE is the daemon's */
+	__s32 copy_fd[MAX_REPLICAS]; /* by replica: a copy goes from replica i to replica i */
 };
 
-/* The backing requests of an entry's FUSE request in flight: its WRITEs,
- * or one step of its FSYNC. */
+/* The backing requests of an entry's FUSE request in flight: its WRITEs or
+ * COPY_FILE_RANGEs, or one step of its FSYNC. */
 struct entry_state {
 	__u32 pending; /* requests not completed */
 	__s32 error;   /* the first failure (-errno, -EIO a short WRITE); 1: not all were issued */
+	__s32 copied;  /* a COPY_FILE_RANGE's bytes, which every replica's must equal; -1: none yet */
 };
 
 struct {
@@ -238,17 +248,13 @@ static int hand_off(struct iou_ctx *ctx, struct loop_shared *sh, __u64 user_data
 	return 1;
 }
 
-/* Issue one request at SQ index 0 (SQ_REWIND) and submit it now; op_flags
- * are the opcode's flags (rw_flags, fsync_flags...), buf_index the fixed
- * buffer of READ_FIXED and WRITE_FIXED; block: it may block the loop rather
- * than go to io-wq (submit_block). */
-static __always_inline int issue_fixed(struct iou_ctx *ctx, struct io_uring_sqe *sqe,
-				       struct loop_stats *st, __u8 opcode, __s32 fd, __u64 addr,
-				       __u32 len, __u64 off, __u32 op_flags, __u16 buf_index,
-				       __u64 user_data, int block)
+/* Fill the SQE at SQ index 0 (SQ_REWIND): op_flags are the opcode's flags
+ * (rw_flags, fsync_flags...), buf_index the fixed buffer of READ_FIXED and
+ * WRITE_FIXED. */
+static __always_inline void prep(struct io_uring_sqe *sqe, __u8 opcode, __s32 fd, __u64 addr,
+				 __u32 len, __u64 off, __u32 op_flags, __u16 buf_index,
+				 __u64 user_data)
 {
-	int ret;
-
 	*sqe = (struct io_uring_sqe){};
 	sqe->opcode = opcode;
 	sqe->fd = fd;
@@ -258,6 +264,14 @@ static __always_inline int issue_fixed(struct iou_ctx *ctx, struct io_uring_sqe 
 	sqe->rw_flags = op_flags;
 	sqe->buf_index = buf_index;
 	sqe->user_data = user_data;
+}
+
+/* Submit the SQE at index 0 now; block: it may block the loop rather than
+ * go to io-wq (submit_block). */
+static __always_inline int submit_one(struct iou_ctx *ctx, struct loop_stats *st, int block)
+{
+	int ret;
+
 	if (submit_block && block)
 		ret = bpf_io_uring_submit_sqes_flags(ctx, 1, IOU_SUBMIT_BLOCK);
 	else
@@ -268,6 +282,16 @@ static __always_inline int issue_fixed(struct iou_ctx *ctx, struct io_uring_sqe 
 	}
 	__sync_fetch_and_add(&st->own_sqes, 1);
 	return 0;
+}
+
+/* Issue one request (see prep) and submit it now. */
+static __always_inline int issue_fixed(struct iou_ctx *ctx, struct io_uring_sqe *sqe,
+				       struct loop_stats *st, __u8 opcode, __s32 fd, __u64 addr,
+				       __u32 len, __u64 off, __u32 op_flags, __u16 buf_index,
+				       __u64 user_data, int block)
+{
+	prep(sqe, opcode, fd, addr, len, off, op_flags, buf_index, user_data);
+	return submit_one(ctx, st, block);
 }
 
 static __always_inline int issue(struct iou_ctx *ctx, struct io_uring_sqe *sqe,
@@ -393,6 +417,21 @@ struct fuse_fsync_in {
 	__u32 padding;
 };
 
+struct fuse_copy_file_range_in {
+	__u64 fh_in;
+	__u64 off_in;
+	__u64 nodeid_out;
+	__u64 fh_out;
+	__u64 off_out;
+	__u64 len;
+	__u64 flags;
+};
+
+/* The most one COPY_FILE_RANGE reply says was copied (its size field is 32
+ * bits); the caller's copy_file_range(2) asks again for the rest. As the
+ * daemon's maxCopyChunk. */
+#define MAX_COPY_CHUNK (1U << 30)
+
 struct fuse_uring_ent_in_out {
 	__u64 flags;
 	__u64 commit_id;
@@ -440,6 +479,7 @@ enum {
 	FUSE_WRITE = 16,
 	FUSE_FSYNC = 20,
 	FUSE_FLUSH = 25,
+	FUSE_COPY_FILE_RANGE = 47,
 	FUSE_WRITE_KILL_SUIDGID = 1 << 2, /* the daemon drops set-ID bits and caps */
 	FUSE_FSYNC_FDATASYNC = 1 << 0,
 	FUSE_IO_URING_CMD_COMMIT_AND_FETCH = 2,
@@ -545,14 +585,16 @@ static __always_inline int fuse_issue_rw(struct iou_ctx *ctx, struct io_uring_sq
 }
 
 /* Issue opcode for entry k on each of fds[first..n) (user_data tag | i << 16 | k),
- * and count them in the entry's state: a WRITE of the request's data, or
- * an FSYNC or FUTIMENS with op_flags and addr. Returns whether any was
- * issued; if not all were, the last completion finds error 1. */
+ * and count them in the entry's state: a WRITE of the request's data; a
+ * COPY_FILE_RANGE to each from the same replica's src_fds[i], keeping
+ * holes; or an FSYNC or FUTIMENS with op_flags and addr. Returns whether
+ * any was issued; if not all were, the last completion finds error 1. */
 static __always_inline int fan_out(struct iou_ctx *ctx, struct io_uring_sqe *sqe,
 				   struct loop_shared *sh, struct loop_stats *st, __u8 *hdr,
-				   __u32 k, __u8 opcode, __s32 *fds, __u32 first, __u32 n,
-				   __u64 addr, __u32 op_flags, __u64 tag, int block)
+				   __u32 k, __u8 opcode, __s32 *fds, __s32 *src_fds, __u32 first,
+				   __u32 n, __u64 addr, __u32 op_flags, __u64 tag, int block)
 {
+	struct fuse_copy_file_range_in *cp = (struct fuse_copy_file_range_in *)(hdr + FUSE_OP_IN);
 	struct fuse_write_in *wr = (struct fuse_write_in *)(hdr + FUSE_OP_IN);
 	struct entry_state *es = bpf_map_lookup_elem(&entries, &k);
 	__u32 i;
@@ -564,17 +606,25 @@ static __always_inline int fan_out(struct iou_ctx *ctx, struct io_uring_sqe *sqe
 	 * is reaped only after this returns. */
 	es->pending = n - first;
 	es->error = 0;
+	es->copied = -1;
 	for (i = 0; i < MAX_REPLICAS; i++) {
 		if (i < first)
 			continue;
 		if (i >= n)
 			break;
-		if (opcode == IORING_OP_WRITE)
+		if (opcode == IORING_OP_WRITE) {
 			ret = fuse_issue_rw(ctx, sqe, sh, st, hdr, k, opcode, fds[i], wr->size,
 					    wr->offset, tag | i << 16 | k, block);
-		else
+		} else if (opcode == IORING_OP_COPY_FILE_RANGE) {
+			/* splice's layout: addr is the source's offset */
+			prep(sqe, opcode, fds[i], cp->off_in, addr, cp->off_out,
+			     IORING_COPY_KEEP_HOLES, 0, tag | i << 16 | k);
+			sqe->splice_fd_in = src_fds[i];
+			ret = submit_one(ctx, st, block);
+		} else {
 			ret = issue(ctx, sqe, st, opcode, fds[i], addr, 0, 0, op_flags,
 				    tag | i << 16 | k);
+		}
 		if (ret) {
 			es->pending = i - first;
 			es->error = 1;
@@ -609,8 +659,32 @@ static __always_inline int fuse_start_write(struct iou_ctx *ctx, struct io_uring
 
 	if (wr->write_flags & FUSE_WRITE_KILL_SUIDGID)
 		return 0;
-	return fan_out(ctx, sqe, sh, st, hdr, k, IORING_OP_WRITE, f->write_fd, 0, n, 0, 0,
+	return fan_out(ctx, sqe, sh, st, hdr, k, IORING_OP_WRITE, f->write_fd, 0, 0, n, 0, 0,
 		       TAG_FUSE_WRITE, n == 1 || wr->size <= BLOCK_MIRRORED_MAX);
+}
+
+/* Entry k's COPY_FILE_RANGE from file src: one copy per replica, from the
+ * source's to the destination's, keeping holes as the daemon's copy does
+ * (IORING_COPY_KEEP_HOLES, kernel/patches). Only root's: for other callers
+ * the daemon first drops the destination's set-ID bits and capabilities,
+ * which a copy, unlike a WRITE, gives no flag for. */
+static __always_inline int fuse_start_copy(struct iou_ctx *ctx, struct io_uring_sqe *sqe,
+					   struct loop_shared *sh, struct loop_stats *st,
+					   struct offload_file *src, __u8 *hdr, __u32 k)
+{
+	struct fuse_copy_file_range_in *in = (struct fuse_copy_file_range_in *)(hdr + FUSE_OP_IN);
+	__u32 len = in->len < MAX_COPY_CHUNK ? in->len : MAX_COPY_CHUNK;
+	struct offload_file *dst;
+	__u64 fh_out = in->fh_out;
+
+	if (((struct fuse_in_header *)hdr)->uid != 0 || in->flags || !src->ncopy)
+		return 0;
+	dst = bpf_map_lookup_elem(&offload_files, &fh_out);
+	if (!dst || dst->ncopy != src->ncopy)
+		return 0;
+	/* A copy always runs in io-wq: it may block in any of its methods. */
+	return fan_out(ctx, sqe, sh, st, hdr, k, IORING_OP_COPY_FILE_RANGE, dst->copy_fd,
+		       src->copy_fd, 0, dst->ncopy, len, 0, TAG_FUSE_COPY, 0);
 }
 
 /* Entry k's FSYNCs, one per replica (fdatasync's where FUSE asks for it),
@@ -630,7 +704,7 @@ static __always_inline int fuse_sync_all(struct iou_ctx *ctx, struct io_uring_sq
 		sc->fd[i] = i < f->nsync ? f->sync_fd[i] : -1;
 		sc->res[i] = NOT_SYNCED;
 	}
-	return fan_out(ctx, sqe, sh, st, hdr, k, IORING_OP_FSYNC, f->sync_fd, 0, f->nsync, 0,
+	return fan_out(ctx, sqe, sh, st, hdr, k, IORING_OP_FSYNC, f->sync_fd, 0, 0, f->nsync, 0,
 		       in->fsync_flags & FUSE_FSYNC_FDATASYNC ? IORING_FSYNC_DATASYNC : 0,
 		       TAG_FUSE_FSYNC, 1);
 }
@@ -690,9 +764,12 @@ static __always_inline int fuse_commit(struct iou_ctx *ctx, struct io_uring_sqe 
 static void fuse_fall_back(struct iou_ctx *ctx, struct loop_shared *sh, struct loop_stats *st,
 			   __u8 *hdr, __u32 k)
 {
-	__u64 fh = ((struct fuse_read_in *)(hdr + FUSE_OP_IN))->fh;
+	struct fuse_copy_file_range_in *cp = (struct fuse_copy_file_range_in *)(hdr + FUSE_OP_IN);
+	__u64 fh = cp->fh_in, fh_out = cp->fh_out;
 
 	bpf_map_delete_elem(&offload_files, &fh);
+	if (((struct fuse_in_header *)hdr)->opcode == FUSE_COPY_FILE_RANGE)
+		bpf_map_delete_elem(&offload_files, &fh_out);
 	__sync_fetch_and_add(&st->fuse_fallbacks, 1);
 	hand_off(ctx, sh, FUSE_TAG_ENTRY | k, 0, 0);
 }
@@ -764,6 +841,37 @@ static __always_inline void fuse_write_done(struct iou_ctx *ctx, struct io_uring
 	fuse_reply(ctx, sqe, sh, st, hdr, k, 0, sizeof(struct fuse_write_out));
 }
 
+/* One replica's COPY_FILE_RANGE for entry k completed with res; the last
+ * replies with the bytes copied, which every replica's count must equal
+ * (they copy the same source); otherwise the daemon serves it again. */
+static __always_inline void fuse_copy_done(struct iou_ctx *ctx, struct io_uring_sqe *sqe,
+					   __u8 *region, struct loop_shared *sh,
+					   struct loop_stats *st, __u32 k, __s32 res)
+{
+	struct entry_state *es = bpf_map_lookup_elem(&entries, &k);
+	__u8 *hdr = fuse_header(region, k);
+	__u8 *payload;
+
+	if (!es || !hdr)
+		return;
+	if (res >= 0 && es->copied >= 0 && res != es->copied)
+		res = -5; /* EIO: the replicas' sources differ */
+	if (res >= 0)
+		es->copied = res;
+	es = entry_done(k, res < 0 ? res : 0);
+	if (!es)
+		return;
+	payload = fuse_payload(region, hdr, k);
+	if (es->error || es->copied < 0 || !payload) {
+		fuse_fall_back(ctx, sh, st, hdr, k);
+		return;
+	}
+	__sync_fetch_and_add(&st->fuse_copies, 1);
+	__sync_fetch_and_add(&st->fuse_copy_bytes, es->copied);
+	*(struct fuse_write_out *)payload = (struct fuse_write_out){ .size = es->copied };
+	fuse_reply(ctx, sqe, sh, st, hdr, k, 0, sizeof(struct fuse_write_out));
+}
+
 /* The STATX of a mirrored file's first replica for entry k's FSYNC
  * completed with res: its mirrors get the times it read. */
 static __always_inline void fuse_statx_done(struct iou_ctx *ctx, struct io_uring_sqe *sqe,
@@ -785,7 +893,7 @@ static __always_inline void fuse_statx_done(struct iou_ctx *ctx, struct io_uring
 	mt = (struct statx_timestamp *)(sc->statx + STATX_MTIME_AT);
 	sc->times[0] = (struct kernel_timespec){ .tv_sec = at->tv_sec, .tv_nsec = at->tv_nsec };
 	sc->times[1] = (struct kernel_timespec){ .tv_sec = mt->tv_sec, .tv_nsec = mt->tv_nsec };
-	if (fan_out(ctx, sqe, sh, st, hdr, k, IORING_OP_FUTIMENS, f->sync_fd, 1, f->nsync,
+	if (fan_out(ctx, sqe, sh, st, hdr, k, IORING_OP_FUTIMENS, f->sync_fd, 0, 1, f->nsync,
 		    scratch_uaddr(sh, k) + __builtin_offsetof(struct fsync_scratch, times), 0,
 		    TAG_FUSE_TIMES, 1))
 		return;
@@ -860,7 +968,7 @@ static __always_inline int fuse_start(struct iou_ctx *ctx, struct io_uring_sqe *
 		return 0;
 	in = (struct fuse_in_header *)hdr;
 	if (in->opcode != FUSE_READ && in->opcode != FUSE_WRITE && in->opcode != FUSE_FSYNC &&
-	    in->opcode != FUSE_FLUSH)
+	    in->opcode != FUSE_FLUSH && in->opcode != FUSE_COPY_FILE_RANGE)
 		return 0;
 	f = fuse_file(hdr);
 	if (!f)
@@ -872,6 +980,8 @@ static __always_inline int fuse_start(struct iou_ctx *ctx, struct io_uring_sqe *
 		return 1;
 	case FUSE_FSYNC:
 		return fuse_start_fsync(ctx, sqe, region, sh, st, f, hdr, k);
+	case FUSE_COPY_FILE_RANGE:
+		return fuse_start_copy(ctx, sqe, sh, st, f, hdr, k);
 	case FUSE_WRITE:
 		rd = (struct fuse_read_in *)(hdr + FUSE_OP_IN);
 		ent = (struct fuse_uring_ent_in_out *)(hdr + FUSE_ENT);
@@ -908,6 +1018,8 @@ static __always_inline void own_cqe(struct iou_ctx *ctx, struct io_uring_sqe *sq
 		fuse_statx_done(ctx, sqe, region, sh, st, k, res);
 	else if (tag == TAG_FUSE_TIMES)
 		fuse_times_done(ctx, sqe, region, sh, st, k, res);
+	else if (tag == TAG_FUSE_COPY)
+		fuse_copy_done(ctx, sqe, region, sh, st, k, res);
 	else
 		copy_step(ctx, sqe, sh, st, user_data, res);
 }

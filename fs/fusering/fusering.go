@@ -37,11 +37,11 @@
 // queues.
 //
 // With Options.BPF (Linux 7.1+ io_uring bpf-ops) each queue's ring runs the
-// io_uring BPF loop of package bpf: the program serves READ, WRITE, FSYNC
-// and FLUSH of the files the file system names through OffloadFiles in the
-// kernel (backing READ into the entry's payload, or the caller's pages on
-// a zero-copy queue, WRITE from there to every replica, or FSYNC; reply,
-// COMMIT_AND_FETCH) and hands every other request to the queue thread,
+// io_uring BPF loop of package bpf: the program serves READ, WRITE, FSYNC,
+// FLUSH and COPY_FILE_RANGE of the files the file system names through
+// OffloadFiles in the kernel (backing READ into the entry's payload, or the
+// caller's pages on a zero-copy queue, WRITE from there to every replica,
+// FSYNC, or the copy per replica; reply, COMMIT_AND_FETCH) and hands every other request to the queue thread,
 // which serves it as above. A queue whose
 // program cannot be attached is served without it, and says so once.
 package fusering
@@ -168,14 +168,16 @@ type Stats struct {
 	ZeroCopyWrites uint64
 
 	// BPFQueues counts queues whose ring runs the BPF loop. BPFReads,
-	// BPFWrites and their bytes, BPFFsyncs and BPFFlushes count the
-	// requests it answered in the kernel (a mirrored WRITE once), and
+	// BPFWrites and their bytes, BPFFsyncs, BPFFlushes and BPFCopies
+	// (COPY_FILE_RANGE) count the requests it answered in the kernel (a
+	// mirrored WRITE or copy once), and
 	// BPFFallbacks the ones it handed back to the daemon after their
 	// backing I/O failed or fell short.
 	BPFQueues                   int
 	BPFReads, BPFWrites         uint64
 	BPFReadBytes, BPFWriteBytes uint64
 	BPFFsyncs, BPFFlushes       uint64
+	BPFCopies                   uint64
 	BPFFallbacks                uint64
 	// BPFOwnCQ counts the completions of the loop's backing requests
 	// that it reaped from a CQ of its own, apart from the FUSE requests
@@ -297,6 +299,7 @@ func (s *Server) Stats() Stats {
 		st.BPFWriteBytes += ls.FuseWriteBytes
 		st.BPFFsyncs += ls.FuseFsyncs
 		st.BPFFlushes += ls.FuseFlushes
+		st.BPFCopies += ls.FuseCopies
 		st.BPFFallbacks += ls.FuseFallbacks
 		st.BPFOwnCQ += ls.OwnCqCqes
 		st.BPFZeroCopy += ls.FuseZeroCopy
