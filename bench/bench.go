@@ -35,7 +35,7 @@ type Config struct {
 	PassthroughHP string // libfuse's example/passthrough_hp; skipped when empty
 	Runs          int
 	FileSize      int64 // the fio file
-	CopySize      int64 // the copy-4k file
+	CopySize      int64 // the file copy-4k and copy-range-2r copy
 	Runtime       int   // seconds per fio pass
 	Files         int   // metadata files, and files of the walked tree
 	SourceFiles   int   // C files of the application mix
@@ -195,7 +195,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	fs.StringVar(&cfg.Loopback, "loopback", "", "go-fuse's example/loopback `binary` (default: built into $BPFUSEFS_CACHE)")
 	fs.StringVar(&cfg.PassthroughHP, "passthrough-hp", "", "libfuse's example/passthrough_hp `binary`, to measure it too")
 	fs.IntVar(&cfg.Runs, "runs", cfg.Runs, "passes per workload; the report shows the median")
-	fs.Var(sizeFlag{&cfg.CopySize}, "size", "size of the file copy-4k copies")
+	fs.Var(sizeFlag{&cfg.CopySize}, "size", "size of the file copy-4k and copy-range-2r copy")
 	fs.Var(sizeFlag{&cfg.FileSize}, "file-size", "size of the fio file")
 	fs.IntVar(&cfg.Runtime, "runtime", cfg.Runtime, "`seconds` per fio pass")
 	fs.IntVar(&cfg.Files, "files", cfg.Files, "files of the metadata workloads and of the walked tree")

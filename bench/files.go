@@ -107,6 +107,32 @@ func fadviseDontNeed(path string) error {
 	return nil
 }
 
+// copyRange copies size bytes of src into a new file dst with
+// copy_file_range(2), chunk bytes per call, and fails unless all arrive.
+func copyRange(src, dst string, size int64, chunk int) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	var offIn, offOut int64
+	for offIn < size {
+		n, err := unix.CopyFileRange(int(in.Fd()), &offIn, int(out.Fd()), &offOut, int(min(int64(chunk), size-offIn)), 0)
+		if err != nil {
+			return fmt.Errorf("copy_file_range %s -> %s at %d: %w", src, dst, offIn, err)
+		}
+		if n == 0 {
+			return fmt.Errorf("copy_file_range %s -> %s: the source ends at %d, want %d bytes", src, dst, offIn, size)
+		}
+	}
+	return out.Close()
+}
+
 // copy4K reads path 4 KiB at a time into /dev/zero, the way `dd bs=4k`
 // does, and returns the bytes copied.
 func copy4K(path string) (int64, error) {

@@ -187,7 +187,7 @@ func (rep *Report) writeMarkdown(w io.Writer) error {
 	}
 	fmt.Fprintf(&b, "- Machine: kernel %s, %s (%d CPUs), commit %s\n", m.Kernel, m.CPU, m.CPUs, m.Commit)
 	fmt.Fprintf(&b, "- Load average (1/5/15 min): %s at the start, %s at the end\n", m.LoadStart, m.LoadEnd)
-	fmt.Fprintf(&b, "- Median of %d runs; fio file %d MiB, %d s per timed pass; %d metadata files; copy-4k file %d MiB; %d C files in the project\n",
+	fmt.Fprintf(&b, "- Median of %d runs; fio file %d MiB, %d s per timed pass; %d metadata files; copy file %d MiB (copy-4k, copy-range-2r); %d C files in the project\n",
 		s.Runs, s.FileSize>>20, s.RuntimeSec, s.Files, s.CopySize>>20, s.SourceFiles)
 	fmt.Fprintf(&b, "- Ratios are speedups over the peer (above 1 is faster, for durations too); daemon CPU is user+system seconds of the FUSE daemon during the timed part of one run, its system part in parentheses (the kernel's work for the daemon: syscalls, and the BPF loop, which runs in the queue threads' io_uring_enter); both are medians\n\n")
 

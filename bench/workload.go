@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -55,6 +56,7 @@ const (
 	metaDir     = "meta"
 	treeDir     = "tree"
 	copyFile    = "copy.dat"
+	copyDst     = "copy-dst.dat"
 	appDir      = "app"
 )
 
@@ -90,7 +92,7 @@ func workloads() []workload {
 		fioWrite("rand-write-qd32", "4 KiB random overwrite, QD32 (io_uring), end_fsync", randWrite32, 1),
 	)
 	ws = append(ws, metaWorkloads()...)
-	ws = append(ws, copyWorkload())
+	ws = append(ws, copyWorkload(), copyRangeWorkload())
 	ws = append(ws, appWorkloads()...)
 	return append(ws,
 		fioWrite("seq-write-2r", "seq-write with 2 replicas (natively: both copies written concurrently)", seqWrite, 2),
@@ -270,6 +272,51 @@ func copyWorkload() workload {
 				return 0, fmt.Errorf("copy-4k copied %d bytes of %d", n, e.cfg.CopySize)
 			}
 			return float64(n) / (1 << 20) / secs, nil
+		},
+	}
+}
+
+// copyRangeChunk is what one copy_file_range(2) of copy-range-2r asks for:
+// one FUSE COPY_FILE_RANGE each, so that the figure reflects the serving of
+// requests rather than one request's copy.
+const copyRangeChunk = 128 << 10
+
+func copyRangeWorkload() workload {
+	return workload{
+		name: "copy-range-2r", group: "copy", unit: mibPerSec, higherIsBetter: true, replicas: 2,
+		about: fmt.Sprintf("copy_file_range(2) of a cached file of --size bytes into a new one, %d KiB per call, 2 replicas (natively: both copies made concurrently)", copyRangeChunk>>10),
+		prepare: func(ctx context.Context, e *env) error {
+			for _, dir := range e.inst.writeDirs {
+				if err := ensureFile(filepath.Join(dir, copyFile), e.cfg.CopySize); err != nil {
+					return err
+				}
+				if err := readAll(filepath.Join(dir, copyFile)); err != nil {
+					return err
+				}
+				if err := os.Remove(filepath.Join(dir, copyDst)); err != nil && !os.IsNotExist(err) {
+					return err
+				}
+			}
+			return syncFS(e.inst.backings[0])
+		},
+		measure: func(ctx context.Context, e *env) (float64, error) {
+			secs, err := duration(func() error {
+				errs := make(chan error, len(e.inst.writeDirs))
+				for _, dir := range e.inst.writeDirs {
+					go func() {
+						errs <- copyRange(filepath.Join(dir, copyFile), filepath.Join(dir, copyDst), e.cfg.CopySize, copyRangeChunk)
+					}()
+				}
+				var err error
+				for range e.inst.writeDirs {
+					err = errors.Join(err, <-errs)
+				}
+				return err
+			})
+			if err != nil {
+				return 0, err
+			}
+			return float64(e.cfg.CopySize) / (1 << 20) / secs, nil
 		},
 	}
 }
