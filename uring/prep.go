@@ -94,7 +94,8 @@ func (s *SQE) PrepSplice(fdIn int, offIn int64, fdOut int, offOut int64, nbytes,
 // the destination's old data across a source hole is punched out (zeroed
 // where the filesystem cannot punch), and a range that ends in a hole past
 // the destination's end extends it. The result is the length of the range
-// up to the source's end.
+// up to the source's end, or an error: a copy failing part way, having
+// changed part of the destination, fails as a whole.
 func (s *SQE) PrepCopyFileRange(fdIn int, offIn int64, fdOut int, offOut int64, nbytes, flags uint32) {
 	s.PrepSplice(fdIn, offIn, fdOut, offOut, nbytes, flags)
 	s.Opcode = OpCopyFileRange
