@@ -506,6 +506,7 @@ func (m *Mounted) Stats() Stats {
 		s.BPFFallbacks = rs.BPFFallbacks
 		s.BPFOwnCQ = rs.BPFOwnCQ
 		s.BPFZeroCopy = rs.BPFZeroCopy
+		s.BPFCopyBytes = rs.BPFCopyBytes
 		s.Transport = map[string]uint64{"ring": rs.Ring.Requests, "dev": rs.Dev.Requests}
 	}
 	s.Accel = m.accel

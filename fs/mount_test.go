@@ -637,11 +637,14 @@ func TestBPFOffload(t *testing.T) {
 			// copy per replica, and the copy of a sparse file stays
 			// sparse on each.
 			sparse := sparseFile(t, tm.p("sparse"))
-			copies := bpfCopies(tm)
+			copies, copied := bpfCopies(tm), tm.m.Stats().BPFCopyBytes
 			copyAll(t, tm.p("sparse"), tm.p("copy"), 0, 0)
 			keepHoles := uring.VerifyCopyKeepHoles() == nil
 			if got := bpfCopies(tm) - copies; (got > 0) != keepHoles {
 				t.Errorf("BPF answered %d COPY_FILE_RANGEs; the kernel's copy keeps holes: %v", got, keepHoles)
+			}
+			if got := tm.m.Stats().BPFCopyBytes - copied; keepHoles && got != uint64(len(sparse)) {
+				t.Errorf("stats: BPF copied %d bytes, want the file's %d", got, len(sparse))
 			}
 			checkReplicasHold(t, tm, "copy", sparse)
 			checkSparseCopy(t, tm, "sparse", "copy")

@@ -42,8 +42,11 @@ type Stats struct {
 	BPFOwnCQ uint64 `json:"bpf_own_cq,omitempty"`
 	// BPFZeroCopy counts the READs and WRITEs the BPF loop served on the
 	// caller's pages (zero-copy queues, Linux 7.3+).
-	BPFZeroCopy uint64         `json:"bpf_zero_copy,omitempty"`
-	Replicas    []ReplicaStats `json:"replicas"`
+	BPFZeroCopy uint64 `json:"bpf_zero_copy,omitempty"`
+	// BPFCopyBytes counts the bytes of the COPY_FILE_RANGEs the BPF loop
+	// served (once, not per replica).
+	BPFCopyBytes uint64         `json:"bpf_copy_bytes,omitempty"`
+	Replicas     []ReplicaStats `json:"replicas"`
 }
 
 // ReplicaStats describes one backing directory.

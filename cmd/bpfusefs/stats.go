@@ -71,6 +71,7 @@ func printStats(w io.Writer, st fs.Stats) {
 		fmt.Fprintf(tw, "bpf fallbacks\t%d\n", st.BPFFallbacks)
 		fmt.Fprintf(tw, "bpf own-CQ completions\t%d\n", st.BPFOwnCQ)
 		fmt.Fprintf(tw, "bpf zero-copy requests\t%d\n", st.BPFZeroCopy)
+		fmt.Fprintf(tw, "bpf bytes copied\t%d\n", st.BPFCopyBytes)
 	}
 	fmt.Fprintf(tw, "\nserved by\trequests\n")
 	printCounts(tw, st.Paths)

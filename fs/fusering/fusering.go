@@ -169,15 +169,15 @@ type Stats struct {
 
 	// BPFQueues counts queues whose ring runs the BPF loop. BPFReads,
 	// BPFWrites and their bytes, BPFFsyncs, BPFFlushes and BPFCopies
-	// (COPY_FILE_RANGE) count the requests it answered in the kernel (a
-	// mirrored WRITE or copy once), and
+	// (COPY_FILE_RANGE) and their bytes count the requests it answered in
+	// the kernel (a mirrored WRITE or copy once), and
 	// BPFFallbacks the ones it handed back to the daemon after their
 	// backing I/O failed or fell short.
 	BPFQueues                   int
 	BPFReads, BPFWrites         uint64
 	BPFReadBytes, BPFWriteBytes uint64
 	BPFFsyncs, BPFFlushes       uint64
-	BPFCopies                   uint64
+	BPFCopies, BPFCopyBytes     uint64
 	BPFFallbacks                uint64
 	// BPFOwnCQ counts the completions of the loop's backing requests
 	// that it reaped from a CQ of its own, apart from the FUSE requests
@@ -300,6 +300,7 @@ func (s *Server) Stats() Stats {
 		st.BPFFsyncs += ls.FuseFsyncs
 		st.BPFFlushes += ls.FuseFlushes
 		st.BPFCopies += ls.FuseCopies
+		st.BPFCopyBytes += ls.FuseCopyBytes
 		st.BPFFallbacks += ls.FuseFallbacks
 		st.BPFOwnCQ += ls.OwnCqCqes
 		st.BPFZeroCopy += ls.FuseZeroCopy
