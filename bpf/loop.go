@@ -149,8 +149,8 @@ type File struct {
 	// None leaves FSYNCs to the daemon.
 	SyncFds []int
 	// CopyFds are the file's backing files by replica, every replica
-	// having one (at most MaxReplicas): a COPY_FILE_RANGE from a caller
-	// with uid 0 between two files with as many copies replica i of the
+	// having one (at most MaxReplicas). A root caller's COPY_FILE_RANGE
+	// between two files with as many CopyFds copies replica i of the
 	// source to replica i of the destination, keeping holes, where the
 	// kernel has our series' IORING_COPY_KEEP_HOLES. None leaves copies
 	// to and from the file to the daemon.

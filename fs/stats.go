@@ -33,9 +33,10 @@ type Stats struct {
 	// Copies counts the backing copies COPY_FILE_RANGE made, by method:
 	// copy_file_range, splice, readwrite (see copyData).
 	Copies map[string]uint64 `json:"copies"`
-	// BPFFallbacks counts READs and WRITEs the BPF loop handed back to
-	// the daemon after their backing I/O failed or fell short (their
-	// files are served by the daemon from then on).
+	// BPFFallbacks counts requests the BPF loop handed back to the
+	// daemon after their backing I/O failed or fell short (their files
+	// are served by the daemon from then on), and mirrored FSYNCs whose
+	// outcomes it handed over to be settled.
 	BPFFallbacks uint64 `json:"bpf_fallbacks,omitempty"`
 	// BPFOwnCQ counts the backing completions the BPF loop reaped from a
 	// CQ of its own (the kernel series' extra CQs; 0 elsewhere).

@@ -41,9 +41,9 @@
 // FLUSH and COPY_FILE_RANGE of the files the file system names through
 // OffloadFiles in the kernel (backing READ into the entry's payload, or the
 // caller's pages on a zero-copy queue, WRITE from there to every replica,
-// FSYNC, or the copy per replica; reply, COMMIT_AND_FETCH) and hands every other request to the queue thread,
-// which serves it as above. A queue whose
-// program cannot be attached is served without it, and says so once.
+// FSYNC, or the copy per replica; reply, COMMIT_AND_FETCH) and hands every
+// other request to the queue thread, which serves it as above. A queue
+// whose program cannot be attached is served without it, and says so once.
 package fusering
 
 import (
