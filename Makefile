@@ -32,7 +32,7 @@ PATCHED_PKGS := ./uring ./bpf ./features
 # ext4 disk: cached backing READs then complete inline, as they do not on tmpfs;
 # a mirror's failed fsync, which the loop hands over only there (FUTIMENS); and
 # copies, which the loop serves only there (IORING_COPY_KEEP_HOLES).
-PATCHED_FS_TESTS := ^(TestBPFOffload|TestMirrorFsyncFailover|TestCopyFileRangeCases|TestMirrorCopyFailover)$$
+PATCHED_FS_TESTS := ^(TestBPFOffload|TestMirrorFsyncFailover|TestCopyFileRangeCases|TestMirrorCopyFailover|TestBPFCopyAnyCaller)$$
 # KERNEL=patched boots the kernel of the current series: build it first
 # (a no-op when the cache has it).
 BUILD_PATCHED = $(if $(filter patched,$(KERNEL)),kernel/build.sh >/dev/null)

@@ -100,12 +100,13 @@
 //     each mirror its access and modification times, as the daemon does
 //     before it syncs. FLUSH, which the daemon only counts, is answered
 //     at once. COPY_FILE_RANGE between two files of Files, from a caller
-//     with uid 0 (the daemon drops set-ID bits for others first), becomes
-//     one IORING_OP_COPY_FILE_RANGE per replica with IORING_COPY_KEEP_HOLES
-//     (kernel/patches), replica i of the source to replica i of the
-//     destination (File.CopyFds), holes kept as the daemon's copy keeps
-//     them; every replica must copy as much. The SQEs carry LOOP_TAG, so
-//     their CQEs stay in the kernel.
+//     with uid 0 or into a file the daemon would drop nothing of for
+//     others (File.CopyAnyCaller: no set-ID bits, no capabilities),
+//     becomes one IORING_OP_COPY_FILE_RANGE per replica with
+//     IORING_COPY_KEEP_HOLES (kernel/patches), replica i of the source to
+//     replica i of the destination (File.CopyFds), holes kept as the
+//     daemon's copy keeps them; every replica must copy as much. The SQEs
+//     carry LOOP_TAG, so their CQEs stay in the kernel.
 //   - When the entry's last backing CQE arrives the program writes the
 //     reply and queues COMMIT_AND_FETCH for k with the daemon's own
 //     user_data, so the entry's next request comes back the same way. An

@@ -149,12 +149,17 @@ type File struct {
 	// None leaves FSYNCs to the daemon.
 	SyncFds []int
 	// CopyFds are the file's backing files by replica, every replica
-	// having one (at most MaxReplicas). A root caller's COPY_FILE_RANGE
-	// between two files with as many CopyFds copies replica i of the
+	// having one (at most MaxReplicas). A COPY_FILE_RANGE (root's, or
+	// anyone's into a CopyAnyCaller file) between two files with as many
+	// CopyFds copies replica i of the
 	// source to replica i of the destination, keeping holes, where the
 	// kernel has our series' IORING_COPY_KEEP_HOLES. None leaves copies
 	// to and from the file to the daemon.
 	CopyFds []int
+	// CopyAnyCaller says the file has no set-ID bits or capabilities
+	// that a copy into it by another caller than root would drop: such
+	// copies are the program's too.
+	CopyAnyCaller bool
 }
 
 // NewFiles creates an empty Files. It needs the same privileges as
@@ -189,6 +194,9 @@ func (f *Files) Add(fh uint64, file File) error {
 	}
 	if f.keepHoles {
 		v.Ncopy = uint32(len(file.CopyFds))
+		if file.CopyAnyCaller {
+			v.CopyAnyCaller = 1
+		}
 		for i, fd := range file.CopyFds {
 			v.CopyFd[i] = int32(fd)
 		}

@@ -83,14 +83,15 @@ type loopLoopStats struct {
 }
 
 type loopOffloadFile struct {
-	_       structs.HostLayout
-	ReadFd  int32
-	Nwrite  uint32
-	WriteFd [4]int32
-	Nsync   uint32
-	SyncFd  [4]int32
-	Ncopy   uint32
-	CopyFd  [4]int32
+	_             structs.HostLayout
+	ReadFd        int32
+	Nwrite        uint32
+	WriteFd       [4]int32
+	Nsync         uint32
+	SyncFd        [4]int32
+	Ncopy         uint32
+	CopyFd        [4]int32
+	CopyAnyCaller uint32
 }
 
 // Names of all BPF objects in the ELF.

@@ -9,9 +9,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strings"
 	"testing"
 
+	"github.com/bpfusefs/bpfusefs/bpf"
 	"github.com/bpfusefs/bpfusefs/fs/fusering"
+	"github.com/bpfusefs/bpfusefs/uring"
 	"golang.org/x/sys/unix"
 )
 
@@ -382,4 +386,77 @@ func TestCpAndFallocateLikeBacking(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestBPFCopyAnyCaller copies as a caller other than root (nobody's fsuid
+// on a thread of its own): the BPF loop serves it while the destination
+// has no set-ID bits to drop. A chmod that gives it some hands every open
+// file back to the daemon, and a file opened with them stays the daemon's
+// for such callers: it drops the bits, as a local copy does. Root's copies
+// drop nothing and stay the loop's.
+func TestBPFCopyAnyCaller(t *testing.T) {
+	requireFusering(t)
+	if err := bpf.Available(); err != nil {
+		t.Skip(err)
+	}
+	if err := uring.VerifyCopyKeepHoles(); err != nil {
+		t.Skipf("kernel lacks IORING_COPY_KEEP_HOLES (kernel/patches 0006): %v", err)
+	}
+	tm := mountReplicas(t, "bpf", Options{BPF: true}, nil, plainMirror)
+	want := strings.Repeat("any caller ", 1000)
+	writeFile(t, tm.p("src"), want)
+	copyAs := func(what string, uid int, in, out *os.File, wantBPF bool) {
+		t.Helper()
+		before := bpfCopies(tm)
+		done := make(chan error)
+		go func() {
+			// Never unlocked: the thread, and its fsuid, end with the
+			// goroutine.
+			runtime.LockOSThread()
+			if err := unix.Setfsuid(uid); err != nil {
+				done <- err
+				return
+			}
+			var offIn, offOut int64
+			n, err := unix.CopyFileRange(int(in.Fd()), &offIn, int(out.Fd()), &offOut, len(want), 0)
+			if err == nil && n != len(want) {
+				err = fmt.Errorf("copied %d bytes, want %d", n, len(want))
+			}
+			done <- err
+		}()
+		if err := <-done; err != nil {
+			t.Fatalf("%s: copy_file_range as uid %d: %v", what, uid, err)
+		}
+		if got := bpfCopies(tm) - before; (got == 1) != wantBPF {
+			t.Errorf("%s: BPF answered %d copies, want it to answer: %v", what, got, wantBPF)
+		}
+		checkReplicasHold(t, tm, "dst", []byte(want))
+	}
+	mode := func() uint32 { return stat(t, tm.b("dst")).Mode & 07777 }
+
+	in, out := openCopyPair(t, tm)
+	copyAs("no set-ID bits", nobody, in, out, true)
+	if err := unix.Chmod(tm.p("dst"), 06755); err != nil {
+		t.Fatal(err)
+	}
+	copyAs("set-ID bits given while open", nobody, in, out, false)
+	if m := mode(); m != 0755 {
+		t.Errorf("after a copy by uid %d: mode %o, want 755", nobody, m)
+	}
+	if err := unix.Chmod(tm.p("dst"), 06755); err != nil {
+		t.Fatal(err)
+	}
+	in, out = openCopyPair(t, tm)
+	copyAs("opened with set-ID bits", nobody, in, out, false)
+	if m := mode(); m != 0755 {
+		t.Errorf("after a copy by uid %d: mode %o, want 755", nobody, m)
+	}
+	if err := unix.Chmod(tm.p("dst"), 06755); err != nil {
+		t.Fatal(err)
+	}
+	in, out = openCopyPair(t, tm)
+	copyAs("root's", 0, in, out, true)
+	if m := mode(); m != 06755 {
+		t.Errorf("after root's copy: mode %o, want 6755", m)
+	}
 }

@@ -2,6 +2,7 @@ package fs
 
 import (
 	"log"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -54,9 +55,13 @@ type fileSystem struct {
 	// fusering is set when requests arrive over FUSE-over-io_uring,
 	// bpf when the rings run the BPF loop.
 	fusering, bpf bool
-	server        *fuse.Server // set by Init, before any other request
-	stats         counters
-	log           *log.Logger
+	// privGained are called when an inode gains set-ID bits or file
+	// capabilities through the mount (OnOffloadChange).
+	privMu     sync.Mutex
+	privGained []func()
+	server     *fuse.Server // set by Init, before any other request
+	stats      counters
+	log        *log.Logger
 }
 
 func (fs *fileSystem) String() string { return "bpfusefs" }
@@ -259,6 +264,9 @@ func (fs *fileSystem) setattr(n *inode, h *handle, in *fuse.SetAttrIn) error {
 		})
 		if err != nil {
 			return err
+		}
+		if mode&(unix.S_ISUID|unix.S_ISGID) != 0 {
+			fs.gainedPrivileges()
 		}
 	}
 	uid, setUID := in.GetUID()

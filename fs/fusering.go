@@ -24,11 +24,14 @@ func mountFusering(mountpoint string, fs *fileSystem, mo *fuse.MountOptions, opt
 // READ and WRITE of open file fh with backing I/O itself, as Read and
 // Write would, FSYNC as Fsync would (giving the mirrors the leader's times,
 // then syncing every healthy replica), FLUSH, which Flush only counts, and
-// a root caller's COPY_FILE_RANGE between two such files as CopyFileRange
-// would (replica by replica, keeping holes) while every replica is healthy.
+// COPY_FILE_RANGE between two such files as CopyFileRange would (replica by
+// replica, keeping holes) while every replica is healthy.
 // That is any regular file the daemon serves except O_DIRECT ones (whose
 // I/O needs aligned buffers). A mirrored file is read from the replica its
-// reads go to now and written to every healthy one (see OnReplicaChange).
+// reads go to now and written to every healthy one (see OnOffloadChange).
+// Copies into a file are the loop's for any caller while the file has no
+// set-ID bits or capabilities to drop (CopyAnyCaller: a write by another
+// than root drops them, which the loop cannot), else for root's only.
 // Writes of O_APPEND opens stay with Write: the backing descriptor would
 // append wherever the kernel said to write.
 func (fs *fileSystem) OffloadFile(fh uint64) (bpf.File, bool) {
@@ -62,6 +65,7 @@ func (fs *fileSystem) OffloadFile(fh uint64) (bpf.File, bool) {
 		}
 		f.CopyFds = append(f.CopyFds, fd)
 	}
+	f.CopyAnyCaller = len(f.CopyFds) > 0 && nothingToKill(f.ReadFd)
 	if h.writable && !h.appending {
 		for i, fd := range h.fds {
 			if fd >= 0 && fs.replicas.healthy(i) {
@@ -75,9 +79,35 @@ func (fs *fileSystem) OffloadFile(fh uint64) (bpf.File, bool) {
 	return f, true
 }
 
-// OnReplicaChange implements fusering.OffloadFiles: f runs when a replica
-// degrades, whose descriptors OffloadFile may have given out.
-func (fs *fileSystem) OnReplicaChange(f func()) { fs.replicas.onDegrade(f) }
+// nothingToKill reports whether fd is a file whose set-ID bits and
+// capabilities killPriv would leave as they are for any caller: it has
+// none (S_ISGID alone counts: killPriv drops it for a caller outside the
+// file's group).
+func nothingToKill(fd int) bool {
+	f, ok := backingFile(fd)
+	return ok && f.Mode&(unix.S_ISUID|unix.S_ISGID) == 0 && !f.Capabilities
+}
+
+// OnOffloadChange implements fusering.OffloadFiles: f runs when a replica
+// degrades, whose descriptors OffloadFile may have given out, and when a
+// file gains set-ID bits or capabilities, which CopyAnyCaller said it had
+// none of.
+func (fs *fileSystem) OnOffloadChange(f func()) {
+	fs.replicas.onDegrade(f)
+	fs.privMu.Lock()
+	fs.privGained = append(fs.privGained, f)
+	fs.privMu.Unlock()
+}
+
+// gainedPrivileges runs the OnOffloadChange callbacks after a chmod that
+// sets S_ISUID or S_ISGID, or a setxattr of security.capability.
+func (fs *fileSystem) gainedPrivileges() {
+	fs.privMu.Lock()
+	defer fs.privMu.Unlock()
+	for _, f := range fs.privGained {
+		f()
+	}
+}
 
 // FsyncDone implements fusering.OffloadFiles: each outcome of the BPF
 // loop's fsyncs (after it gave the mirrors the leader's times) belongs to

@@ -631,11 +631,10 @@ func TestBPFOffload(t *testing.T) {
 			}
 			checkReplicasHold(t, tm, "f", data)
 
-			// A root caller's COPY_FILE_RANGE (the tests run as
-			// root) between two such files is the program's where
-			// the kernel's copy keeps holes (kernel/patches): one
-			// copy per replica, and the copy of a sparse file stays
-			// sparse on each.
+			// A COPY_FILE_RANGE between two such files is the
+			// program's where the kernel's copy keeps holes
+			// (kernel/patches): one copy per replica, and the copy
+			// of a sparse file stays sparse on each.
 			sparse := sparseFile(t, tm.p("sparse"))
 			copies, copied := bpfCopies(tm), tm.m.Stats().BPFCopyBytes
 			copyAll(t, tm.p("sparse"), tm.p("copy"), 0, 0)

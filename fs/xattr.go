@@ -110,6 +110,9 @@ func (fs *fileSystem) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, attr
 	if err == nil && in.SetXAttrFlags&fuse.SETXATTR_ACL_KILL_SGID != 0 {
 		err = fs.dropSetgid(n)
 	}
+	if err == nil && attr == "security.capability" {
+		fs.gainedPrivileges()
+	}
 	return status(err)
 }
 

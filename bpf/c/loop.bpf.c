@@ -36,12 +36,12 @@
  * a zero-copy queue the READ or WRITE of a file opened for zero copy moves
  * its data between the backing file and the caller's pages
  * (READ_FIXED/WRITE_FIXED on the buffer the kernel registered for the
- * entry): it never passes through the daemon's memory. A root caller's
- * COPY_FILE_RANGE between two offloaded files becomes one
- * IORING_OP_COPY_FILE_RANGE per replica that keeps holes
- * (IORING_COPY_KEEP_HOLES, kernel/patches), as the daemon's copy does. A
- * FLUSH, which the daemon answers without doing anything, is answered at
- * once. The daemon never sees those requests. Everything else, and any
+ * entry): it never passes through the daemon's memory. A COPY_FILE_RANGE
+ * between two offloaded files (a root caller's, or into a file without
+ * set-ID bits or capabilities) becomes one IORING_OP_COPY_FILE_RANGE per
+ * replica that keeps holes (IORING_COPY_KEEP_HOLES, kernel/patches), as the
+ * daemon's copy does. A FLUSH, which the daemon answers without doing
+ * anything, is answered at once. The daemon never sees those requests. Everything else, and any
  * READ, WRITE or copy whose backing I/O fails or falls short, is handed to
  * it as it arrived: the daemon's rules for replicas decide, and rewriting
  * the same bytes at the same offset is harmless (a copy's ranges never
@@ -196,6 +196,7 @@ struct offload_file {
 	__s32 sync_fd[MAX_REPLICAS]; /* their fds; the mirrors get sync_fd[0]'s times */
 	__u32 ncopy;		     /* replicas; 0: COPY_FILE_RANGE is the daemon's */
 	__s32 copy_fd[MAX_REPLICAS]; /* by replica: a copy goes from replica i to replica i */
+	__u32 copy_any_caller;	     /* no set-ID bits or caps a copy into it must drop */
 };
 
 /* The backing requests of an entry's FUSE request in flight: its WRITEs or
@@ -665,9 +666,11 @@ static __always_inline int fuse_start_write(struct iou_ctx *ctx, struct io_uring
 
 /* Entry k's COPY_FILE_RANGE from file src: one copy per replica, from the
  * source's to the destination's, keeping holes as the daemon's copy does
- * (IORING_COPY_KEEP_HOLES, kernel/patches). Only root's: for other callers
+ * (IORING_COPY_KEEP_HOLES, kernel/patches). For callers other than root
  * the daemon first drops the destination's set-ID bits and capabilities,
- * which a copy, unlike a WRITE, gives no flag for. */
+ * which a copy, unlike a WRITE, gives no flag for: theirs are the
+ * program's only into a file that has none (copy_any_caller, which the
+ * daemon clears for every file once any gains some). */
 static __always_inline int fuse_start_copy(struct iou_ctx *ctx, struct io_uring_sqe *sqe,
 					   struct loop_shared *sh, struct loop_stats *st,
 					   struct offload_file *src, __u8 *hdr, __u32 k)
@@ -677,10 +680,11 @@ static __always_inline int fuse_start_copy(struct iou_ctx *ctx, struct io_uring_
 	struct offload_file *dst;
 	__u64 fh_out = in->fh_out;
 
-	if (((struct fuse_in_header *)hdr)->uid != 0 || in->flags || !src->ncopy)
+	if (in->flags || !src->ncopy)
 		return 0;
 	dst = bpf_map_lookup_elem(&offload_files, &fh_out);
-	if (!dst || dst->ncopy != src->ncopy)
+	if (!dst || dst->ncopy != src->ncopy ||
+	    (((struct fuse_in_header *)hdr)->uid != 0 && !dst->copy_any_caller))
 		return 0;
 	/* A copy always runs in io-wq: it may block in any of its methods. */
 	return fan_out(ctx, sqe, sh, st, hdr, k, IORING_OP_COPY_FILE_RANGE, dst->copy_fd,

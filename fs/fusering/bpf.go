@@ -28,9 +28,10 @@ func (s *Server) startBPF() error {
 	}
 	s.offload, s.files = offload, files
 	// A degraded replica may still hold data the mount no longer
-	// writes there: from then on the daemon, which knows the replicas'
-	// state, serves every open file until it is opened anew.
-	offload.OnReplicaChange(func() {
+	// writes there, and a file that gained set-ID bits needs them
+	// dropped by a copy into it: from then on the daemon, which knows
+	// both, serves every open file until it is opened anew.
+	offload.OnOffloadChange(func() {
 		if err := files.Clear(); err != nil {
 			s.logf("%v", err)
 		}

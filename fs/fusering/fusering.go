@@ -132,10 +132,12 @@ type OffloadFiles interface {
 	// (descriptors that stay open until fh is released), or ok=false to
 	// serve it through the file system.
 	OffloadFile(fh uint64) (f bpf.File, ok bool)
-	// OnReplicaChange registers f to be called, before the call that
-	// made the change returns, whenever a descriptor OffloadFile gave
-	// out stops being the right one to read (a replica degraded).
-	OnReplicaChange(f func())
+	// OnOffloadChange registers f to be called, before the call that
+	// made the change returns, whenever an answer of OffloadFile stops
+	// holding: a descriptor it gave out is no longer the right one to read
+	// (a replica degraded), or a file gained set-ID bits or capabilities
+	// (File.CopyAnyCaller).
+	OnOffloadChange(f func())
 	// FsyncDone answers the FSYNC in, for which the BPF loop ran the
 	// backing fsyncs of fds (File.SyncFds) with outcomes errs, and one of
 	// a mirrored file's failed or was not run (bpf.ErrNotSynced), as Fsync
