@@ -71,10 +71,16 @@ func backingFile(fd int) (passthrough.File, bool) {
 	}
 	f := passthrough.File{Mode: st.Mode}
 	if st.Mode&unix.S_IFMT == unix.S_IFREG {
-		_, err := unix.Fgetxattr(fd, "security.capability", nil)
-		f.Capabilities = err == nil || err == unix.ERANGE
+		f.Capabilities = hasCapabilities(fd)
 	}
 	return f, true
+}
+
+// hasCapabilities reports whether the file fd carries file capabilities
+// (security.capability), which a write by another caller than root drops.
+func hasCapabilities(fd int) bool {
+	_, err := unix.Fgetxattr(fd, "security.capability", nil)
+	return err == nil || err == unix.ERANGE
 }
 
 func (fs *fileSystem) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {

@@ -65,7 +65,10 @@ func (fs *fileSystem) OffloadFile(fh uint64) (bpf.File, bool) {
 		}
 		f.CopyFds = append(f.CopyFds, fd)
 	}
-	f.CopyAnyCaller = len(f.CopyFds) > 0 && nothingToKill(f.ReadFd)
+	// Nothing for killPriv to drop for any caller: no set-ID bits
+	// (S_ISGID alone counts: it drops that for a caller outside the
+	// file's group), no capabilities.
+	f.CopyAnyCaller = len(f.CopyFds) > 0 && st.Mode&(unix.S_ISUID|unix.S_ISGID) == 0 && !hasCapabilities(f.ReadFd)
 	if h.writable && !h.appending {
 		for i, fd := range h.fds {
 			if fd >= 0 && fs.replicas.healthy(i) {
@@ -77,15 +80,6 @@ func (fs *fileSystem) OffloadFile(fh uint64) (bpf.File, bool) {
 		h.written.Store(true)
 	}
 	return f, true
-}
-
-// nothingToKill reports whether fd is a file whose set-ID bits and
-// capabilities killPriv would leave as they are for any caller: it has
-// none (S_ISGID alone counts: killPriv drops it for a caller outside the
-// file's group).
-func nothingToKill(fd int) bool {
-	f, ok := backingFile(fd)
-	return ok && f.Mode&(unix.S_ISUID|unix.S_ISGID) == 0 && !f.Capabilities
 }
 
 // OnOffloadChange implements fusering.OffloadFiles: f runs when a replica
