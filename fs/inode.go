@@ -77,9 +77,11 @@ type inodeTable struct {
 	rs        *replicaSet
 
 	// clock counts lookups, to find the least recently used inodes
-	// for pruner, which is nil until the kernel connection is up.
-	clock  uint64
-	pruner *pruner
+	// for pruner, which is nil until the kernel connection is up;
+	// pruning is set while a prune runs.
+	clock   uint64
+	pruner  *pruner
+	pruning bool
 }
 
 // fileidIno32Gen is FILEID_INO32_GEN from include/linux/exportfs.h: a
@@ -161,9 +163,7 @@ func (t *inodeTable) add(fds []int, st *unix.Stat_t) *inode {
 	t.byKey[key] = n
 	t.clock++
 	n.used = t.clock
-	if held := len(t.byID) * len(fds); t.pruner.pressure(held) {
-		t.pruner.prune(t.pruneVictims(held))
-	}
+	t.startPrune(len(t.byID) * len(fds))
 	return n
 }
 
