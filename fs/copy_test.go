@@ -354,9 +354,7 @@ func TestCpAndFallocateLikeBacking(t *testing.T) {
 	run := func(t *testing.T, dir string, fail func(string, ...any)) {
 		sparseFile(t, filepath.Join(dir, "sparse"))
 		for _, step := range steps {
-			cmd := exec.Command(step[0], step[1:]...)
-			cmd.Dir = dir
-			if out, err := cmd.CombinedOutput(); err != nil {
+			if out, err := spawn(dir, 0, step...); err != nil {
 				fail("%v in %s: %v\n%s", step, dir, err, out)
 			}
 		}

@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 	"unsafe"
@@ -206,11 +205,7 @@ func run(t *testing.T, uid uint32, script string) {
 }
 
 func runAs(uid uint32, script string) ([]byte, error) {
-	cmd := exec.Command("/bin/sh", "-c", script)
-	if uid != 0 {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}
-	}
-	return cmd.CombinedOutput()
+	return spawn("", uid, "/bin/sh", "-c", script)
 }
 
 const nobody = 65534
@@ -418,8 +413,8 @@ func TestLocks(t *testing.T) {
 			t.Fatal(err)
 		}
 		script := "import fcntl,sys\nf=open(sys.argv[1],'r+')\ntry:\n fcntl.lockf(f,fcntl.LOCK_EX|fcntl.LOCK_NB,1,100)\nexcept OSError:\n sys.exit(7)\n"
-		err = exec.Command("python3", "-c", script, tm.p("lock")).Run()
-		if exit, ok := err.(*exec.ExitError); !ok || exit.ExitCode() != 7 {
+		_, err = spawn("", 0, "python3", "-c", script, tm.p("lock"))
+		if exit, ok := err.(*exitError); !ok || exit.code != 7 {
 			t.Errorf("another process locking a POSIX-locked range: %v, want a conflict", err)
 		}
 	})
@@ -471,11 +466,6 @@ func TestIoctlAllowList(t *testing.T) {
 		if errno != unix.ENOTTY {
 			t.Errorf("FS_IOC_SHUTDOWN through the mount: %v, want ENOTTY", errno)
 		}
-		// Closed before chattr runs: a child's exec closes the mount's
-		// files it inherited, and that FLUSH, to this very process,
-		// waits on a daemon goroutine that can wait on a GC, which
-		// waits on the goroutine still in vfork (a hang seen once in
-		// the guest).
 		if err := f.Close(); err != nil {
 			t.Fatal(err)
 		}
@@ -499,11 +489,11 @@ func TestIoctlAllowList(t *testing.T) {
 		if after.Ctim == before.Ctim {
 			t.Errorf("ctime through the mount unchanged after chattr: %v", after.Ctim)
 		}
-		out, err := exec.Command("lsattr", tm.b("f")).CombinedOutput()
+		out, err := spawn("", 0, "lsattr", tm.b("f"))
 		if err != nil || !strings.Contains(strings.Fields(string(out))[0], "A") {
 			t.Errorf("lsattr of the backing file after chattr +A: %s %v", out, err)
 		}
-		out, err = exec.Command("lsattr", tm.p("f")).CombinedOutput()
+		out, err = spawn("", 0, "lsattr", tm.p("f"))
 		if err != nil || !strings.Contains(strings.Fields(string(out))[0], "A") {
 			t.Errorf("lsattr through the mount: %s %v", out, err)
 		}
