@@ -138,17 +138,26 @@ func (fs *fileSystem) FsyncDir(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.St
 	if h == nil {
 		return fuse.EBADF
 	}
-	return status(fs.replicas.apply("fsyncdir", h.node.replicas, func(i, fd int) error {
+	return status(fs.applyDir("fsyncdir", h, func(_, fd int) error {
+		return syncFD(fd, in.FsyncFlags&1 != 0)
+	}))
+}
+
+// applyDir runs fn on the directory h on every replica in service, through
+// the handle's descriptor on the leader and a fresh open elsewhere: a
+// directory handle holds the leader's alone, entries being listed from it.
+func (fs *fileSystem) applyDir(op string, h *handle, fn func(i, fd int) error) error {
+	return fs.replicas.apply(op, h.node.replicas, func(i, fd int) error {
 		if h.fds[i] >= 0 {
-			return syncFD(h.fds[i], in.FsyncFlags&1 != 0)
+			return fn(i, h.fds[i])
 		}
 		dir, err := openDir(fd)
 		if err != nil {
 			return err
 		}
 		defer unix.Close(dir)
-		return syncFD(dir, in.FsyncFlags&1 != 0)
-	}))
+		return fn(i, dir)
+	})
 }
 
 func syncFD(fd int, datasync bool) error {

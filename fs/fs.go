@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/bpfusefs/bpfusefs/internal/inodeflags"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 )
@@ -333,7 +334,17 @@ func (fs *fileSystem) syncTimes(n *inode) {
 		if i == lead || fd < 0 || !fs.replicas.healthy(i) {
 			continue
 		}
-		if err := unix.UtimesNanoAt(fd, "", ts[:], unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		// A file made immutable or append-only since it was written
+		// takes no times: the mirror's flags are lifted for them.
+		err := inodeflags.Unprotected(func() (int, error) {
+			if n.mode != unix.S_IFREG && n.mode != unix.S_IFDIR {
+				return -1, unix.ENOTSUP
+			}
+			return fs.proc.reopen(fd, unix.O_RDONLY|unix.O_NONBLOCK)
+		}, func() error {
+			return unix.UtimesNanoAt(fd, "", ts[:], unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW)
+		})
+		if err != nil {
 			fs.replicas.degrade(i, "utimensat", err)
 		}
 	}

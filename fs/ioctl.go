@@ -68,9 +68,12 @@ func (fs *fileSystem) Ioctl(cancel <-chan struct{}, in *fuse.IoctlIn, inbuf []by
 	}
 	set := in.Cmd == fsIocSetFlags || in.Cmd == fsIocFSSetXattr
 	var err error
-	if set {
+	switch {
+	case set && h.dir != nil:
+		err = fs.applyDir("ioctl", h, ioctl)
+	case set:
 		err = fs.replicas.apply("ioctl", h.fds, ioctl)
-	} else {
+	default:
 		err = ioctl(0, h.fd())
 	}
 	if err != nil {

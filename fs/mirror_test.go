@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bpfusefs/bpfusefs/internal/inodeflags"
 	"github.com/bpfusefs/bpfusefs/mirror"
 	"github.com/bpfusefs/bpfusefs/passthrough"
 	"github.com/bpfusefs/bpfusefs/uring"
@@ -783,4 +784,97 @@ func fuseConnections(t *testing.T) string {
 		}
 	}
 	return dir
+}
+
+// setFlagsOf changes the inode flags of path (through the mount or on a
+// replica): it clears clear, then sets set. It skips the test where the
+// backing filesystem keeps no such flags.
+func setFlagsOf(t *testing.T, path string, set, clear uint32) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	flags, err := inodeflags.Get(int(f.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := inodeflags.Set(int(f.Fd()), flags&^clear|set); err != nil {
+		if inodeflags.Unsupported(err) {
+			t.Skipf("chattr %s: %v", path, err)
+		}
+		t.Fatalf("chattr %s: %v", path, err)
+	}
+}
+
+// checkFlags checks that every replica's rel has the flags want among the
+// protected ones.
+func checkFlags(t *testing.T, tm *testMount, rel string, want uint32) {
+	t.Helper()
+	for _, r := range tm.replicas() {
+		f, err := os.Open(filepath.Join(r, rel))
+		if err != nil {
+			t.Fatal(err)
+		}
+		flags, err := inodeflags.Get(int(f.Fd()))
+		f.Close()
+		if err != nil || flags&inodeflags.Protected != want {
+			t.Errorf("%s in %s: flags %#x (%v), want %#x", rel, r, flags&inodeflags.Protected, err, want)
+		}
+	}
+}
+
+// TestMirrorProtectedFiles makes files immutable and append-only through a
+// mirrored mount while they are open and written (as xfstests' generic/079
+// does): every replica gets the flags, directories' included, and closing
+// the written files must not degrade the mirror, whose times the daemon
+// then sets on a file that refuses them.
+func TestMirrorProtectedFiles(t *testing.T) {
+	eachDaemonMode(t, func(t *testing.T, mode string, opts Options) {
+		tm := mountReplicas(t, mode, opts, nil, plainMirror)
+		if err := os.Mkdir(tm.p("d"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		sealed, err := os.Create(tm.p("d/sealed"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		log, err := os.OpenFile(tm.p("d/log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			for _, rel := range []string{"d", "d/sealed", "d/log"} {
+				setFlagsOf(t, tm.p(rel), 0, inodeflags.Protected)
+			}
+		})
+		if _, err := sealed.WriteString("written, then sealed\n"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := log.WriteString("first\n"); err != nil {
+			t.Fatal(err)
+		}
+		setFlagsOf(t, tm.p("d/sealed"), inodeflags.Immutable, 0)
+		setFlagsOf(t, tm.p("d/log"), inodeflags.Append, 0)
+		time.Sleep(10 * time.Millisecond) // the next write's mtime differs
+		if _, err := log.WriteString("appended\n"); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range []*os.File{sealed, log} {
+			if err := f.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		setFlagsOf(t, tm.p("d"), inodeflags.Append, 0)
+		checkFlags(t, tm, "d/sealed", inodeflags.Immutable)
+		checkFlags(t, tm, "d/log", inodeflags.Append)
+		checkFlags(t, tm, "d", inodeflags.Append)
+		checkDegraded(t, tm, "", "")
+		sealedData, logData := []byte("written, then sealed\n"), []byte("first\nappended\n")
+		checkReplicasAgree(t, tm, map[string]*[]byte{"d/sealed": &sealedData, "d/log": &logData})
+		if err := os.Remove(tm.p("d/log")); !errors.Is(err, unix.EPERM) {
+			t.Errorf("removing an entry of an append-only directory: %v, want EPERM", err)
+		}
+	})
 }
