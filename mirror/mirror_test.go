@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bpfusefs/bpfusefs/internal/inodeflags"
 	"golang.org/x/sys/unix"
 )
 
@@ -541,5 +542,97 @@ func TestRepairAcrossFilesystems(t *testing.T) {
 	must(t, Repair(a, []string{b}))
 	if diffs := mustCompare(t, []string{a, b}, true); len(diffs) != 0 {
 		t.Errorf("differences after Repair: %v", diffs)
+	}
+}
+
+// flagsOf returns the inode flags of path, a file or directory.
+func flagsOf(t *testing.T, path string) uint32 {
+	t.Helper()
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	must(t, err)
+	defer unix.Close(fd)
+	flags, err := inodeflags.Get(fd)
+	must(t, err)
+	return flags
+}
+
+// chattr adds flags to those of path, a file or directory, and skips the
+// test where the filesystem or the caller cannot.
+func chattr(t *testing.T, path string, flags uint32) {
+	t.Helper()
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	must(t, err)
+	defer unix.Close(fd)
+	old, err := inodeflags.Get(fd)
+	must(t, err)
+	if err := inodeflags.Set(fd, old|flags); err != nil {
+		if inodeflags.Unsupported(err) || err == unix.EPERM {
+			t.Skipf("chattr %#x %s: %v", flags, path, err)
+		}
+		t.Fatal(err)
+	}
+}
+
+// unchattr clears every protected flag under root, for the temporary
+// directories' removal.
+func unchattr(t *testing.T, root string) {
+	filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && (d.IsDir() || d.Type().IsRegular()) {
+			if fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err == nil {
+				if flags, err := inodeflags.Get(fd); err == nil {
+					inodeflags.Set(fd, flags&^inodeflags.Protected)
+				}
+				unix.Close(fd)
+			}
+		}
+		return nil
+	})
+}
+
+// TestRepairProtectedFlags repairs a replica whose immutable and
+// append-only entries stand in the way: an extra immutable file and
+// directory to remove, an immutable file with other bytes to replace, an
+// append-only one with other times, all in an append-only directory. The
+// primary's own flags, hard-linked immutable file included, must end on
+// the replica.
+func TestRepairProtectedFlags(t *testing.T) {
+	a, b := t.TempDir(), t.TempDir()
+	t.Cleanup(func() { unchattr(t, a); unchattr(t, b) })
+	for _, dir := range []string{a, b} {
+		must(t, os.Mkdir(filepath.Join(dir, "d"), 0o755))
+		writeFile(t, filepath.Join(dir, "d", "log"), []byte("appended\n"), 0o644)
+		writeFile(t, filepath.Join(dir, "d", "frozen"), []byte("same\n"), 0o644)
+	}
+	writeFile(t, filepath.Join(a, "d", "sealed"), []byte("primary\n"), 0o644)
+	must(t, os.Link(filepath.Join(a, "d", "sealed"), filepath.Join(a, "sealed-link")))
+	writeFile(t, filepath.Join(b, "d", "sealed"), []byte("replica\n"), 0o644)
+	writeFile(t, filepath.Join(b, "d", "extra"), []byte("extra\n"), 0o644)
+	must(t, os.Mkdir(filepath.Join(b, "d", "extra-dir"), 0o755))
+	writeFile(t, filepath.Join(b, "d", "extra-dir", "f"), nil, 0o644)
+	must(t, os.Chtimes(filepath.Join(b, "d", "log"), stamp, stamp.Add(time.Second)))
+
+	chattr(t, filepath.Join(a, "d", "sealed"), inodeflags.Immutable)
+	chattr(t, filepath.Join(a, "d", "frozen"), inodeflags.Immutable|inodeflags.NoDump)
+	chattr(t, filepath.Join(a, "d", "log"), inodeflags.Append)
+	chattr(t, filepath.Join(a, "d"), inodeflags.Append)
+	for _, name := range []string{"sealed", "extra", "extra-dir/f", "extra-dir", "frozen"} {
+		chattr(t, filepath.Join(b, "d", name), inodeflags.Immutable)
+	}
+	chattr(t, filepath.Join(b, "d", "log"), inodeflags.Append)
+	chattr(t, filepath.Join(b, "d"), inodeflags.Immutable)
+
+	before := treeHash(t, a)
+	must(t, Repair(a, []string{b}))
+	if diffs := mustCompare(t, []string{a, b}, true); len(diffs) != 0 {
+		t.Errorf("differences after Repair:\n%v", diffs)
+	}
+	if treeHash(t, a) != before {
+		t.Error("Repair changed the primary")
+	}
+	for _, name := range []string{"d", "d/sealed", "sealed-link", "d/frozen", "d/log"} {
+		want := flagsOf(t, filepath.Join(a, name)) & inodeflags.Portable
+		if got := flagsOf(t, filepath.Join(b, name)) & inodeflags.Portable; got != want {
+			t.Errorf("%s: replica's flags %#x, want the primary's %#x", name, got, want)
+		}
 	}
 }

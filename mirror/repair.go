@@ -10,14 +10,17 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/bpfusefs/bpfusefs/internal/inodeflags"
 	"golang.org/x/sys/unix"
 )
 
 // Repair makes every replica identical to primary: extra entries removed,
 // missing or differing ones copied (data, mode, owner, times, xattrs incl.
 // ACLs, symlinks, device nodes/fifos/sockets via mknod, hard-link
-// structure preserved), directory times set last. It never touches
-// primary.
+// structure preserved, the inode flags every filesystem keeps: immutable,
+// append-only, nodump, noatime), directory times set last. The replica's
+// immutable and append-only flags are lifted for the changes they would
+// refuse. It never touches primary.
 //
 // Afterwards Compare with Content finds no difference, unless the trees
 // changed meanwhile: the replicas must not be in use. A file is replaced
@@ -79,6 +82,15 @@ type repairer struct {
 	// linked on the replica but not on the primary is not kept twice.
 	links  map[fileID]placed
 	claims map[fileID]fileID
+	// flags lists the entries whose inode flags setFlags sets last.
+	flags []flagged
+}
+
+// flagged is an entry of the replica, by its path from the root, and the
+// inode flags it must end with.
+type flagged struct {
+	rel   string
+	flags uint32
 }
 
 // placed is the first link of a primary inode on the replica.
@@ -99,7 +111,10 @@ func repairReplica(pfd int, replica string) error {
 		links:  make(map[fileID]placed),
 		claims: make(map[fileID]fileID),
 	}
-	return r.dir(pfd, rfd, ".", pfd, rfd, ".")
+	if err := r.dir(pfd, rfd, ".", pfd, rfd, "."); err != nil {
+		return err
+	}
+	return r.setFlags()
 }
 
 // dir repairs the directory rel, open as p on the primary and r on the
@@ -110,8 +125,11 @@ func (r *repairer) dir(p, rd int, rel string, pparent, rparent int, name string)
 	if err := unix.Fstat(rd, &st); err != nil {
 		return fmt.Errorf("%s: %w", rel, err)
 	}
-	// The final mode may deny writing (0555): it is set once the
-	// directory is complete.
+	// The final mode and flags may deny writing (0555, immutable): they
+	// are set once the directory is complete.
+	if err := liftFlags(rd); err != nil {
+		return fmt.Errorf("%s: %w", rel, err)
+	}
 	if st.Mode&0o700 != 0o700 {
 		if err := unix.Fchmod(rd, st.Mode&0o7777|0o700); err != nil {
 			return fmt.Errorf("%s: %w", rel, err)
@@ -145,7 +163,10 @@ func (r *repairer) dir(p, rd int, rel string, pparent, rparent int, name string)
 		return fmt.Errorf("%s: %w", rel, err)
 	}
 	// Last, as what was done inside changed the directory's times.
-	return r.meta(pparent, rparent, name, name, &pst, &st)
+	if err := r.meta(pparent, rparent, name, name, &pst, &st); err != nil {
+		return err
+	}
+	return r.noteFlags(pparent, rparent, rel, name, &pst)
 }
 
 // entry repairs the entry name of the directory open as p and rd.
@@ -226,6 +247,9 @@ func (r *repairer) nondir(p, rd int, rel, name string, pst, rst *unix.Stat_t, ex
 	if pst.Nlink > 1 || st.Nlink > 1 {
 		r.claims[idOf(&st)] = idOf(pst)
 	}
+	if isReg(pst) {
+		return r.noteFlags(p, rd, rel, name, pst)
+	}
 	return nil
 }
 
@@ -297,7 +321,7 @@ func (r *repairer) replace(p, rd int, name string, pst *unix.Stat_t) error {
 		unix.Unlinkat(rd, tmp, 0)
 		return err
 	}
-	if err := unix.Renameat(rd, tmp, rd, name); err != nil {
+	if err := unprotected(rd, name, func() error { return unix.Renameat(rd, tmp, rd, name) }); err != nil {
 		unix.Unlinkat(rd, tmp, 0)
 		return err
 	}
@@ -422,8 +446,27 @@ func (r *repairer) copyBuffered(src, dst int, off, end int64) error {
 // and times of the primary's pname (below p), in that order: chown clears
 // set-id bits and file capabilities, and only the times must come after
 // everything that changes them. rst is the replica's entry as it is, to
-// leave alone what already agrees; nil for a fresh entry.
+// leave alone what already agrees; nil for a fresh entry. The replica's
+// immutable and append-only flags are lifted first; flags are set by
+// noteFlags, at the very end.
 func (r *repairer) meta(p, rd int, pname, rname string, pst, rst *unix.Stat_t) error {
+	if rst != nil && (isReg(pst) || isDir(pst)) {
+		fd, err := openFlagged(rd, rname, pst)
+		if err != nil {
+			return err
+		}
+		err = liftFlags(fd)
+		unix.Close(fd)
+		if err != nil {
+			return fmt.Errorf("flags: %w", err)
+		}
+	}
+	return r.attrs(p, rd, pname, rname, pst, rst)
+}
+
+// attrs gives the replica's entry the primary's owner, xattrs, mode and
+// times, as meta says; meta lifted the flags that would refuse them.
+func (r *repairer) attrs(p, rd int, pname, rname string, pst, rst *unix.Stat_t) error {
 	chowned := false
 	if rst == nil || rst.Uid != pst.Uid || rst.Gid != pst.Gid {
 		err := unix.Fchownat(rd, rname, int(pst.Uid), int(pst.Gid), unix.AT_SYMLINK_NOFOLLOW)
@@ -505,6 +548,91 @@ func withTempName(create func(name string) error) (string, error) {
 	return "", fmt.Errorf("no free temporary name: %w", unix.EEXIST)
 }
 
+// noteFlags records the inode flags the replica's entry name (rel from the
+// root) must end with, if it has others: the primary's portable ones, its
+// own of the rest. They are set once the whole tree is done, since an
+// immutable file can be neither renamed nor linked, nor an immutable
+// directory filled.
+func (r *repairer) noteFlags(p, rd int, rel, name string, pst *unix.Stat_t) error {
+	flagsOf := func(dirfd int) (uint32, error) {
+		fd, err := openFlagged(dirfd, name, pst)
+		if err != nil {
+			return 0, err
+		}
+		defer unix.Close(fd)
+		return inodeflags.Get(fd)
+	}
+	pflags, err := flagsOf(p)
+	if err != nil {
+		return fmt.Errorf("%s (primary): flags: %w", rel, err)
+	}
+	rflags, err := flagsOf(rd)
+	if err != nil {
+		return fmt.Errorf("%s: flags: %w", rel, err)
+	}
+	if want := rflags&^inodeflags.Portable | pflags&inodeflags.Portable; want != rflags {
+		r.flags = append(r.flags, flagged{rel, want})
+	}
+	return nil
+}
+
+// setFlags sets the flags noteFlags recorded, children before their
+// directories. A replica on a filesystem without some flag goes without
+// it; without root, so does one with the flags only root may set.
+func (r *repairer) setFlags() error {
+	how := unix.OpenHow{
+		Flags:   unix.O_RDONLY | unix.O_NONBLOCK | unix.O_NOFOLLOW | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+	}
+	for _, f := range r.flags {
+		fd, err := unix.Openat2(r.rroot, f.rel, &how)
+		if err != nil {
+			return fmt.Errorf("%s: flags: %w", f.rel, err)
+		}
+		err = inodeflags.Set(fd, f.flags)
+		unix.Close(fd)
+		if err != nil && !inodeflags.Unsupported(err) && !r.mayIgnore(err) {
+			return fmt.Errorf("%s: flags: %w", f.rel, err)
+		}
+	}
+	return nil
+}
+
+// liftFlags clears the immutable and append-only flags of the directory
+// fd, which would keep its entries as they are.
+func liftFlags(fd int) error {
+	flags, err := inodeflags.Get(fd)
+	if err != nil || flags&inodeflags.Protected == 0 {
+		return err
+	}
+	return inodeflags.Set(fd, flags&^inodeflags.Protected)
+}
+
+// unprotected runs change, which removes or replaces the entry name below
+// dirfd, lifting the entry's immutable and append-only flags if they
+// refuse it.
+func unprotected(dirfd int, name string, change func() error) error {
+	return inodeflags.Unprotected(func() (int, error) {
+		st, err := lstatAt(dirfd, name)
+		if err != nil {
+			return -1, err
+		}
+		return openFlagged(dirfd, name, &st)
+	}, change)
+}
+
+// openFlagged opens the regular file or directory name below dirfd, st
+// being what it is expected to be, for its inode flags.
+func openFlagged(dirfd int, name string, st *unix.Stat_t) (int, error) {
+	switch {
+	case isDir(st):
+		return openDir(dirfd, name)
+	case isReg(st):
+		return openFile(dirfd, name)
+	}
+	return -1, unix.ENOTSUP
+}
+
 // removeAll removes the entry name below dirfd and, for a directory,
 // everything in it, without following symlinks.
 func removeAll(dirfd int, name string) error {
@@ -513,13 +641,16 @@ func removeAll(dirfd int, name string) error {
 		return err
 	}
 	if !isDir(&st) {
-		return unix.Unlinkat(dirfd, name, 0)
+		return unprotected(dirfd, name, func() error { return unix.Unlinkat(dirfd, name, 0) })
 	}
 	fd, err := openDir(dirfd, name)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(fd)
+	if err := liftFlags(fd); err != nil {
+		return err
+	}
 	if st.Mode&0o700 != 0o700 {
 		if err := unix.Fchmod(fd, 0o700); err != nil {
 			return err
