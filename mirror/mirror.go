@@ -14,6 +14,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/bpfusefs/bpfusefs/internal/inodeflags"
 	"golang.org/x/sys/unix"
 )
 
@@ -24,8 +25,8 @@ type Difference struct {
 	// What is how: "missing", "extra", "type file != dir", "size 10 != 12",
 	// "mtime ...", "content differs at byte 4096", "mode 0644 != 0600",
 	// "owner 0:0 != 1000:1000", "symlink target ...", "device 1:3 != 1:5",
-	// "xattr user.x missing|extra|differs", "hard links"; the value of
-	// dirs[0] comes first.
+	// "xattr user.x missing|extra|differs", "flags ia != -", "hard
+	// links"; the value of dirs[0] comes first.
 	What string
 }
 
@@ -36,10 +37,12 @@ func (d Difference) String() string {
 
 // CompareOptions say how deep a comparison goes.
 type CompareOptions struct {
-	// Content compares the bytes of regular files, modes, owners, xattrs
-	// and hard-link structure too (a verify). Without it only the tree,
-	// types, sizes and mtimes of regular files, symlink targets and device
-	// numbers are compared (the check at mount time, which reads no data).
+	// Content compares the bytes of regular files, modes, owners, xattrs,
+	// hard-link structure and the inode flags every filesystem keeps
+	// (immutable, append-only, nodump, noatime) too (a verify). Without
+	// it only the tree, types, sizes and mtimes of regular files, symlink
+	// targets and device numbers are compared (the check at mount time,
+	// which reads no data).
 	Content bool
 	// Max stops the comparison after this many differences (0: no limit).
 	Max int
@@ -279,6 +282,19 @@ func (c *comparer) meta(rel string, i, dirfd0, dirfdi int, name string, st0, sti
 			return err
 		}
 		whats = append(whats, xw...)
+		if isReg(st0) || isDir(st0) {
+			f0, err := flagsAt(dirfd0, name, st0)
+			if err != nil {
+				return c.fail(0, rel, err)
+			}
+			fi, err := flagsAt(dirfdi, name, sti)
+			if err != nil {
+				return c.fail(i, rel, err)
+			}
+			if f0, fi = f0&inodeflags.Portable, fi&inodeflags.Portable; f0 != fi {
+				whats = append(whats, fmt.Sprintf("flags %s != %s", inodeflags.Letters(f0), inodeflags.Letters(fi)))
+			}
+		}
 		if !isDir(st0) && !c.links[i].match(st0, sti) {
 			whats = append(whats, "hard links")
 		}
@@ -289,6 +305,17 @@ func (c *comparer) meta(rel string, i, dirfd0, dirfdi int, name string, st0, sti
 		}
 	}
 	return nil
+}
+
+// flagsAt returns the inode flags of the file or directory name below
+// dirfd, st being what it is expected to be.
+func flagsAt(dirfd int, name string, st *unix.Stat_t) (uint32, error) {
+	fd, err := openFlagged(dirfd, name, st)
+	if err != nil {
+		return 0, err
+	}
+	defer unix.Close(fd)
+	return inodeflags.Get(fd)
 }
 
 func timeString(ts unix.Timespec) string {

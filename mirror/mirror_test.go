@@ -621,6 +621,13 @@ func TestRepairProtectedFlags(t *testing.T) {
 	chattr(t, filepath.Join(b, "d", "log"), inodeflags.Append)
 	chattr(t, filepath.Join(b, "d"), inodeflags.Immutable)
 
+	found := false
+	for _, d := range mustCompare(t, []string{a, b}, true) {
+		found = found || d.Path == "d/frozen" && d.What == "flags id != i"
+	}
+	if !found {
+		t.Error("Compare did not report d/frozen's flags differing (id != i)")
+	}
 	before := treeHash(t, a)
 	must(t, Repair(a, []string{b}))
 	if diffs := mustCompare(t, []string{a, b}, true); len(diffs) != 0 {

@@ -554,19 +554,11 @@ func withTempName(create func(name string) error) (string, error) {
 // immutable file can be neither renamed nor linked, nor an immutable
 // directory filled.
 func (r *repairer) noteFlags(p, rd int, rel, name string, pst *unix.Stat_t) error {
-	flagsOf := func(dirfd int) (uint32, error) {
-		fd, err := openFlagged(dirfd, name, pst)
-		if err != nil {
-			return 0, err
-		}
-		defer unix.Close(fd)
-		return inodeflags.Get(fd)
-	}
-	pflags, err := flagsOf(p)
+	pflags, err := flagsAt(p, name, pst)
 	if err != nil {
 		return fmt.Errorf("%s (primary): flags: %w", rel, err)
 	}
-	rflags, err := flagsOf(rd)
+	rflags, err := flagsAt(rd, name, pst)
 	if err != nil {
 		return fmt.Errorf("%s: flags: %w", rel, err)
 	}

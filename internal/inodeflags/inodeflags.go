@@ -36,6 +36,24 @@ const (
 	setFlags = 0x40086602 // FS_IOC_SETFLAGS
 )
 
+// Letters names the portable flags among flags as lsattr(1) does (i, a,
+// d, A), "-" for none.
+func Letters(flags uint32) string {
+	var b []byte
+	for _, f := range []struct {
+		flag   uint32
+		letter byte
+	}{{Immutable, 'i'}, {Append, 'a'}, {NoDump, 'd'}, {NoAtime, 'A'}} {
+		if flags&f.flag != 0 {
+			b = append(b, f.letter)
+		}
+	}
+	if b == nil {
+		return "-"
+	}
+	return string(b)
+}
+
 // Get returns the flags of the file or directory open as fd. A filesystem
 // without flags (ENOTTY, EOPNOTSUPP, EINVAL) has none.
 func Get(fd int) (uint32, error) {
