@@ -409,10 +409,7 @@ func (fs *fileSystem) mountOptions(opts Options, logger *log.Logger) *fuse.Mount
 			fuse.CAP_EXPORT_SUPPORT |
 			// SETXATTR carries FUSE_SETXATTR_ACL_KILL_SGID.
 			fuse.CAP_SETXATTR_EXT,
-		// Like a local filesystem mounted by root, set-ID programs and
-		// devices work unless asked otherwise (go-fuse's default is
-		// fusermount's nosuid,nodev; MS_MGC_VAL means "no flags").
-		DirectMountFlags: unix.MS_MGC_VAL | opts.MountFlags,
+		DirectMountFlags: directMountFlags(opts),
 	}
 	if fs.creds != nil {
 		// The umask reaches the backing filesystem on the creating
@@ -422,10 +419,26 @@ func (fs *fileSystem) mountOptions(opts Options, logger *log.Logger) *fuse.Mount
 	if opts.DefaultPermissions {
 		mo.Options = append(mo.Options, "default_permissions")
 	}
-	if opts.ReadOnly {
-		mo.DirectMountFlags |= unix.MS_RDONLY
-	}
 	return mo
+}
+
+// directMountFlags are the mount(2) flags of a mount with opts. Like a
+// local filesystem mounted by root, set-ID programs and devices work
+// unless asked otherwise, but go-fuse reads 0 as fusermount's nosuid,nodev:
+// without flags the mount gets MS_MGC_VAL, the old "no flags" magic. Never
+// with a flag: the kernel drops the magic only when the high 16 bits are
+// exactly it, and MS_RELATIME (one of its bits, so it was lost),
+// MS_STRICTATIME and MS_LAZYTIME (which made mount(2) fail with EINVAL) live
+// there too.
+func directMountFlags(opts Options) uintptr {
+	flags := opts.MountFlags
+	if opts.ReadOnly {
+		flags |= unix.MS_RDONLY
+	}
+	if flags == 0 {
+		return unix.MS_MGC_VAL
+	}
+	return flags
 }
 
 func (fs *fileSystem) accel() []string {

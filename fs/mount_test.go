@@ -17,6 +17,7 @@ import (
 
 	"github.com/bpfusefs/bpfusefs/bpf"
 	"github.com/bpfusefs/bpfusefs/fs/fusering"
+	"github.com/bpfusefs/bpfusefs/internal/mountinfo"
 	"github.com/bpfusefs/bpfusefs/passthrough"
 	"github.com/bpfusefs/bpfusefs/uring"
 	"golang.org/x/sys/unix"
@@ -675,6 +676,42 @@ func TestBPFOffload(t *testing.T) {
 			}
 			if got := tm.m.Stats().Paths["bpf"]; got != daemonReads {
 				t.Errorf("an O_DIRECT read was answered by BPF (%d -> %d)", daemonReads, got)
+			}
+		})
+	}
+}
+
+// TestMountFlags mounts with each kind of mount(2) flag, those in the high
+// 16 bits (the old MS_MGC_VAL magic's) included, and reads the mount's
+// options back from mountinfo.
+func TestMountFlags(t *testing.T) {
+	requireFUSE(t)
+	for _, c := range []struct {
+		flags     uintptr
+		want, not []string
+	}{
+		{0, nil, []string{"nosuid", "nodev", "noexec", "noatime"}},
+		{unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, []string{"nosuid", "nodev", "noexec"}, nil},
+		{unix.MS_NOATIME, []string{"noatime"}, []string{"relatime"}},
+		{unix.MS_NODIRATIME | unix.MS_RELATIME, []string{"nodiratime", "relatime"}, nil},
+		{unix.MS_STRICTATIME, nil, []string{"relatime", "noatime"}},
+	} {
+		t.Run(fmt.Sprintf("%#x", c.flags), func(t *testing.T) {
+			tm := mountFS(t, "none", Options{MountFlags: c.flags})
+			e, ok, err := mountinfo.Find(tm.mnt)
+			if err != nil || !ok {
+				t.Fatalf("%s not in mountinfo: %v", tm.mnt, err)
+			}
+			opts := strings.Split(e.Options, ",")
+			for _, o := range c.want {
+				if !slices.Contains(opts, o) {
+					t.Errorf("options %s lack %s", e.Options, o)
+				}
+			}
+			for _, o := range c.not {
+				if slices.Contains(opts, o) {
+					t.Errorf("options %s have %s", e.Options, o)
+				}
 			}
 		})
 	}
