@@ -224,10 +224,16 @@ func (fs *fileSystem) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byt
 	return uint32(len(data)), fuse.OK
 }
 
-// Flush has nothing to do: locks are kept by the kernel, and the backing
-// descriptor stays open until RELEASE.
+// Flush gives the mirrors of a written file the leader's times, as
+// RELEASE does: close(2) waits for FLUSH, where RELEASE comes later,
+// unwaited for, so a reader right after the close would find the replicas'
+// times apart. Locks are kept by the kernel, and the backing descriptor
+// stays open until RELEASE.
 func (fs *fileSystem) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Status {
 	fs.stats.op(in.Opcode)
+	if h := fs.handles.get(in.Fh); h != nil && h.written.Load() {
+		fs.syncTimes(h.node)
+	}
 	return fuse.OK
 }
 

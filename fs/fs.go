@@ -324,6 +324,8 @@ func (fs *fileSystem) syncTimes(n *inode) {
 	if !fs.replicas.mirrored() {
 		return
 	}
+	n.syncingTimes.Lock()
+	defer n.syncingTimes.Unlock()
 	lead := fs.replicas.leader()
 	var st unix.Stat_t
 	if err := statFD(n.replicas[lead], &st); err != nil {

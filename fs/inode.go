@@ -42,6 +42,11 @@ type inode struct {
 	// used is the inode table's clock at the last lookup; guarded by
 	// inodeTable.mu.
 	used uint64
+
+	// syncingTimes serialises fileSystem.syncTimes, a stat of the leader
+	// and a copy to the mirrors: two interleaved could leave the mirrors
+	// with the older times of the two.
+	syncingTimes sync.Mutex
 }
 
 // fd returns the O_PATH descriptor of the leading replica.
