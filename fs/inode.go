@@ -72,10 +72,11 @@ type inodeTable struct {
 	ghostByKey map[inodeKey]uint64
 
 	// handleIDs is set when the backing root's filesystem has 8-byte
-	// FILEID_INO32_GEN file handles (ext4, XFS with 32-bit inodes) and
-	// there are no mirrors: node ids of objects on that filesystem (dev)
-	// are then their file handles, so a kernel file handle names its
-	// object without any daemon state, even across a remount. Other
+	// FILEID_INO32_GEN file handles (ext4, XFS with 32-bit inodes): node
+	// ids of objects on that filesystem (dev) in the backing directory
+	// are then their file handles there, so a kernel file handle names
+	// its object without any daemon state, even across a remount. A
+	// mirror's copy of an object is the one at the same path. Other
 	// objects get counted ids and ghosts.
 	handleIDs bool
 	dev       uint64
@@ -120,7 +121,7 @@ func newInodeTable(rs *replicaSet, st *unix.Stat_t) *inodeTable {
 		nextID:     rootID + 1,
 		ghosts:     make(map[uint64]ghost),
 		ghostByKey: make(map[inodeKey]uint64),
-		handleIDs:  !rs.mirrored() && err == nil && h.Type() == fileidIno32Gen && h.Size() == 8,
+		handleIDs:  err == nil && h.Type() == fileidIno32Gen && h.Size() == 8,
 		dev:        st.Dev,
 		rs:         rs,
 	}
@@ -143,8 +144,12 @@ func (t *inodeTable) add(fds []int, st *unix.Stat_t) *inode {
 		closeFDs(fds)
 		return n
 	}
-	fd := fds[t.rs.leader()]
-	hid := t.handleID(fd, st)
+	// Ids are the backing directory's handles: none once it is out of
+	// service and a mirror leads.
+	var hid uint64
+	if t.rs.leader() == backingReplica {
+		hid = t.handleID(fds[backingReplica], st)
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if n := t.byKey[key]; n != nil {
@@ -309,32 +314,69 @@ func (t *inodeTable) revive(id uint64) (*inode, *unix.Stat_t) {
 		return n, &st
 	}
 	g, isGhost := t.ghosts[id]
+	// open opens replica i's copy of the object, O_PATH.
+	var open func(i int, r *replica) (int, error)
 	switch {
 	case isGhost:
 		delete(t.ghosts, id)
 		delete(t.ghostByKey, g.key)
-	case t.handleIDs:
+		open = func(i int, r *replica) (int, error) {
+			if g.handles[i] == nil {
+				return -1, unix.ESTALE
+			}
+			return unix.OpenByHandleAt(r.openFD, *g.handles[i], unix.O_PATH|unix.O_CLOEXEC)
+		}
+	case t.handleIDs && t.rs.healthy(backingReplica):
 		h := unix.NewFileHandle(fileidIno32Gen, binary.NativeEndian.AppendUint64(nil, id))
-		g.handles = []*unix.FileHandle{&h}
+		backing := t.rs.r[backingReplica]
+		first := -1
+		open = func(i int, r *replica) (int, error) {
+			if i == backingReplica {
+				fd, err := unix.OpenByHandleAt(r.openFD, h, unix.O_PATH|unix.O_CLOEXEC)
+				first = fd
+				return fd, err
+			}
+			if first < 0 {
+				return -1, unix.ESTALE // degraded meanwhile
+			}
+			// A mirror holds its copy where the backing directory
+			// does; a rename moving the object meanwhile makes the
+			// handle stale for this once.
+			rel, err := backing.pathOf(first)
+			if err != nil {
+				return -1, err
+			}
+			fd, err := openBeneath(r.rootFD, rel, unix.O_PATH|unix.O_NOFOLLOW, 0)
+			if err != nil {
+				return -1, err
+			}
+			if again, err := backing.pathOf(first); err != nil || again != rel {
+				unix.Close(fd)
+				return -1, unix.ESTALE
+			}
+			return fd, nil
+		}
 	default:
 		return nil, nil
 	}
 	fds := make([]int, len(t.rs.r))
-	for i, r := range t.rs.r {
+	for i := range fds {
 		fds[i] = -1
+	}
+	for i, r := range t.rs.r { // the backing directory's first
 		if !t.rs.healthy(i) {
 			continue
 		}
-		if g.handles[i] == nil {
-			closeFDs(fds)
-			return nil, nil
-		}
-		fd, err := unix.OpenByHandleAt(r.openFD, *g.handles[i], unix.O_PATH|unix.O_CLOEXEC)
+		fd, err := open(i, r)
 		if err != nil {
 			closeFDs(fds)
 			return nil, nil
 		}
 		fds[i] = fd
+	}
+	if !sameType(fds) {
+		closeFDs(fds)
+		return nil, nil
 	}
 	fd := fds[t.rs.leader()]
 	if statFD(fd, &st) != nil || st.Nlink == 0 {
@@ -346,7 +388,9 @@ func (t *inodeTable) revive(id uint64) (*inode, *unix.Stat_t) {
 	// but the object may have been looked up again under a new id since.
 	valid := t.byKey[key] == nil
 	if !isGhost {
-		valid = valid && t.handleID(fd, &st) == id
+		var bst unix.Stat_t
+		valid = valid && statFD(fds[backingReplica], &bst) == nil &&
+			t.handleID(fds[backingReplica], &bst) == id
 	}
 	if !valid {
 		closeFDs(fds)

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -685,37 +686,58 @@ func TestAppendOnly(t *testing.T) {
 // state.
 func TestFileHandlesAcrossRemount(t *testing.T) {
 	requireFUSE(t)
-	tm := mountFS(t, "none", Options{})
-	if !tm.m.fs.inodes.handleIDs {
-		t.Skip("backing filesystem without FILEID_INO32_GEN handles")
-	}
-	writeFile(t, tm.p("f"), "survives")
-	h, _, err := unix.NameToHandleAt(unix.AT_FDCWD, tm.p("f"), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := tm.m.Unmount(false); err != nil {
-		t.Fatal(err)
-	}
-	m, err := Mount(tm.mnt, Options{Backing: tm.backing})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Unmount(false)
-	mnt, err := os.Open(tm.mnt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mnt.Close()
-	fd, err := unix.OpenByHandleAt(int(mnt.Fd()), h, unix.O_RDONLY)
-	if err != nil {
-		t.Fatalf("open_by_handle_at after a remount: %v", err)
-	}
-	f := os.NewFile(uintptr(fd), "f")
-	defer f.Close()
-	buf := make([]byte, 16)
-	if n, err := f.Read(buf); err != nil || string(buf[:n]) != "survives" {
-		t.Errorf("read by handle after a remount: %q, %v", buf[:n], err)
+	for _, mirrored := range []bool{false, true} {
+		t.Run(fmt.Sprintf("mirrored=%v", mirrored), func(t *testing.T) {
+			var mirrors []func(t *testing.T) string
+			if mirrored {
+				mirrors = append(mirrors, plainMirror)
+			}
+			tm := mountReplicas(t, "none", Options{}, nil, mirrors...)
+			if h, _, err := unix.NameToHandleAt(unix.AT_FDCWD, tm.backing, 0); err != nil || h.Type() != fileidIno32Gen || h.Size() != 8 {
+				t.Skip("backing filesystem without FILEID_INO32_GEN handles")
+			}
+			if err := os.Mkdir(tm.p("d"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			writeFile(t, tm.p("d/f"), "survives")
+			h, _, err := unix.NameToHandleAt(unix.AT_FDCWD, tm.p("d/f"), 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := tm.m.Unmount(false); err != nil {
+				t.Fatal(err)
+			}
+			m, err := Mount(tm.mnt, Options{Backing: tm.backing, Mirrors: tm.mirrors})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Unmount(false)
+			mnt, err := os.Open(tm.mnt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer mnt.Close()
+			fd, err := unix.OpenByHandleAt(int(mnt.Fd()), h, unix.O_RDWR|unix.O_APPEND)
+			if err != nil {
+				t.Fatalf("open_by_handle_at after a remount: %v", err)
+			}
+			f := os.NewFile(uintptr(fd), "f")
+			defer f.Close()
+			buf := make([]byte, 16)
+			if n, err := f.Read(buf); err != nil || string(buf[:n]) != "survives" {
+				t.Errorf("read by handle after a remount: %q, %v", buf[:n], err)
+			}
+			// A write through it reaches every replica: the mirror's
+			// copy was found where the backing directory's is.
+			if _, err := f.WriteString(" and writes"); err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range tm.replicas() {
+				if got := readFile(t, filepath.Join(r, "d/f")); got != "survives and writes" {
+					t.Errorf("%s/d/f after a write by handle: %q", r, got)
+				}
+			}
+		})
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"log"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -129,6 +130,41 @@ func newReplicaSet(paths []string, logger *log.Logger) (*replicaSet, []unix.Stat
 }
 
 func (s *replicaSet) mirrored() bool { return len(s.r) > 1 }
+
+// backingReplica is the index of the backing directory; the mirrors follow.
+const backingReplica = 0
+
+// pathOf returns the path of the object open as fd, relative to r's root,
+// as /proc/self/fd names it: one of a file's links. It fails with ENOENT
+// when the object has none (it was unlinked) or lies outside the root.
+func (r *replica) pathOf(fd int) (string, error) {
+	path, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
+	if err != nil {
+		return "", err
+	}
+	rel, ok := strings.CutPrefix(path, r.procPath+"/")
+	if !ok {
+		return "", unix.ENOENT // unlinked ("... (deleted)") or moved away
+	}
+	return rel, nil
+}
+
+// sameType reports whether the objects open as fds (-1 for none) all have
+// one file type.
+func sameType(fds []int) bool {
+	var mode uint32
+	for _, fd := range fds {
+		if fd < 0 {
+			continue
+		}
+		var st unix.Stat_t
+		if statFD(fd, &st) != nil || mode != 0 && st.Mode&unix.S_IFMT != mode {
+			return false
+		}
+		mode = st.Mode & unix.S_IFMT
+	}
+	return true
+}
 
 // asyncWrites reports whether every replica does buffered writes without
 // blocking.

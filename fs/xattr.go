@@ -2,8 +2,6 @@ package fs
 
 import (
 	"path/filepath"
-	"strconv"
-	"strings"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
@@ -48,15 +46,9 @@ func (fs *fileSystem) symlinkParent(n *inode, i int) (int, string, error) {
 	if err := statFD(fd, &self); err != nil {
 		return -1, "", err
 	}
-	buf := make([]byte, unix.PathMax)
-	sz, err := unix.Readlinkat(int(fs.proc), strconv.Itoa(fd), buf)
+	rel, err := r.pathOf(fd)
 	if err != nil {
 		return -1, "", err
-	}
-	path := string(buf[:sz])
-	rel, ok := strings.CutPrefix(path, r.procPath+"/")
-	if !ok {
-		return -1, "", unix.ENOENT // unlinked ("... (deleted)") or moved away
 	}
 	dirPath, name := filepath.Split(rel)
 	if dirPath == "" {
