@@ -3,14 +3,15 @@ package fs
 import (
 	"unsafe"
 
+	"github.com/bpfusefs/bpfusefs/internal/inodeflags"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 )
 
 // Ioctl commands the daemon forwards, from include/uapi/linux/fs.h.
 const (
-	fsIocGetFlags   = 0x80086601 // FS_IOC_GETFLAGS
-	fsIocSetFlags   = 0x40086602 // FS_IOC_SETFLAGS
+	fsIocGetFlags   = inodeflags.GetCmd
+	fsIocSetFlags   = inodeflags.SetCmd
 	fsIocFSGetXattr = 0x801c581f // FS_IOC_FSGETXATTR
 	fsIocFSSetXattr = 0x401c5820 // FS_IOC_FSSETXATTR
 )

@@ -560,11 +560,10 @@ func flagsOf(t *testing.T, path string) uint32 {
 // test where the filesystem or the caller cannot.
 func chattr(t *testing.T, path string, flags uint32) {
 	t.Helper()
+	old := flagsOf(t, path)
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	must(t, err)
 	defer unix.Close(fd)
-	old, err := inodeflags.Get(fd)
-	must(t, err)
 	if err := inodeflags.Set(fd, old|flags); err != nil {
 		if inodeflags.Unsupported(err) || err == unix.EPERM {
 			t.Skipf("chattr %#x %s: %v", flags, path, err)

@@ -29,11 +29,11 @@ const (
 	Portable = Protected | NoDump | NoAtime
 )
 
-// The commands' argument is an int (the kernel's fileattr code reads 32
-// bits), whatever the _IOR/_IOW size in their numbers says.
+// The ioctl commands. Their argument is an int (the kernel's fileattr code
+// reads 32 bits), whatever the _IOR/_IOW size in their numbers says.
 const (
-	getFlags = 0x80086601 // FS_IOC_GETFLAGS
-	setFlags = 0x40086602 // FS_IOC_SETFLAGS
+	GetCmd = 0x80086601 // FS_IOC_GETFLAGS
+	SetCmd = 0x40086602 // FS_IOC_SETFLAGS
 )
 
 // Letters names the portable flags among flags as lsattr(1) does (i, a,
@@ -58,7 +58,7 @@ func Letters(flags uint32) string {
 // without flags (ENOTTY, EOPNOTSUPP, EINVAL) has none.
 func Get(fd int) (uint32, error) {
 	var flags uint32
-	err := ioctl(fd, getFlags, &flags)
+	err := ioctl(fd, GetCmd, &flags)
 	if Unsupported(err) {
 		return 0, nil
 	}
@@ -66,7 +66,7 @@ func Get(fd int) (uint32, error) {
 }
 
 // Set sets the flags of the file or directory open as fd.
-func Set(fd int, flags uint32) error { return ioctl(fd, setFlags, &flags) }
+func Set(fd int, flags uint32) error { return ioctl(fd, SetCmd, &flags) }
 
 // Unsupported says whether err means the filesystem keeps no flags, or not
 // the ones asked for.
