@@ -241,9 +241,13 @@ func (t *inodeTable) countedID(n *inode, key inodeKey) uint64 {
 const maxGhosts = 1 << 20
 
 // remember leaves a ghost for a node being forgotten. A deleted object
-// needs none: its handles are stale anyway.
+// needs none: its handles are stale anyway. Without mirrors, neither does
+// one whose id is its handle; with them the ghost keeps each mirror's
+// handle for this mount, as the path that revive finds the mirrors' copies
+// by otherwise is unknown for a file the backing filesystem hands back
+// disconnected from its directory (its dentries dropped).
 func (t *inodeTable) remember(node *inode) {
-	if node.fromHandle {
+	if node.fromHandle && !t.rs.mirrored() {
 		return // the id itself is the handle
 	}
 	var st unix.Stat_t
