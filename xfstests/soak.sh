@@ -4,14 +4,16 @@
 # mount shows with the backing dir. Any tool error or divergence fails the run.
 #
 #   xfstests/soak.sh [--accel none|engine|passthrough|fusering|bpf|all|LIST]
-#                    [--minutes N] [--reference]
+#                    [--minutes N] [--mirror | --reference]
 #
-# --minutes is per tool and mode (default 10). --reference soaks go-fuse
-# v2.12.1's loopback example instead, for comparison. Logs and the final
-# comparison land in $BPFUSEFS_CACHE/xfstests-soak/<mode>/.
+# --minutes is per tool and mode (default 10). --mirror mounts with one mirror
+# beside the backing dir and compares it with the backing dir too: every
+# write fanned out, nothing missed. --reference soaks go-fuse v2.12.1's
+# loopback example instead, for comparison. Logs and the final comparison
+# land in $BPFUSEFS_CACHE/xfstests-soak/<mode>[-mirror]/.
 set -euo pipefail
 
-accel=none minutes=10 reference=
+accel=none minutes=10 reference= mirror=
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # XFSTESTS_SOAK_WORK relocates the image, the mount and the logs.
@@ -23,49 +25,94 @@ parse_args() {
 		--accel) accel=${2:?--accel needs a value}; shift 2 ;;
 		--minutes) minutes=${2:?--minutes needs a number}; shift 2 ;;
 		--reference) reference=1; shift ;;
+		--mirror) mirror=1; shift ;;
 		-h|--help) usage 0 ;;
 		*) echo "soak: unknown argument $1" >&2; usage 2 ;;
 		esac
 	done
 	[[ $minutes =~ ^[1-9][0-9]*$ ]] || die "--minutes must be a positive number"
+	[ -z "$mirror" ] || [ -z "$reference" ] || die "--mirror and --reference are exclusive"
+	[ -z "$mirror" ] || export XFSTESTS_IMAGE_SIZE=${XFSTESTS_IMAGE_SIZE:-64G}
 }
 
 mnt=$WORK/mnt
 ext4=$WORK/ext4
 backing=$ext4/backing
+# The mirror has a filesystem of its own. Where one replica runs out of
+# space and the other does not, the full one is rightly degraded, and the
+# comparison has nothing to show: with --mirror both images are 64 GiB
+# unless XFSTESTS_IMAGE_SIZE says otherwise (sparse, and fsstress's
+# fallocates stay unwritten in them), far more than fsstress fills in ten
+# minutes, where 8 GiB filled in four.
+mirror_ext4=$WORK/mirror-ext4
+mirror_dir=$mirror_ext4/backing
 
 mount_fs() {
-	mount -t "$(fuse_type)" -o "$(mount_options "$1")" "$backing" "$mnt" ||
+	local opts
+	opts=$(mount_options "$1")
+	if [ -n "$mirror" ]; then
+		make_ext4 "$WORK/mirror.img" "$mirror_ext4"
+		opts+=",mirror=$mirror_dir"
+	fi
+	mount -t "$(fuse_type)" -o "$opts" "$backing" "$mnt" ||
 		die "mount -t $(fuse_type) $backing $mnt failed"
 }
 
 # tree lists everything under a root with the attributes both sides must agree
-# on: type, size, mode, link count, owner, symlink target, then the xattrs.
+# on: type, size, mode, link count, owner, symlink target, then the xattrs, a
+# line each, sorted (getfattr lists in readdir order, which is the backing
+# filesystem's own and differs between two of them).
 # Times are left out: atime moves on every read, and the mount may still hold
 # a kernel-cached mtime within its attribute timeout.
 tree() {
 	(cd "$1" && find . -path ./lost+found -prune -o -printf '%P\t%y\t%s\t%m\t%n\t%U:%G\t%l\n' | LC_ALL=C sort &&
-		getfattr -R -h -d -m - --absolute-names . 2>/dev/null | grep -v '^$' || true)
+		getfattr -R -h -d -m - --absolute-names . 2>/dev/null |
+		awk '/^# file: /{file = substr($0, 9); next} NF {print file "\t" $0}' | LC_ALL=C sort || true)
 }
 
-# compare checks that the mount and the backing dir show the same tree and the
-# same bytes in every regular file. It prints what differs.
-compare() {
-	local out=$1 f diverged=0
-	sync
-	tree "$mnt" >"$out/tree.mount"
-	tree "$backing" >"$out/tree.backing"
-	if ! diff -u "$out/tree.backing" "$out/tree.mount" >"$out/tree.diff"; then
-		echo "soak: metadata differs between $backing and $mnt:" >&2
-		head -n 40 "$out/tree.diff" >&2
+# compare_with_backing checks that dir (the mount, or the mirror), saved as
+# tree.NAME in out, shows the backing dir's tree and the same bytes in every
+# regular file. It prints what differs.
+compare_with_backing() {
+	local out=$1 dir=$2 name=$3 f diverged=0
+	tree "$dir" >"$out/tree.$name"
+	if ! diff -u "$out/tree.backing" "$out/tree.$name" >"$out/tree.$name.diff"; then
+		echo "soak: metadata differs between $backing and $dir:" >&2
+		head -n 40 "$out/tree.$name.diff" >&2
 		diverged=1
 	fi
 	while IFS= read -r -d '' f; do
-		cmp -s "$backing/$f" "$mnt/$f" && continue
-		echo "soak: contents differ: $f" >&2
+		cmp -s "$backing/$f" "$dir/$f" && continue
+		echo "soak: contents differ: $dir/$f" >&2
 		diverged=1
 	done < <(cd "$backing" && find . -type f -print0)
 	return $diverged
+}
+
+# compare checks the mount, and the mirror if there is one, against the
+# backing dir.
+compare() {
+	local out=$1 diverged=0
+	sync
+	tree "$backing" >"$out/tree.backing"
+	compare_with_backing "$out" "$mnt" mount || diverged=1
+	if [ -n "$mirror" ]; then
+		if degraded "$out" || ! compare_with_backing "$out" "$mirror_dir" mirror; then
+			diverged=1
+		fi
+	fi
+	return $diverged
+}
+
+# degraded says whether the mount's stats (in out) show a replica out of
+# service, and which and why: the daemon stopped writing to it, so it is
+# not compared.
+degraded() {
+	local bad
+	bad=$(jq -r '.replicas[] | select(.state != "ok") | "\(.path): \(.state) (\(.cause))"' "$1/stats.json" 2>/dev/null) ||
+		bad="no replica state in $1/stats.json"
+	[ -n "$bad" ] || return 1
+	echo "soak: a replica was taken out of service: $bad" >&2
 }
 
 # soak_mode runs fsx then fsstress in one mode, each under the watchdog with
@@ -73,10 +120,11 @@ compare() {
 soak_mode() {
 	local mode=$1 label=$1 out secs=$((minutes * 60)) failed=0
 	[ -n "$reference" ] && label=go-fuse-loopback
+	[ -n "$mirror" ] && label=$mode-mirror
 	out=$WORK/$label
 	rm -rf "$out"
 	mkdir -p "$out"
-	unmount_all "$mnt" "$ext4"
+	unmount_all "$mnt" "$ext4" "$mirror_ext4"
 	make_ext4 "$WORK/soak.img" "$ext4"
 	mkdir -p "$mnt"
 	mount_fs "$mode"
@@ -103,14 +151,14 @@ soak_mode() {
 	# soak tests them only if they did the work.
 	[ -n "$reference" ] || "$BPFUSEFS" stats --json "$mnt" >"$out/stats.json" 2>&1 || true
 	if compare "$out" 2>"$out/compare.log"; then
-		log "$label: mount and backing dir agree ($(wc -l <"$out/tree.mount") entries and xattr lines)"
+		log "$label: mount${mirror:+, mirror} and backing dir agree ($(wc -l <"$out/tree.mount") entries and xattr lines)"
 		log "$label: fsx: $(grep -m 1 'operations completed' "$out/fsx.log" || echo 'no summary line')"
 		[ -n "$reference" ] || log "$label: requests served by: $(jq -c .paths "$out/stats.json" 2>/dev/null || echo unknown)"
 	else
 		cat "$out/compare.log" >&2
 		failed=1
 	fi
-	unmount_all "$mnt" "$ext4"
+	unmount_all "$mnt" "$ext4" "$mirror_ext4"
 	return $failed
 }
 
@@ -124,7 +172,7 @@ main() {
 	ensure_suite
 	mkdir -p "$WORK"
 	install_helpers
-	trap 'unmount_all "$mnt" "$ext4"; restore_enable_uring' EXIT
+	trap 'unmount_all "$mnt" "$ext4" "$mirror_ext4"; restore_enable_uring' EXIT
 	for m in $modes; do
 		enable_uring_for "$m"
 		soak_mode "$m" || bad+=("$m")
