@@ -230,8 +230,7 @@ func (fs *fileSystem) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byt
 // times apart. Locks are kept by the kernel, and the backing descriptor
 // stays open until RELEASE.
 func (fs *fileSystem) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Status {
-	fs.stats.op(in.Opcode)
-	if h := fs.handles.get(in.Fh); h != nil && h.written.Load() {
+	if h := fs.beginFile(&in.InHeader, in.Fh); h != nil && h.written.Load() {
 		fs.syncTimes(h.node)
 	}
 	return fuse.OK

@@ -528,11 +528,7 @@ func TestFileHandles(t *testing.T) {
 		defer mnt.Close()
 		dropCaches(t)
 
-		fd, err := unix.OpenByHandleAt(int(mnt.Fd()), fh, unix.O_RDONLY)
-		if err != nil {
-			t.Fatalf("open_by_handle_at after the inode was forgotten: %v", err)
-		}
-		f := os.NewFile(uintptr(fd), "f")
+		f := openByHandle(t, mnt, fh, unix.O_RDONLY, "after the inode was forgotten")
 		defer f.Close()
 		buf := make([]byte, 32)
 		if n, err := f.Read(buf); err != nil || string(buf[:n]) != "by handle" {
@@ -558,6 +554,18 @@ func TestFileHandles(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// openByHandle opens the file h names on the mount open as mnt, failing the
+// test with when (what happened before) if it cannot. The caller closes it
+// before the mount is unmounted.
+func openByHandle(t *testing.T, mnt *os.File, h unix.FileHandle, flags int, when string) *os.File {
+	t.Helper()
+	fd, err := unix.OpenByHandleAt(int(mnt.Fd()), h, flags)
+	if err != nil {
+		t.Fatalf("open_by_handle_at %s: %v", when, err)
+	}
+	return os.NewFile(uintptr(fd), "by handle")
+}
 
 // TestReviveDeleted sends LOOKUP(id, ".") for deleted objects the daemon
 // can still reach, as happens when the kernel resolves a file handle after
@@ -717,11 +725,7 @@ func TestFileHandlesAcrossRemount(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer mnt.Close()
-			fd, err := unix.OpenByHandleAt(int(mnt.Fd()), h, unix.O_RDWR|unix.O_APPEND)
-			if err != nil {
-				t.Fatalf("open_by_handle_at after a remount: %v", err)
-			}
-			f := os.NewFile(uintptr(fd), "f")
+			f := openByHandle(t, mnt, h, unix.O_RDWR|unix.O_APPEND, "after a remount")
 			defer f.Close()
 			buf := make([]byte, 16)
 			if n, err := f.Read(buf); err != nil || string(buf[:n]) != "survives" {

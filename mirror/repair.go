@@ -127,7 +127,7 @@ func (r *repairer) dir(p, rd int, rel string, pparent, rparent int, name string)
 	}
 	// The final mode and flags may deny writing (0555, immutable): they
 	// are set once the directory is complete.
-	if err := liftFlags(rd); err != nil {
+	if _, err := inodeflags.Lift(rd); err != nil {
 		return fmt.Errorf("%s: %w", rel, err)
 	}
 	if st.Mode&0o700 != 0o700 {
@@ -455,7 +455,7 @@ func (r *repairer) meta(p, rd int, pname, rname string, pst, rst *unix.Stat_t) e
 		if err != nil {
 			return err
 		}
-		err = liftFlags(fd)
+		_, err = inodeflags.Lift(fd)
 		unix.Close(fd)
 		if err != nil {
 			return fmt.Errorf("flags: %w", err)
@@ -590,16 +590,6 @@ func (r *repairer) setFlags() error {
 	return nil
 }
 
-// liftFlags clears the immutable and append-only flags of the directory
-// fd, which would keep its entries as they are.
-func liftFlags(fd int) error {
-	flags, err := inodeflags.Get(fd)
-	if err != nil || flags&inodeflags.Protected == 0 {
-		return err
-	}
-	return inodeflags.Set(fd, flags&^inodeflags.Protected)
-}
-
 // unprotected runs change, which removes or replaces the entry name below
 // dirfd, lifting the entry's immutable and append-only flags if they
 // refuse it.
@@ -640,7 +630,7 @@ func removeAll(dirfd int, name string) error {
 		return err
 	}
 	defer unix.Close(fd)
-	if err := liftFlags(fd); err != nil {
+	if _, err := inodeflags.Lift(fd); err != nil {
 		return err
 	}
 	if st.Mode&0o700 != 0o700 {

@@ -82,6 +82,16 @@ func ioctl(fd int, cmd uintptr, flags *uint32) error {
 	return nil
 }
 
+// Lift clears the protected flags of the file or directory open as fd and
+// returns the flags it had, to put back.
+func Lift(fd int) (uint32, error) {
+	flags, err := Get(fd)
+	if err != nil || flags&Protected == 0 {
+		return flags, err
+	}
+	return flags, Set(fd, flags&^Protected)
+}
+
 // Unprotected runs change, and when it fails with EPERM on an object whose
 // open returns a descriptor with protected flags, runs it again with those
 // flags lifted and puts them back afterwards. open is called only then, so
@@ -99,11 +109,8 @@ func Unprotected(open func() (int, error), change func() error) error {
 		return err
 	}
 	defer unix.Close(fd)
-	flags, gerr := Get(fd)
-	if gerr != nil || flags&Protected == 0 {
-		return err
-	}
-	if Set(fd, flags&^Protected) != nil {
+	flags, lerr := Lift(fd)
+	if lerr != nil || flags&Protected == 0 {
 		return err
 	}
 	err = change()
