@@ -50,10 +50,7 @@ mirror_dir=$mirror_ext4/backing
 mount_fs() {
 	local opts
 	opts=$(mount_options "$1")
-	if [ -n "$mirror" ]; then
-		make_ext4 "$WORK/mirror.img" "$mirror_ext4"
-		opts+=",mirror=$mirror_dir"
-	fi
+	[ -z "$mirror" ] || opts+=",mirror=$mirror_dir"
 	mount -t "$(fuse_type)" -o "$opts" "$backing" "$mnt" ||
 		die "mount -t $(fuse_type) $backing $mnt failed"
 }
@@ -126,6 +123,7 @@ soak_mode() {
 	mkdir -p "$out"
 	unmount_all "$mnt" "$ext4" "$mirror_ext4"
 	make_ext4 "$WORK/soak.img" "$ext4"
+	[ -z "$mirror" ] || make_ext4 "$WORK/mirror.img" "$mirror_ext4"
 	mkdir -p "$mnt"
 	mount_fs "$mode"
 
