@@ -14,6 +14,7 @@ import (
 type dirStream struct {
 	mu      sync.Mutex
 	fd      int
+	inodes  *inodeTable
 	buf     []byte
 	pending []fuse.DirEntry // read from the backing dir, not yet sent
 	pos     uint64          // the offset pending[0] follows
@@ -65,6 +66,7 @@ func (d *dirStream) fill() error {
 		off += e.Parse(d.buf[off:n])
 		d.pending = append(d.pending, e)
 	}
+	d.inodes.stableInos(d.fd, d.pending)
 	return nil
 }
 
@@ -84,7 +86,7 @@ func (fs *fileSystem) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse
 		fds[i] = -1
 	}
 	fds[fs.replicas.leader()] = fd
-	out.Fh = fs.handles.add(&handle{node: n, fds: fds, dir: &dirStream{fd: fd}})
+	out.Fh = fs.handles.add(&handle{node: n, fds: fds, dir: &dirStream{fd: fd, inodes: fs.inodes}})
 	return fuse.OK
 }
 

@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	"github.com/bpfusefs/bpfusefs/passthrough"
+	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 )
 
@@ -14,17 +15,29 @@ type inodeKey struct {
 	dev, ino uint64
 }
 
+func keyOf(st *unix.Stat_t) inodeKey { return inodeKey{st.Dev, st.Ino} }
+
 // inode is one object the kernel knows by node id. It holds O_PATH
 // descriptors rather than paths, so renames in the backing tree never make it
 // point at the wrong object and nothing is resolved twice.
 type inode struct {
-	id   uint64
+	id uint64
+	// key is the leader's identity of the object at lookup, and key.ino
+	// the st_ino the kernel sees for as long as it knows the object,
+	// even after a failover to a mirror whose copy has another number.
 	key  inodeKey
 	mode uint32 // S_IFMT bits; a backing object never changes type
 
+	// mirrorKeys are the other replicas' identities of the object, where
+	// they hold a descriptor of it, so that a lookup through a mirror
+	// that took over finds this inode rather than making a second one
+	// for the same object (two kernel inodes, two page caches). A held
+	// descriptor keeps each identity from being reused.
+	mirrorKeys []inodeKey
+
 	// replicas holds one O_PATH descriptor per replica of the object, or
 	// -1 for a replica that was out of service when it was looked up (see
-	// replicaSet); key is the leader's identity at lookup.
+	// replicaSet).
 	replicas []int
 	rs       *replicaSet
 
@@ -81,6 +94,9 @@ type inodeTable struct {
 	handleIDs bool
 	dev       uint64
 	rs        *replicaSet
+	// firstLeader is the leader when the mount began: while it leads,
+	// every inode's key is on it (see stableInos).
+	firstLeader int
 
 	// clock counts lookups, to find the least recently used inodes
 	// for pruner, which is nil until the kernel connection is up;
@@ -108,22 +124,80 @@ const rootID = 1
 func newInodeTable(rs *replicaSet, st *unix.Stat_t) *inodeTable {
 	root := &inode{
 		id:       rootID,
-		key:      inodeKey{st.Dev, st.Ino},
+		key:      keyOf(st),
 		mode:     st.Mode & unix.S_IFMT,
 		replicas: rs.rootFDs(),
 		rs:       rs,
 		lookups:  1, // the kernel never forgets the root
 	}
+	root.mirrorKeys = mirrorKeys(root.replicas, root.key)
 	h, _, err := unix.NameToHandleAt(root.fd(), "", unix.AT_EMPTY_PATH)
-	return &inodeTable{
-		byID:       map[uint64]*inode{rootID: root},
-		byKey:      map[inodeKey]*inode{root.key: root},
-		nextID:     rootID + 1,
-		ghosts:     make(map[uint64]ghost),
-		ghostByKey: make(map[inodeKey]uint64),
-		handleIDs:  err == nil && h.Type() == fileidIno32Gen && h.Size() == 8,
-		dev:        st.Dev,
-		rs:         rs,
+	t := &inodeTable{
+		byID:        map[uint64]*inode{rootID: root},
+		byKey:       make(map[inodeKey]*inode),
+		nextID:      rootID + 1,
+		ghosts:      make(map[uint64]ghost),
+		ghostByKey:  make(map[inodeKey]uint64),
+		handleIDs:   err == nil && h.Type() == fileidIno32Gen && h.Size() == 8,
+		dev:         st.Dev,
+		rs:          rs,
+		firstLeader: rs.leader(),
+	}
+	t.index(root)
+	return t
+}
+
+// mirrorKeys returns the identities, other than key, of the object open as
+// fds (-1 where a replica has none).
+func mirrorKeys(fds []int, key inodeKey) []inodeKey {
+	if len(fds) == 1 {
+		return nil
+	}
+	var keys []inodeKey
+	for _, fd := range fds {
+		var st unix.Stat_t
+		if fd >= 0 && statFD(fd, &st) == nil && keyOf(&st) != key {
+			keys = append(keys, keyOf(&st))
+		}
+	}
+	return keys
+}
+
+// index makes n found by each of its identities; t.mu held.
+func (t *inodeTable) index(n *inode) {
+	t.byKey[n.key] = n
+	for _, k := range n.mirrorKeys {
+		t.byKey[k] = n
+	}
+}
+
+// unindex undoes index; t.mu held.
+func (t *inodeTable) unindex(n *inode) {
+	for _, k := range append([]inodeKey{n.key}, n.mirrorKeys...) {
+		if t.byKey[k] == n {
+			delete(t.byKey, k)
+		}
+	}
+}
+
+// stableInos gives entries, read from the directory open as dir, the inode
+// numbers the kernel knows their objects by. Once a mirror has taken over,
+// it lists its own numbers, and an object looked up before keeps the old
+// leader's (see inode.key).
+func (t *inodeTable) stableInos(dir int, entries []fuse.DirEntry) {
+	if t.rs.leader() == t.firstLeader {
+		return
+	}
+	var st unix.Stat_t
+	if statFD(dir, &st) != nil {
+		return
+	}
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	for i := range entries {
+		if n := t.byKey[inodeKey{st.Dev, entries[i].Ino}]; n != nil {
+			entries[i].Ino = n.key.ino
+		}
 	}
 }
 
@@ -139,7 +213,7 @@ func (t *inodeTable) get(id uint64) *inode {
 // returns its inode with one more kernel reference. When the object is
 // already known (a hard link, a repeated lookup) fds are closed.
 func (t *inodeTable) add(fds []int, st *unix.Stat_t) *inode {
-	key := inodeKey{st.Dev, st.Ino}
+	key := keyOf(st)
 	if n := t.ref(key); n != nil {
 		closeFDs(fds)
 		return n
@@ -150,6 +224,7 @@ func (t *inodeTable) add(fds []int, st *unix.Stat_t) *inode {
 	if t.rs.leader() == backingReplica {
 		hid = t.handleID(fds[backingReplica], st)
 	}
+	others := mirrorKeys(fds, key)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if n := t.byKey[key]; n != nil {
@@ -161,6 +236,7 @@ func (t *inodeTable) add(fds []int, st *unix.Stat_t) *inode {
 		id:         hid,
 		key:        key,
 		mode:       st.Mode & unix.S_IFMT,
+		mirrorKeys: others,
 		replicas:   fds,
 		rs:         t.rs,
 		lookups:    1,
@@ -170,7 +246,7 @@ func (t *inodeTable) add(fds []int, st *unix.Stat_t) *inode {
 		n.id = t.countedID(n, key)
 	}
 	t.byID[n.id] = n
-	t.byKey[key] = n
+	t.index(n)
 	t.clock++
 	n.used = t.clock
 	t.startPrune(len(t.byID) * len(fds))
@@ -387,7 +463,7 @@ func (t *inodeTable) revive(id uint64) (*inode, *unix.Stat_t) {
 		closeFDs(fds)
 		return nil, nil
 	}
-	key := inodeKey{st.Dev, st.Ino}
+	key := keyOf(&st)
 	// A handle names one object for good (it carries the generation),
 	// but the object may have been looked up again under a new id since.
 	valid := t.byKey[key] == nil
@@ -400,9 +476,9 @@ func (t *inodeTable) revive(id uint64) (*inode, *unix.Stat_t) {
 		closeFDs(fds)
 		return nil, nil
 	}
-	n := &inode{id: id, key: key, mode: st.Mode & unix.S_IFMT, replicas: fds, rs: t.rs, lookups: 1, fromHandle: !isGhost}
+	n := &inode{id: id, key: key, mirrorKeys: mirrorKeys(fds, key), mode: st.Mode & unix.S_IFMT, replicas: fds, rs: t.rs, lookups: 1, fromHandle: !isGhost}
 	t.byID[id] = n
-	t.byKey[key] = n
+	t.index(n)
 	return n, &st
 }
 
@@ -420,7 +496,7 @@ func (t *inodeTable) forget(id, n uint64) {
 		return
 	}
 	delete(t.byID, id)
-	delete(t.byKey, node.key)
+	t.unindex(node)
 	t.remember(node)
 	closeFDs(node.replicas)
 }
@@ -432,7 +508,7 @@ func (t *inodeTable) closeAll() {
 	for id, node := range t.byID {
 		closeFDs(node.replicas)
 		delete(t.byID, id)
-		delete(t.byKey, node.key)
+		t.unindex(node)
 	}
 	clear(t.ghosts)
 	clear(t.ghostByKey)

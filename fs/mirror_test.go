@@ -878,3 +878,83 @@ func TestMirrorProtectedFiles(t *testing.T) {
 		}
 	})
 }
+
+// TestMirrorFailoverKeepsInodes fills the leader so that the mirror takes
+// over: what the kernel knows keeps the st_ino it had (the old leader's)
+// in stat, statx, fstat and readdir, and a name looked up afresh through
+// the new leader reaches the inode the kernel already has for its object
+// (one kernel inode, one page cache).
+func TestMirrorFailoverKeepsInodes(t *testing.T) {
+	eachDaemonMode(t, func(t *testing.T, mode string, opts Options) {
+		tm := mountReplicas(t, mode, opts, tmpfsMirror(1<<20), plainMirror)
+		if err := os.Mkdir(tm.p("d"), 0755); err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, tm.p("d/f"), "kept")
+		if err := os.Link(tm.p("d/f"), tm.p("d/g")); err != nil {
+			t.Fatal(err)
+		}
+		// Open, d and d/f stay known to the kernel; d/g's dentry goes
+		// with dropCaches below.
+		for _, name := range []string{"d", "d/f"} {
+			f, err := os.Open(tm.p(name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+		}
+		want := map[string]uint64{".": statxIno(t, tm.p("")), "d": statxIno(t, tm.p("d")), "f": statxIno(t, tm.p("d/f"))}
+		if _, err := acknowledged(t, tm, "fill", 40, 64<<10); err != nil {
+			t.Fatalf("a write failed while the mirror had room: %v", err)
+		}
+		checkDegraded(t, tm, tm.backing, "no space left on device")
+		dropCaches(t)
+		for path, w := range map[string]uint64{"": want["."], "d": want["d"], "d/f": want["f"], "d/g": want["f"]} {
+			if got := statxIno(t, tm.p(path)); got != w {
+				t.Errorf("%q: st_ino %d after the failover, want %d", path, got, w)
+			}
+		}
+		listed := direntInos(t, tm.p("d"))
+		for name, w := range map[string]uint64{".": want["d"], "..": want["."], "f": want["f"], "g": want["f"]} {
+			if listed[name] != w {
+				t.Errorf("readdir d: %s has d_ino %d after the failover, want %d", name, listed[name], w)
+			}
+		}
+	})
+}
+
+// statxIno returns path's st_ino from the daemon, not the kernel's cache.
+func statxIno(t *testing.T, path string) uint64 {
+	t.Helper()
+	var stx unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, path, unix.AT_SYMLINK_NOFOLLOW|unix.AT_STATX_FORCE_SYNC, unix.STATX_INO, &stx); err != nil {
+		t.Fatal(err)
+	}
+	return stx.Ino
+}
+
+// direntInos lists dir with getdents(2), returning each entry's d_ino.
+func direntInos(t *testing.T, dir string) map[string]uint64 {
+	t.Helper()
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	inos := map[string]uint64{}
+	buf := make([]byte, 8192)
+	for {
+		n, err := unix.Getdents(fd, buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			return inos
+		}
+		for off := 0; off < n; {
+			var e fuse.DirEntry
+			off += e.Parse(buf[off:n])
+			inos[e.Name] = e.Ino
+		}
+	}
+}
