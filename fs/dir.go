@@ -14,6 +14,7 @@ import (
 type dirStream struct {
 	mu      sync.Mutex
 	fd      int
+	replica int // whose directory fd is
 	inodes  *inodeTable
 	buf     []byte
 	pending []fuse.DirEntry // read from the backing dir, not yet sent
@@ -66,7 +67,7 @@ func (d *dirStream) fill() error {
 		off += e.Parse(d.buf[off:n])
 		d.pending = append(d.pending, e)
 	}
-	d.inodes.stableInos(d.fd, d.pending)
+	d.inodes.stableInos(d.fd, d.replica, d.pending)
 	return nil
 }
 
@@ -75,18 +76,19 @@ func (fs *fileSystem) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse
 	if n == nil {
 		return fuse.Status(unix.ESTALE)
 	}
-	fd, err := openDir(n.fd())
+	// Entries are listed from the leader; the other replicas are only
+	// opened for FSYNCDIR.
+	lead := fs.replicas.leader()
+	fd, err := openDir(n.replicas[lead])
 	if err != nil {
 		return status(err)
 	}
-	// Entries are listed from the leader; the other replicas are only
-	// opened for FSYNCDIR.
 	fds := make([]int, len(n.replicas))
 	for i := range fds {
 		fds[i] = -1
 	}
-	fds[fs.replicas.leader()] = fd
-	out.Fh = fs.handles.add(&handle{node: n, fds: fds, dir: &dirStream{fd: fd, inodes: fs.inodes}})
+	fds[lead] = fd
+	out.Fh = fs.handles.add(&handle{node: n, fds: fds, dir: &dirStream{fd: fd, replica: lead, inodes: fs.inodes}})
 	return fuse.OK
 }
 

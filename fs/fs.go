@@ -78,7 +78,7 @@ func (fs *fileSystem) fillEntry(n *inode, st *unix.Stat_t, out *fuse.EntryOut) {
 	out.SetEntryTimeout(cacheTimeout)
 	out.SetAttrTimeout(attrTimeout(n))
 	attrFromStat(&out.Attr, st)
-	out.Attr.Ino = n.key.ino
+	out.Attr.Ino = n.ino
 }
 
 // lookup resolves one name below parent and takes a kernel reference on
@@ -224,7 +224,7 @@ func (fs *fileSystem) attr(n *inode, out *fuse.AttrOut) fuse.Status {
 	}
 	out.SetTimeout(attrTimeout(n))
 	attrFromStat(&out.Attr, &st)
-	out.Attr.Ino = n.key.ino
+	out.Attr.Ino = n.ino
 	return fuse.OK
 }
 
@@ -242,7 +242,7 @@ func (fs *fileSystem) Statx(cancel <-chan struct{}, in *fuse.StatxIn, out *fuse.
 	}
 	out.SetTimeout(attrTimeout(n))
 	out.Statx.FromStatx(&stx)
-	out.Statx.Ino = n.key.ino
+	out.Statx.Ino = n.ino
 	return fuse.OK
 }
 

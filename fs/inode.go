@@ -2,6 +2,7 @@ package fs
 
 import (
 	"encoding/binary"
+	"slices"
 	"sync"
 
 	"github.com/bpfusefs/bpfusefs/passthrough"
@@ -21,19 +22,21 @@ func keyOf(st *unix.Stat_t) inodeKey { return inodeKey{st.Dev, st.Ino} }
 // descriptors rather than paths, so renames in the backing tree never make it
 // point at the wrong object and nothing is resolved twice.
 type inode struct {
-	id uint64
-	// key is the leader's identity of the object at lookup, and key.ino
-	// the st_ino the kernel sees for as long as it knows the object,
-	// even after a failover to a mirror whose copy has another number.
-	key  inodeKey
-	mode uint32 // S_IFMT bits; a backing object never changes type
+	id   uint64
+	key  inodeKey // the leader's identity of the object at lookup
+	mode uint32   // S_IFMT bits; a backing object never changes type
 
-	// mirrorKeys are the other replicas' identities of the object, where
-	// they hold a descriptor of it, so that a lookup through a mirror
-	// that took over finds this inode rather than making a second one
-	// for the same object (two kernel inodes, two page caches). A held
-	// descriptor keeps each identity from being reused.
-	mirrorKeys []inodeKey
+	// ino is the object's st_ino for as long as the kernel knows it, even
+	// after a mirror whose copy has another number took over (see
+	// inodeTable.stIno).
+	ino uint64
+
+	// keys are, on a mirrored mount, each replica's identity of the
+	// object (zero where it has no descriptor), so that a lookup through
+	// a mirror that took over finds this inode rather than making a
+	// second one for the object (two kernel inodes, two page caches). A
+	// held descriptor keeps each identity from being reused.
+	keys []inodeKey
 
 	// replicas holds one O_PATH descriptor per replica of the object, or
 	// -1 for a replica that was out of service when it was looked up (see
@@ -94,9 +97,6 @@ type inodeTable struct {
 	handleIDs bool
 	dev       uint64
 	rs        *replicaSet
-	// firstLeader is the leader when the mount began: while it leads,
-	// every inode's key is on it (see stableInos).
-	firstLeader int
 
 	// clock counts lookups, to find the least recently used inodes
 	// for pruner, which is nil until the kernel connection is up;
@@ -130,62 +130,79 @@ func newInodeTable(rs *replicaSet, st *unix.Stat_t) *inodeTable {
 		rs:       rs,
 		lookups:  1, // the kernel never forgets the root
 	}
-	root.mirrorKeys = mirrorKeys(root.replicas, root.key)
-	h, _, err := unix.NameToHandleAt(root.fd(), "", unix.AT_EMPTY_PATH)
 	t := &inodeTable{
-		byID:        map[uint64]*inode{rootID: root},
-		byKey:       make(map[inodeKey]*inode),
-		nextID:      rootID + 1,
-		ghosts:      make(map[uint64]ghost),
-		ghostByKey:  make(map[inodeKey]uint64),
-		handleIDs:   err == nil && h.Type() == fileidIno32Gen && h.Size() == 8,
-		dev:         st.Dev,
-		rs:          rs,
-		firstLeader: rs.leader(),
+		byID:       map[uint64]*inode{rootID: root},
+		byKey:      make(map[inodeKey]*inode),
+		nextID:     rootID + 1,
+		ghosts:     make(map[uint64]ghost),
+		ghostByKey: make(map[inodeKey]uint64),
+		dev:        st.Dev,
+		rs:         rs,
 	}
+	root.keys, root.ino = t.identify(root.replicas, root.key)
+	h, _, err := unix.NameToHandleAt(root.fd(), "", unix.AT_EMPTY_PATH)
+	t.handleIDs = err == nil && h.Type() == fileidIno32Gen && h.Size() == 8
 	t.index(root)
 	return t
 }
 
-// mirrorKeys returns the identities, other than key, of the object open as
-// fds (-1 where a replica has none).
-func mirrorKeys(fds []int, key inodeKey) []inodeKey {
+// stIno returns the st_ino of the object whose inode number on replica i
+// is ino. The mount's numbers are the backing directory's; a mirror's are
+// moved to a namespace of their own, where the replica's index is XORed
+// into the top byte, so that an object first looked up after a mirror
+// took over never gets the number of one the kernel or a program knows
+// from the backing directory (inode numbers below 2^56 on both).
+func stIno(ino uint64, i int) uint64 {
+	return ino ^ uint64(i)<<56
+}
+
+// identify returns, on a mirrored mount, each replica's identity of the
+// object open as fds (-1 where a replica has none), and its st_ino, key
+// being its identity on the leader.
+func (t *inodeTable) identify(fds []int, key inodeKey) ([]inodeKey, uint64) {
 	if len(fds) == 1 {
-		return nil
+		return nil, key.ino
 	}
-	var keys []inodeKey
-	for _, fd := range fds {
+	keys := make([]inodeKey, len(fds))
+	for i, fd := range fds {
 		var st unix.Stat_t
-		if fd >= 0 && statFD(fd, &st) == nil && keyOf(&st) != key {
-			keys = append(keys, keyOf(&st))
+		if fd >= 0 && statFD(fd, &st) == nil {
+			keys[i] = keyOf(&st)
 		}
 	}
-	return keys
+	lead := slices.Index(keys, key)
+	if lead < 0 {
+		lead = t.rs.leader()
+	}
+	return keys, stIno(key.ino, lead)
 }
 
 // index makes n found by each of its identities; t.mu held.
 func (t *inodeTable) index(n *inode) {
 	t.byKey[n.key] = n
-	for _, k := range n.mirrorKeys {
-		t.byKey[k] = n
+	for _, k := range n.keys {
+		if k != (inodeKey{}) {
+			t.byKey[k] = n
+		}
 	}
 }
 
 // unindex undoes index; t.mu held.
 func (t *inodeTable) unindex(n *inode) {
-	for _, k := range append([]inodeKey{n.key}, n.mirrorKeys...) {
+	for _, k := range append([]inodeKey{n.key}, n.keys...) {
 		if t.byKey[k] == n {
 			delete(t.byKey, k)
 		}
 	}
 }
 
-// stableInos gives entries, read from the directory open as dir, the inode
-// numbers the kernel knows their objects by. Once a mirror has taken over,
-// it lists its own numbers, and an object looked up before keeps the old
-// leader's (see inode.key).
-func (t *inodeTable) stableInos(dir int, entries []fuse.DirEntry) {
-	if t.rs.leader() == t.firstLeader {
+// stableInos gives entries, read from replica i's directory open as dir,
+// the inode numbers stat(2) gives their objects. Only once a mirror has
+// taken over can they differ from what the leader lists: an object the
+// kernel knew before keeps its number, and the others are in the
+// listing replica's namespace (see stIno).
+func (t *inodeTable) stableInos(dir, i int, entries []fuse.DirEntry) {
+	if t.rs.leader() == backingReplica {
 		return
 	}
 	var st unix.Stat_t
@@ -194,9 +211,11 @@ func (t *inodeTable) stableInos(dir int, entries []fuse.DirEntry) {
 	}
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	for i := range entries {
-		if n := t.byKey[inodeKey{st.Dev, entries[i].Ino}]; n != nil {
-			entries[i].Ino = n.key.ino
+	for j, e := range entries {
+		if n := t.byKey[inodeKey{st.Dev, e.Ino}]; n != nil {
+			entries[j].Ino = n.ino
+		} else {
+			entries[j].Ino = stIno(e.Ino, i)
 		}
 	}
 }
@@ -224,7 +243,7 @@ func (t *inodeTable) add(fds []int, st *unix.Stat_t) *inode {
 	if t.rs.leader() == backingReplica {
 		hid = t.handleID(fds[backingReplica], st)
 	}
-	others := mirrorKeys(fds, key)
+	keys, ino := t.identify(fds, key)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if n := t.byKey[key]; n != nil {
@@ -236,7 +255,8 @@ func (t *inodeTable) add(fds []int, st *unix.Stat_t) *inode {
 		id:         hid,
 		key:        key,
 		mode:       st.Mode & unix.S_IFMT,
-		mirrorKeys: others,
+		ino:        ino,
+		keys:       keys,
 		replicas:   fds,
 		rs:         t.rs,
 		lookups:    1,
@@ -476,7 +496,8 @@ func (t *inodeTable) revive(id uint64) (*inode, *unix.Stat_t) {
 		closeFDs(fds)
 		return nil, nil
 	}
-	n := &inode{id: id, key: key, mirrorKeys: mirrorKeys(fds, key), mode: st.Mode & unix.S_IFMT, replicas: fds, rs: t.rs, lookups: 1, fromHandle: !isGhost}
+	n := &inode{id: id, key: key, mode: st.Mode & unix.S_IFMT, replicas: fds, rs: t.rs, lookups: 1, fromHandle: !isGhost}
+	n.keys, n.ino = t.identify(fds, key)
 	t.byID[id] = n
 	t.index(n)
 	return n, &st

@@ -923,6 +923,84 @@ func TestMirrorFailoverKeepsInodes(t *testing.T) {
 	})
 }
 
+// TestMirrorFailoverNewInodes checks that objects first looked up after a
+// mirror took over never get the st_ino of one seen before: both replicas
+// are tmpfs, whose inode numbers count up per filesystem, the backing one
+// 100 ahead, so the mirror's numbers for the new files sweep over the
+// backing directory's for the old ones.
+func TestMirrorFailoverNewInodes(t *testing.T) {
+	eachDaemonMode(t, func(t *testing.T, mode string, opts Options) {
+		backing := func(t *testing.T) string {
+			dir := tmpfsMirror(1 << 20)(t)
+			for i := range 100 {
+				name := filepath.Join(dir, fmt.Sprint(i))
+				if err := os.WriteFile(name, nil, 0644); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Remove(name); err != nil {
+					t.Fatal(err)
+				}
+			}
+			return dir
+		}
+		tm := mountReplicas(t, mode, opts, backing, tmpfsMirror(64<<20))
+		seen := map[uint64]string{statxIno(t, tm.p("")): "/"}
+		for i := range 30 {
+			name := fmt.Sprintf("old%03d", i)
+			writeFile(t, tm.p(name), name)
+			seen[statxIno(t, tm.p(name))] = name
+		}
+		if _, err := acknowledged(t, tm, "fill", 40, 64<<10); err != nil {
+			t.Fatalf("a write failed while the mirror had room: %v", err)
+		}
+		checkDegraded(t, tm, tm.backing, "no space left on device")
+		collisions := 0
+		for i := range 200 {
+			name := fmt.Sprintf("new%03d", i)
+			writeFile(t, tm.p(name), name)
+			if _, ok := seen[stat(t, filepath.Join(tm.mirrors[0], name)).Ino]; ok {
+				collisions++
+			}
+			if old, ok := seen[statxIno(t, tm.p(name))]; ok {
+				t.Errorf("%s, created after the failover, has the st_ino of %s", name, old)
+			}
+		}
+		if collisions == 0 {
+			t.Fatal("setup: no new file's number on the mirror is one the backing directory gave, so nothing was checked")
+		}
+		// Listed while the daemon knows nothing of them, the entries
+		// are given the numbers a lookup gives them next.
+		names := []string{"old000", "fill000", "new000", "new199"}
+		dropCaches(t)
+		for _, name := range names {
+			waitForgotten(t, tm, filepath.Join(tm.mirrors[0], name))
+		}
+		listed := direntInos(t, tm.p(""))
+		for _, name := range names {
+			if ino := statxIno(t, tm.p(name)); listed[name] != ino {
+				t.Errorf("readdir: %s has d_ino %d, stat says %d", name, listed[name], ino)
+			}
+		}
+	})
+}
+
+// waitForgotten waits until the daemon has no inode for the object at path
+// in a replica (FORGETs come asynchronously).
+func waitForgotten(t *testing.T, tm *testMount, path string) {
+	t.Helper()
+	st := stat(t, path)
+	known := func() bool {
+		tm.m.fs.inodes.mu.RLock()
+		defer tm.m.fs.inodes.mu.RUnlock()
+		return tm.m.fs.inodes.byKey[keyOf(&st)] != nil
+	}
+	for deadline := time.Now().Add(10 * time.Second); known(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: still known to the daemon 10 s after the kernel dropped its caches", path)
+		}
+	}
+}
+
 // statxIno returns path's st_ino from the daemon, not the kernel's cache.
 func statxIno(t *testing.T, path string) uint64 {
 	t.Helper()
