@@ -458,12 +458,20 @@ func TestMirrorAgreement(t *testing.T) {
 	writeFile(t, filepath.Join(backing, "only-backing"), "y")
 	writeFile(t, filepath.Join(mirrorDir, "only-mirror"), "z")
 	now := time.Now()
-	for _, d := range []string{backing, mirrorDir} {
+	// secret is readable by anyone on the mirror only, which would
+	// expose it once the mirror took over.
+	for d, secretMode := range map[string]os.FileMode{backing: 0600, mirrorDir: 0644} {
 		if d == mirrorDir {
 			writeFile(t, filepath.Join(d, "same"), "x")
 		}
-		if err := os.Chtimes(filepath.Join(d, "same"), now, now); err != nil {
+		writeFile(t, filepath.Join(d, "secret"), "s")
+		if err := os.Chmod(filepath.Join(d, "secret"), secretMode); err != nil {
 			t.Fatal(err)
+		}
+		for _, name := range []string{"same", "secret"} {
+			if err := os.Chtimes(filepath.Join(d, name), now, now); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	opts := Options{Backing: backing, Mirrors: []string{mirrorDir}}
@@ -471,7 +479,7 @@ func TestMirrorAgreement(t *testing.T) {
 	if err == nil {
 		t.Fatal("mounted disagreeing replicas")
 	}
-	for _, want := range []string{"only-backing: missing", "only-mirror: extra", "--mirror-repair"} {
+	for _, want := range []string{"only-backing: missing", "only-mirror: extra", "secret: mode 0600 != 0644", "--mirror-repair"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("refusal %q does not mention %q", err, want)
 		}

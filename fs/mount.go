@@ -297,8 +297,8 @@ func checkReplicas(opts *Options) error {
 const maxListed = 20
 
 // agreeReplicas checks that the replicas hold the same tree (names, types,
-// sizes and modification times of files, symlink targets) before they are
-// served, and refuses the mount with a listing when they do not, unless
+// modes, owners, sizes and modification times of files, symlink targets)
+// before they are served, and refuses the mount with a listing when they do not, unless
 // opts.MirrorRepair names the replica to copy over the others.
 func agreeReplicas(opts Options) error {
 	if len(opts.Mirrors) == 0 {

@@ -37,12 +37,13 @@ func (d Difference) String() string {
 
 // CompareOptions say how deep a comparison goes.
 type CompareOptions struct {
-	// Content compares the bytes of regular files, modes, owners, xattrs,
-	// hard-link structure and the inode flags every filesystem keeps
-	// (immutable, append-only, nodump, noatime) too (a verify). Without
-	// it only the tree, types, sizes and mtimes of regular files, symlink
-	// targets and device numbers are compared (the check at mount time,
-	// which reads no data).
+	// Content compares the bytes of regular files, xattrs, hard-link
+	// structure and the inode flags every filesystem keeps (immutable,
+	// append-only, nodump, noatime) too (a verify). Without it only what
+	// a stat tells is compared: the tree, types, modes, owners, sizes and
+	// mtimes of regular files, symlink targets and device numbers (the
+	// check at mount time, which opens no file: a mirror that took over
+	// must not hand anyone more access than the backing directory did).
 	Content bool
 	// Max stops the comparison after this many differences (0: no limit).
 	Max int
@@ -242,7 +243,7 @@ func (c *comparer) subdir(rel, name string, fds []int, same []bool) error {
 }
 
 // meta compares what the stat of an entry and its replica i tell, with
-// Content also modes, owners, xattrs and hard links. The types are equal.
+// Content also xattrs, flags and hard links. The types are equal.
 func (c *comparer) meta(rel string, i, dirfd0, dirfdi int, name string, st0, sti *unix.Stat_t) error {
 	var whats []string
 	switch {
@@ -270,13 +271,13 @@ func (c *comparer) meta(rel string, i, dirfd0, dirfdi int, name string, st0, sti
 			whats = append(whats, fmt.Sprintf("device %s != %s", devName(st0.Rdev), devName(sti.Rdev)))
 		}
 	}
+	if !isLink(st0) && st0.Mode&07777 != sti.Mode&07777 {
+		whats = append(whats, fmt.Sprintf("mode %04o != %04o", st0.Mode&07777, sti.Mode&07777))
+	}
+	if st0.Uid != sti.Uid || st0.Gid != sti.Gid {
+		whats = append(whats, fmt.Sprintf("owner %d:%d != %d:%d", st0.Uid, st0.Gid, sti.Uid, sti.Gid))
+	}
 	if c.opts.Content {
-		if !isLink(st0) && st0.Mode&07777 != sti.Mode&07777 {
-			whats = append(whats, fmt.Sprintf("mode %04o != %04o", st0.Mode&07777, sti.Mode&07777))
-		}
-		if st0.Uid != sti.Uid || st0.Gid != sti.Gid {
-			whats = append(whats, fmt.Sprintf("owner %d:%d != %d:%d", st0.Uid, st0.Gid, sti.Uid, sti.Gid))
-		}
 		xw, err := c.xattrs(rel, i, dirfd0, dirfdi, name)
 		if err != nil {
 			return err

@@ -153,9 +153,19 @@ func TestDifferences(t *testing.T) {
 			content: []string{"d/g: xattr user.x extra"},
 		},
 		{
-			name:    "mode",
-			change:  func(t *testing.T, b string) { must(t, os.Chmod(filepath.Join(b, "f"), 0o640)) },
-			content: []string{"f: mode 0644 != 0640"},
+			name:   "mode",
+			change: func(t *testing.T, b string) { must(t, os.Chmod(filepath.Join(b, "f"), 0o640)) },
+			meta:   []string{"f: mode 0644 != 0640"},
+		},
+		{
+			name: "owner",
+			change: func(t *testing.T, b string) {
+				if os.Geteuid() != 0 {
+					t.Skip("giving a file away needs root")
+				}
+				must(t, os.Lchown(filepath.Join(b, "f"), 1, 2))
+			},
+			meta: []string{"f: owner 0:0 != 1:2"},
 		},
 		{
 			name: "directory mode, not its mtime",
@@ -163,7 +173,7 @@ func TestDifferences(t *testing.T) {
 				must(t, os.Chmod(filepath.Join(b, "d"), 0o700))
 				must(t, os.Chtimes(filepath.Join(b, "d"), stamp, stamp))
 			},
-			content: []string{"d: mode 0755 != 0700"},
+			meta: []string{"d: mode 0755 != 0700"},
 		},
 		{
 			name: "hard links broken",
@@ -181,8 +191,8 @@ func TestDifferences(t *testing.T) {
 				must(t, os.Link(filepath.Join(b, "d", "e", "empty"), filepath.Join(b, "d", "g")))
 			},
 			// The files differ in size and mode as well.
-			meta:    []string{"d/g: size 2 != 0"},
-			content: []string{"d/g: mode 0600 != 0644", "d/g: hard links"},
+			meta:    []string{"d/g: size 2 != 0", "d/g: mode 0600 != 0644"},
+			content: []string{"d/g: hard links"},
 		},
 	}
 	for _, tt := range tests {
