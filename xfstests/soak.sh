@@ -4,16 +4,20 @@
 # mount shows with the backing dir. Any tool error or divergence fails the run.
 #
 #   xfstests/soak.sh [--accel none|engine|passthrough|fusering|bpf|all|LIST]
-#                    [--minutes N] [--mirror | --reference]
+#                    [--minutes N] [--mirror | --failover | --reference]
 #
 # --minutes is per tool and mode (default 10). --mirror mounts with one mirror
 # beside the backing dir and compares it with the backing dir too: every
-# write fanned out, nothing missed. --reference soaks go-fuse v2.12.1's
-# loopback example instead, for comparison. Logs and the final comparison
-# land in $BPFUSEFS_CACHE/xfstests-soak/<mode>[-mirror]/.
+# write fanned out, nothing missed. --failover does so with the backing dir
+# on a filesystem fsstress fills ($XFSTESTS_FAILOVER_SIZE, default 1G): it
+# must be taken out of service for that alone, fsstress carry on on the
+# mirror without an error, and the mount show the mirror's tree.
+# --reference soaks go-fuse v2.12.1's loopback example instead, for
+# comparison. Logs and the final comparison land in
+# $BPFUSEFS_CACHE/xfstests-soak/<mode>[-mirror|-failover]/.
 set -euo pipefail
 
-accel=none minutes=10 reference= mirror=
+accel=none minutes=10 reference= mirror= failover=
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # XFSTESTS_SOAK_WORK relocates the image, the mount and the logs.
@@ -26,12 +30,13 @@ parse_args() {
 		--minutes) minutes=${2:?--minutes needs a number}; shift 2 ;;
 		--reference) reference=1; shift ;;
 		--mirror) mirror=1; shift ;;
+		--failover) mirror=1 failover=1; shift ;;
 		-h|--help) usage 0 ;;
 		*) echo "soak: unknown argument $1" >&2; usage 2 ;;
 		esac
 	done
 	[[ $minutes =~ ^[1-9][0-9]*$ ]] || die "--minutes must be a positive number"
-	[ -z "$mirror" ] || [ -z "$reference" ] || die "--mirror and --reference are exclusive"
+	[ -z "$mirror" ] || [ -z "$reference" ] || die "--mirror or --failover and --reference are exclusive"
 	[ -z "$mirror" ] || export XFSTESTS_IMAGE_SIZE=${XFSTESTS_IMAGE_SIZE:-64G}
 }
 
@@ -67,38 +72,57 @@ tree() {
 		awk '/^# file: /{file = substr($0, 9); next} NF {print file "\t" $0}' | LC_ALL=C sort || true)
 }
 
-# compare_with_backing checks that dir (the mount, or the mirror), saved as
-# tree.NAME in out, shows the backing dir's tree and the same bytes in every
-# regular file. It prints what differs.
-compare_with_backing() {
-	local out=$1 dir=$2 name=$3 f diverged=0
+# compare_with checks that dir (the mount, or the mirror), saved as
+# tree.NAME in out, shows the tree of ref (saved as tree.REFNAME) and the
+# same bytes in every regular file. It prints what differs.
+compare_with() {
+	local out=$1 ref=$2 refname=$3 dir=$4 name=$5 f diverged=0
 	tree "$dir" >"$out/tree.$name"
-	if ! diff -u "$out/tree.backing" "$out/tree.$name" >"$out/tree.$name.diff"; then
-		echo "soak: metadata differs between $backing and $dir:" >&2
+	if ! diff -u "$out/tree.$refname" "$out/tree.$name" >"$out/tree.$name.diff"; then
+		echo "soak: metadata differs between $ref and $dir:" >&2
 		head -n 40 "$out/tree.$name.diff" >&2
 		diverged=1
 	fi
 	while IFS= read -r -d '' f; do
-		cmp -s "$backing/$f" "$dir/$f" && continue
+		cmp -s "$ref/$f" "$dir/$f" && continue
 		echo "soak: contents differ: $dir/$f" >&2
 		diverged=1
-	done < <(cd "$backing" && find . -type f -print0)
+	done < <(cd "$ref" && find . -type f -print0)
 	return $diverged
 }
 
 # compare checks the mount, and the mirror if there is one, against the
-# backing dir.
+# backing dir; after a failover, the mount against the mirror.
 compare() {
 	local out=$1 diverged=0
 	sync
+	if [ -n "$failover" ]; then
+		failed_over "$out" || diverged=1
+		tree "$mirror_dir" >"$out/tree.mirror"
+		compare_with "$out" "$mirror_dir" mirror "$mnt" mount || diverged=1
+		return $diverged
+	fi
 	tree "$backing" >"$out/tree.backing"
-	compare_with_backing "$out" "$mnt" mount || diverged=1
+	compare_with "$out" "$backing" backing "$mnt" mount || diverged=1
 	if [ -n "$mirror" ]; then
-		if degraded "$out" || ! compare_with_backing "$out" "$mirror_dir" mirror; then
+		if degraded "$out" || ! compare_with "$out" "$backing" backing "$mirror_dir" mirror; then
 			diverged=1
 		fi
 	fi
 	return $diverged
+}
+
+# failed_over checks that the mount's stats (in out) show the backing dir
+# taken out of service for running out of space, and the mirror serving.
+failed_over() {
+	local states
+	states=$(jq -r '[.replicas[] | "\(.state) \(.cause // "")"] | join("; ")' "$1/stats.json" 2>/dev/null) ||
+		states="no replica state in $1/stats.json"
+	case $states in
+	"degraded "*"no space left on device"*"; ok ") return 0 ;;
+	esac
+	echo "soak: want the backing dir degraded for lack of space and the mirror ok, got: $states" >&2
+	return 1
 }
 
 # degraded says whether the mount's stats (in out) show a replica out of
@@ -118,11 +142,16 @@ soak_mode() {
 	local mode=$1 label=$1 out secs=$((minutes * 60)) failed=0
 	[ -n "$reference" ] && label=go-fuse-loopback
 	[ -n "$mirror" ] && label=$mode-mirror
+	[ -n "$failover" ] && label=$mode-failover
 	out=$WORK/$label
 	rm -rf "$out"
 	mkdir -p "$out"
 	unmount_all "$mnt" "$ext4" "$mirror_ext4"
-	make_ext4 "$WORK/soak.img" "$ext4"
+	if [ -n "$failover" ]; then
+		XFSTESTS_IMAGE_SIZE=${XFSTESTS_FAILOVER_SIZE:-1G} make_ext4 "$WORK/soak.img" "$ext4"
+	else
+		make_ext4 "$WORK/soak.img" "$ext4"
+	fi
 	[ -z "$mirror" ] || make_ext4 "$WORK/mirror.img" "$mirror_ext4"
 	mkdir -p "$mnt"
 	mount_fs "$mode"
@@ -144,12 +173,23 @@ soak_mode() {
 		echo "soak: $label: fsstress failed:" >&2
 		tail -n 30 "$out/fsstress.log" >&2
 		failed=1
+	elif grep -v '^seed = ' "$out/fsstress.log" >"$out/fsstress.errors"; then
+		# fsstress exits 0 whatever became of its workers: one that
+		# finds something wrong (check_cwd's st_ino, say) says so and
+		# aborts.
+		echo "soak: $label: fsstress's workers failed:" >&2
+		head -n 30 "$out/fsstress.errors" >&2
+		failed=1
 	fi
 	# Which paths served the requests (the BPF loop, io_uring...): the
 	# soak tests them only if they did the work.
 	[ -n "$reference" ] || "$BPFUSEFS" stats --json "$mnt" >"$out/stats.json" 2>&1 || true
 	if compare "$out" 2>"$out/compare.log"; then
-		log "$label: mount${mirror:+, mirror} and backing dir agree ($(wc -l <"$out/tree.mount") entries and xattr lines)"
+		if [ -n "$failover" ]; then
+			log "$label: the backing dir filled and was taken out of service; mount and mirror agree ($(wc -l <"$out/tree.mount") entries and xattr lines)"
+		else
+			log "$label: mount${mirror:+, mirror} and backing dir agree ($(wc -l <"$out/tree.mount") entries and xattr lines)"
+		fi
 		log "$label: fsx: $(grep -m 1 'operations completed' "$out/fsx.log" || echo 'no summary line')"
 		[ -n "$reference" ] || log "$label: requests served by: $(jq -c .paths "$out/stats.json" 2>/dev/null || echo unknown)"
 	else
