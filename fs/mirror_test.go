@@ -889,7 +889,7 @@ func TestMirrorProtectedFiles(t *testing.T) {
 
 // TestMirrorFailoverKeepsInodes fills the leader so that the mirror takes
 // over: what the kernel knows keeps the st_ino it had (the old leader's)
-// in stat, statx, fstat and readdir, and a name looked up afresh through
+// in stat, statx and readdir, and a name looked up afresh through
 // the new leader reaches the inode the kernel already has for its object
 // (one kernel inode, one page cache).
 func TestMirrorFailoverKeepsInodes(t *testing.T) {
