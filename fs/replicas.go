@@ -306,9 +306,9 @@ func replicaFault(err error) bool {
 func (s *replicaSet) stats() []ReplicaStats {
 	out := make([]ReplicaStats, len(s.r))
 	for i, r := range s.r {
-		out[i] = ReplicaStats{Path: r.path, State: "ok", Errors: r.errors.Load()}
+		out[i] = ReplicaStats{Path: r.path, State: ReplicaOK, Errors: r.errors.Load()}
 		if r.degraded.Load() {
-			out[i].State = "degraded"
+			out[i].State = ReplicaDegraded
 			out[i].Cause = *r.cause.Load()
 		}
 	}

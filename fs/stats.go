@@ -53,11 +53,17 @@ type Stats struct {
 // ReplicaStats describes one backing directory.
 type ReplicaStats struct {
 	Path   string `json:"path"`
-	State  string `json:"state"` // "ok" or "degraded"
+	State  string `json:"state"` // ReplicaOK or ReplicaDegraded
 	Errors uint64 `json:"errors"`
 	// Cause is the failure that degraded the replica.
 	Cause string `json:"cause,omitempty"`
 }
+
+// Replica states.
+const (
+	ReplicaOK       = "ok"
+	ReplicaDegraded = "degraded" // out of service for the rest of the mount
+)
 
 // Data paths, in the order Stats.Paths lists them.
 const (
