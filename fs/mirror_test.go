@@ -282,12 +282,19 @@ func checkSurvivor(t *testing.T, tm *testMount, dir string, acked map[string]*[]
 // a cause mentioning cause.
 func checkDegraded(t *testing.T, tm *testMount, dir, cause string) {
 	t.Helper()
+	leader := ""
 	for _, r := range tm.m.Stats().Replicas {
 		switch {
-		case r.Path == dir && (r.State != "degraded" || !strings.Contains(r.Cause, cause)):
+		case r.Path == dir && (r.State != ReplicaDegraded || !strings.Contains(r.Cause, cause)):
 			t.Errorf("replica %s: state %q cause %q, want degraded by %q", r.Path, r.State, r.Cause, cause)
-		case r.Path != dir && r.State != "ok":
+		case r.Path != dir && r.State != ReplicaOK:
 			t.Errorf("replica %s: state %q (%s), want ok", r.Path, r.State, r.Cause)
+		}
+		if leader == "" && r.State == ReplicaOK {
+			leader = r.Path // the first in service
+		}
+		if r.Leader != (r.Path == leader) {
+			t.Errorf("replica %s: leader %v, want %v", r.Path, r.Leader, r.Path == leader)
 		}
 	}
 }

@@ -219,7 +219,9 @@ func (s *replicaSet) degrade(i int, op string, err error) bool {
 	s.log.Printf("replica %s degraded: %s; it is no longer written, repair it with --mirror-repair at the next mount", r.path, cause)
 	for j := range s.r {
 		if s.healthy(j) {
-			s.lead.Store(int32(j))
+			if s.lead.Swap(int32(j)) != int32(j) {
+				s.log.Printf("replica %s leads now: reads and attributes come from it", s.r[j].path)
+			}
 			break
 		}
 	}
@@ -305,8 +307,9 @@ func replicaFault(err error) bool {
 // stats describes every replica for Stats.
 func (s *replicaSet) stats() []ReplicaStats {
 	out := make([]ReplicaStats, len(s.r))
+	lead := s.leader()
 	for i, r := range s.r {
-		out[i] = ReplicaStats{Path: r.path, State: ReplicaOK, Errors: r.errors.Load()}
+		out[i] = ReplicaStats{Path: r.path, State: ReplicaOK, Errors: r.errors.Load(), Leader: i == lead}
 		if r.degraded.Load() {
 			out[i].State = ReplicaDegraded
 			out[i].Cause = *r.cause.Load()

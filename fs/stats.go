@@ -57,6 +57,9 @@ type ReplicaStats struct {
 	Errors uint64 `json:"errors"`
 	// Cause is the failure that degraded the replica.
 	Cause string `json:"cause,omitempty"`
+	// Leader is set for the replica that reads and attributes come from
+	// (the first in service).
+	Leader bool `json:"leader,omitempty"`
 }
 
 // Replica states.

@@ -30,7 +30,8 @@ func TestMirrorLifecycle(t *testing.T) {
 	t.Cleanup(func() { cleanupMount(t, mnt) })
 	data := fillSmallReplica(t, mnt)
 	out, code := bpfusefs(t, nil, "stats", mnt)
-	if code != 0 || !strings.Contains(out, "degraded") || !strings.Contains(out, "no space left on device") {
+	if code != 0 || !strings.Contains(out, "degraded") || !strings.Contains(out, "no space left on device") ||
+		!strings.Contains(out, "ok, leads") {
 		t.Errorf("stats after the mirror filled up: exit %d\n%s", code, out)
 	}
 	out, code = bpfusefs(t, nil, "verify", mnt)

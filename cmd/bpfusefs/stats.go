@@ -84,7 +84,11 @@ func printStats(w io.Writer, st fs.Stats) {
 	if len(st.Replicas) > 0 {
 		fmt.Fprintf(tw, "\nreplica\tstate\terrors\tcause\n")
 		for _, r := range st.Replicas {
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", r.Path, r.State, r.Errors, r.Cause)
+			state := r.State
+			if r.Leader {
+				state += ", leads"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", r.Path, state, r.Errors, r.Cause)
 		}
 	}
 	tw.Flush()
