@@ -77,8 +77,7 @@ func (fs *fileSystem) fillEntry(n *inode, st *unix.Stat_t, out *fuse.EntryOut) {
 	out.Generation = 0
 	out.SetEntryTimeout(cacheTimeout)
 	out.SetAttrTimeout(attrTimeout(n))
-	attrFromStat(&out.Attr, st)
-	out.Attr.Ino = n.ino
+	attrFromStat(&out.Attr, n.ino, st)
 }
 
 // lookup resolves one name below parent and takes a kernel reference on
@@ -223,8 +222,7 @@ func (fs *fileSystem) attr(n *inode, out *fuse.AttrOut) fuse.Status {
 		return status(err)
 	}
 	out.SetTimeout(attrTimeout(n))
-	attrFromStat(&out.Attr, &st)
-	out.Attr.Ino = n.ino
+	attrFromStat(&out.Attr, n.ino, &st)
 	return fuse.OK
 }
 

@@ -81,8 +81,10 @@ func decodeDev(dev uint32) uint64 {
 	return unix.Mkdev(major, minor)
 }
 
-func attrFromStat(a *fuse.Attr, st *unix.Stat_t) {
-	a.Ino = st.Ino
+// attrFromStat fills a from st, the stat of one replica's copy of an object
+// the kernel knows as st_ino ino (see inode.ino).
+func attrFromStat(a *fuse.Attr, ino uint64, st *unix.Stat_t) {
+	a.Ino = ino
 	a.Size = uint64(st.Size)
 	a.Blocks = uint64(st.Blocks)
 	a.Atime = uint64(st.Atim.Sec)
