@@ -189,10 +189,16 @@ func (t *inodeTable) index(n *inode) {
 
 // unindex undoes index; t.mu held.
 func (t *inodeTable) unindex(n *inode) {
-	for _, k := range append([]inodeKey{n.key}, n.keys...) {
-		if t.byKey[k] == n {
-			delete(t.byKey, k)
-		}
+	t.unindexKey(n, n.key)
+	for _, k := range n.keys {
+		t.unindexKey(n, k)
+	}
+}
+
+// unindexKey drops k from the index if it names n; t.mu held.
+func (t *inodeTable) unindexKey(n *inode, k inodeKey) {
+	if t.byKey[k] == n {
+		delete(t.byKey, k)
 	}
 }
 
