@@ -298,8 +298,9 @@ const maxListed = 20
 
 // agreeReplicas checks that the replicas hold the same tree (names, types,
 // modes, owners, sizes and modification times of files, symlink targets)
-// before they are served, and refuses the mount with a listing when they do not, unless
-// opts.MirrorRepair names the replica to copy over the others.
+// before they are served, and refuses the mount with a listing when they
+// do not, unless opts.MirrorRepair names the replica to copy over the
+// others.
 func agreeReplicas(opts Options) error {
 	if len(opts.Mirrors) == 0 {
 		return nil

@@ -139,7 +139,7 @@ degraded() {
 # soak_mode runs fsx then fsstress in one mode, each under the watchdog with
 # a bound well past its own --duration, and compares afterwards.
 soak_mode() {
-	local mode=$1 label=$1 out secs=$((minutes * 60)) failed=0
+	local mode=$1 label=$1 out secs=$((minutes * 60)) failed=0 size agreed
 	[ -n "$reference" ] && label=go-fuse-loopback
 	[ -n "$mirror" ] && label=$mode-mirror
 	[ -n "$failover" ] && label=$mode-failover
@@ -147,11 +147,9 @@ soak_mode() {
 	rm -rf "$out"
 	mkdir -p "$out"
 	unmount_all "$mnt" "$ext4" "$mirror_ext4"
-	if [ -n "$failover" ]; then
-		XFSTESTS_IMAGE_SIZE=${XFSTESTS_FAILOVER_SIZE:-1G} make_ext4 "$WORK/soak.img" "$ext4"
-	else
-		make_ext4 "$WORK/soak.img" "$ext4"
-	fi
+	size=${XFSTESTS_IMAGE_SIZE:-8G}
+	[ -z "$failover" ] || size=${XFSTESTS_FAILOVER_SIZE:-1G}
+	XFSTESTS_IMAGE_SIZE=$size make_ext4 "$WORK/soak.img" "$ext4"
 	[ -z "$mirror" ] || make_ext4 "$WORK/mirror.img" "$mirror_ext4"
 	mkdir -p "$mnt"
 	mount_fs "$mode"
@@ -185,11 +183,9 @@ soak_mode() {
 	# soak tests them only if they did the work.
 	[ -n "$reference" ] || "$BPFUSEFS" stats --json "$mnt" >"$out/stats.json" 2>&1 || true
 	if compare "$out" 2>"$out/compare.log"; then
-		if [ -n "$failover" ]; then
-			log "$label: the backing dir filled and was taken out of service; mount and mirror agree ($(wc -l <"$out/tree.mount") entries and xattr lines)"
-		else
-			log "$label: mount${mirror:+, mirror} and backing dir agree ($(wc -l <"$out/tree.mount") entries and xattr lines)"
-		fi
+		agreed="mount${mirror:+, mirror} and backing dir agree"
+		[ -z "$failover" ] || agreed="the backing dir filled and was taken out of service; mount and mirror agree"
+		log "$label: $agreed ($(wc -l <"$out/tree.mount") entries and xattr lines)"
 		log "$label: fsx: $(grep -m 1 'operations completed' "$out/fsx.log" || echo 'no summary line')"
 		[ -n "$reference" ] || log "$label: requests served by: $(jq -c .paths "$out/stats.json" 2>/dev/null || echo unknown)"
 	else
