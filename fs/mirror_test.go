@@ -481,12 +481,22 @@ func TestMirrorAgreement(t *testing.T) {
 			}
 		}
 	}
+	// sealed is immutable in the backing directory only: the mirror
+	// would let it be changed.
+	sealed := filepath.Join(backing, "sealed")
+	writeFile(t, sealed, "")
+	setFlagsOf(t, sealed, inodeflags.Immutable, 0)
+	t.Cleanup(func() {
+		setFlagsOf(t, sealed, 0, inodeflags.Immutable)
+		setFlagsOf(t, filepath.Join(mirrorDir, "sealed"), 0, inodeflags.Immutable)
+	})
+	writeFile(t, filepath.Join(mirrorDir, "sealed"), "")
 	opts := Options{Backing: backing, Mirrors: []string{mirrorDir}}
 	_, err := Mount(mnt, opts)
 	if err == nil {
 		t.Fatal("mounted disagreeing replicas")
 	}
-	for _, want := range []string{"only-backing: missing", "only-mirror: extra", "secret: mode 0600 != 0644", "--mirror-repair"} {
+	for _, want := range []string{"only-backing: missing", "only-mirror: extra", "secret: mode 0600 != 0644", "sealed: flags i != -", "--mirror-repair"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("refusal %q does not mention %q", err, want)
 		}

@@ -297,7 +297,8 @@ func checkReplicas(opts *Options) error {
 const maxListed = 20
 
 // agreeReplicas checks that the replicas hold the same tree (names, types,
-// modes, owners, sizes and modification times of files, symlink targets)
+// modes, owners, sizes and modification times of files, symlink targets,
+// and what grants access: ACLs, file capabilities, protective flags)
 // before they are served, and refuses the mount with a listing when they
 // do not, unless opts.MirrorRepair names the replica to copy over the
 // others.

@@ -37,13 +37,15 @@ func (d Difference) String() string {
 
 // CompareOptions say how deep a comparison goes.
 type CompareOptions struct {
-	// Content compares the bytes of regular files, xattrs, hard-link
+	// Content compares the bytes of regular files, every xattr, hard-link
 	// structure and the inode flags every filesystem keeps (immutable,
 	// append-only, nodump, noatime) too (a verify). Without it only what
-	// a stat tells is compared: the tree, types, modes, owners, sizes and
-	// mtimes of regular files, symlink targets and device numbers (the
-	// check at mount time, which opens no file: a mirror that took over
-	// must not hand anyone more access than the backing directory did).
+	// can be read without opening a file is compared: the tree, types,
+	// modes, owners, sizes and mtimes of regular files, symlink targets,
+	// device numbers, the flags statx reports (immutable, append-only,
+	// nodump) and the xattrs that grant access (ACLs, file capabilities).
+	// That is the check at mount time: a mirror that took over must not
+	// hand anyone more access than the backing directory did.
 	Content bool
 	// Max stops the comparison after this many differences (0: no limit).
 	Max int
@@ -128,9 +130,10 @@ func closeAll(fds []int) {
 
 // root compares the roots themselves, then their trees.
 func (c *comparer) root(fds []int) error {
-	sts := make([]unix.Stat_t, len(fds))
+	sts := make([]entryStat, len(fds))
 	for i, fd := range fds {
-		if err := unix.Fstat(fd, &sts[i]); err != nil {
+		var err error
+		if sts[i], err = statAt(fd, ""); err != nil {
 			return c.fail(i, ".", err)
 		}
 	}
@@ -179,10 +182,11 @@ func (c *comparer) entry(rel, name string, fds []int, names [][]string) error {
 		}
 		return nil
 	}
-	st0, err := lstatAt(fds[0], name)
+	e0, err := statAt(fds[0], name)
 	if err != nil {
 		return c.fail(0, rel, err)
 	}
+	st0 := &e0.Stat_t
 	// same lists the replicas whose entry has dirs[0]'s type (and, for
 	// regular files, size): those compared further.
 	same := make([]bool, len(fds))
@@ -196,28 +200,28 @@ func (c *comparer) entry(rel, name string, fds []int, names [][]string) error {
 			}
 			continue
 		}
-		sti, err := lstatAt(fds[i], name)
+		ei, err := statAt(fds[i], name)
 		if err != nil {
 			return c.fail(i, rel, err)
 		}
-		if typeName(&st0) != typeName(&sti) {
-			if err := c.add(rel, i, "type %s != %s", typeName(&st0), typeName(&sti)); err != nil {
+		if typeName(st0) != typeName(&ei.Stat_t) {
+			if err := c.add(rel, i, "type %s != %s", typeName(st0), typeName(&ei.Stat_t)); err != nil {
 				return err
 			}
 			continue
 		}
-		same[i] = !isReg(&st0) || st0.Size == sti.Size
-		if err := c.meta(rel, i, fds[0], fds[i], name, &st0, &sti); err != nil {
+		same[i] = !isReg(st0) || st0.Size == ei.Size
+		if err := c.meta(rel, i, fds[0], fds[i], name, &e0, &ei); err != nil {
 			return err
 		}
 	}
 	switch {
-	case isReg(&st0):
+	case isReg(st0):
 		c.stats.Files++
 		if c.opts.Content {
 			return c.content(rel, name, fds, same, st0.Size)
 		}
-	case isDir(&st0):
+	case isDir(st0):
 		return c.subdir(rel, name, fds, same)
 	}
 	return nil
@@ -242,9 +246,10 @@ func (c *comparer) subdir(rel, name string, fds []int, same []bool) error {
 	return c.dir(rel, sub)
 }
 
-// meta compares what the stat of an entry and its replica i tell, with
-// Content also xattrs, flags and hard links. The types are equal.
-func (c *comparer) meta(rel string, i, dirfd0, dirfdi int, name string, st0, sti *unix.Stat_t) error {
+// meta compares the metadata of an entry and its replica i, as
+// CompareOptions describe. The types are equal.
+func (c *comparer) meta(rel string, i, dirfd0, dirfdi int, name string, e0, ei *entryStat) error {
+	st0, sti := &e0.Stat_t, &ei.Stat_t
 	var whats []string
 	switch {
 	case isReg(st0):
@@ -277,28 +282,30 @@ func (c *comparer) meta(rel string, i, dirfd0, dirfdi int, name string, st0, sti
 	if st0.Uid != sti.Uid || st0.Gid != sti.Gid {
 		whats = append(whats, fmt.Sprintf("owner %d:%d != %d:%d", st0.Uid, st0.Gid, sti.Uid, sti.Gid))
 	}
+	keep := grantsAccess
 	if c.opts.Content {
-		xw, err := c.xattrs(rel, i, dirfd0, dirfdi, name)
-		if err != nil {
-			return err
+		keep = nil
+	}
+	xw, err := c.xattrs(rel, i, dirfd0, dirfdi, name, keep)
+	if err != nil {
+		return err
+	}
+	whats = append(whats, xw...)
+	f0, fi := e0.flags, ei.flags
+	if c.opts.Content && (isReg(st0) || isDir(st0)) {
+		if f0, err = flagsAt(dirfd0, name, st0); err != nil {
+			return c.fail(0, rel, err)
 		}
-		whats = append(whats, xw...)
-		if isReg(st0) || isDir(st0) {
-			f0, err := flagsAt(dirfd0, name, st0)
-			if err != nil {
-				return c.fail(0, rel, err)
-			}
-			fi, err := flagsAt(dirfdi, name, sti)
-			if err != nil {
-				return c.fail(i, rel, err)
-			}
-			if f0, fi = f0&inodeflags.Portable, fi&inodeflags.Portable; f0 != fi {
-				whats = append(whats, fmt.Sprintf("flags %s != %s", inodeflags.Letters(f0), inodeflags.Letters(fi)))
-			}
+		if fi, err = flagsAt(dirfdi, name, sti); err != nil {
+			return c.fail(i, rel, err)
 		}
-		if !isDir(st0) && !c.links[i].match(st0, sti) {
-			whats = append(whats, "hard links")
-		}
+		f0, fi = f0&inodeflags.Portable, fi&inodeflags.Portable
+	}
+	if f0 != fi {
+		whats = append(whats, fmt.Sprintf("flags %s != %s", inodeflags.Letters(f0), inodeflags.Letters(fi)))
+	}
+	if c.opts.Content && !isDir(st0) && !c.links[i].match(st0, sti) {
+		whats = append(whats, "hard links")
 	}
 	for _, w := range whats {
 		if err := c.add(rel, i, "%s", w); err != nil {
@@ -323,13 +330,24 @@ func timeString(ts unix.Timespec) string {
 	return time.Unix(ts.Unix()).UTC().Format(time.RFC3339Nano)
 }
 
-// xattrs compares the extended attributes of an entry and its replica i.
-func (c *comparer) xattrs(rel string, i, dirfd0, dirfdi int, name string) ([]string, error) {
-	x0, err := xattrs(dirfd0, name)
+// grantsAccess says whether an xattr changes who may do what with a
+// file: its ACLs and its file capabilities.
+func grantsAccess(attr string) bool {
+	switch attr {
+	case "system.posix_acl_access", "system.posix_acl_default", "security.capability":
+		return true
+	}
+	return false
+}
+
+// xattrs compares the extended attributes keep accepts (nil: all) of an
+// entry and its replica i.
+func (c *comparer) xattrs(rel string, i, dirfd0, dirfdi int, name string, keep func(string) bool) ([]string, error) {
+	x0, err := xattrs(dirfd0, name, keep)
 	if err != nil {
 		return nil, c.fail(0, rel, err)
 	}
-	xi, err := xattrs(dirfdi, name)
+	xi, err := xattrs(dirfdi, name, keep)
 	if err != nil {
 		return nil, c.fail(i, rel, err)
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -86,6 +87,28 @@ func setXattr(t *testing.T, path, name, value string) {
 	must(t, err)
 }
 
+// aclReadableBy is a system.posix_acl_access value for a 0644 file that
+// also names user uid, with read access (the kernel's xattr form: a
+// version, then tag, permissions and id of each entry in tag order).
+func aclReadableBy(uid uint32) string {
+	const userObj, user, groupObj, mask, other = 0x01, 0x02, 0x04, 0x10, 0x20
+	b := binary.LittleEndian.AppendUint32(nil, 2)
+	for _, e := range []struct {
+		tag, perm uint16
+		id        uint32
+	}{{userObj, 6, ^uint32(0)}, {user, 4, uid}, {groupObj, 4, ^uint32(0)}, {mask, 4, ^uint32(0)}, {other, 4, ^uint32(0)}} {
+		b = binary.LittleEndian.AppendUint16(b, e.tag)
+		b = binary.LittleEndian.AppendUint16(b, e.perm)
+		b = binary.LittleEndian.AppendUint32(b, e.id)
+	}
+	return string(b)
+}
+
+// capNetBindService is a security.capability value (VFS_CAP_REVISION_2)
+// permitting CAP_NET_BIND_SERVICE.
+var capNetBindService = string(binary.LittleEndian.AppendUint32(binary.LittleEndian.AppendUint32(
+	binary.LittleEndian.AppendUint32(nil, 0x02000000), 1<<unix.CAP_NET_BIND_SERVICE), 0)) + string(make([]byte, 8))
+
 func TestDifferences(t *testing.T) {
 	tests := []struct {
 		name string
@@ -151,6 +174,37 @@ func TestDifferences(t *testing.T) {
 			name:    "xattr",
 			change:  func(t *testing.T, b string) { setXattr(t, filepath.Join(b, "d", "g"), "user.x", "1") },
 			content: []string{"d/g: xattr user.x extra"},
+		},
+		{
+			// An ACL and a file capability grant access: the check at
+			// mount time compares them, other xattrs only a verify.
+			name: "acl",
+			change: func(t *testing.T, b string) {
+				setXattr(t, filepath.Join(b, "f"), "system.posix_acl_access", aclReadableBy(1))
+			},
+			meta: []string{"f: xattr system.posix_acl_access extra"},
+		},
+		{
+			name: "file capability",
+			change: func(t *testing.T, b string) {
+				setXattr(t, filepath.Join(b, "f"), "security.capability", capNetBindService)
+			},
+			meta: []string{"f: xattr security.capability extra"},
+		},
+		{
+			// statx reports the immutable flag: it is compared at
+			// mount time.
+			name: "immutable flag",
+			change: func(t *testing.T, b string) {
+				t.Cleanup(func() { unchattr(t, b) })
+				chattr(t, filepath.Join(b, "d"), inodeflags.Immutable)
+			},
+			meta: []string{"d: flags - != i"},
+		},
+		{
+			name:    "noatime flag",
+			change:  func(t *testing.T, b string) { chattr(t, filepath.Join(b, "f"), inodeflags.NoAtime) },
+			content: []string{"f: flags - != A"},
 		},
 		{
 			name:   "mode",
@@ -319,7 +373,7 @@ func treeHash(t *testing.T, root string) string {
 			return err
 		}
 		defer unix.Close(dir)
-		x, err := xattrs(dir, filepath.Base(path))
+		x, err := xattrs(dir, filepath.Base(path), nil)
 		for _, k := range sortedKeys(x) {
 			fmt.Fprintf(h, "%s=%x\n", k, x[k])
 		}
@@ -650,5 +704,30 @@ func TestRepairProtectedFlags(t *testing.T) {
 		if got := flagsOf(t, filepath.Join(b, name)) & inodeflags.Portable; got != want {
 			t.Errorf("%s: replica's flags %#x, want the primary's %#x", name, got, want)
 		}
+	}
+}
+
+// TestXattrsFallback reads an entry's xattrs with listxattrat(2) and
+// through /proc, as on kernels before 6.13: both must list the same.
+func TestXattrsFallback(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "f"), nil, 0o644)
+	setXattr(t, filepath.Join(dir, "f"), "user.a", "1")
+	setXattr(t, filepath.Join(dir, "f"), "system.posix_acl_access", aclReadableBy(1))
+	dirfd, err := openRoot(dir)
+	must(t, err)
+	defer unix.Close(dirfd)
+	var got [2]map[string][]byte
+	for i, fallback := range []bool{false, true} {
+		noListxattrat.Store(fallback)
+		got[i], err = xattrs(dirfd, "f", nil)
+		must(t, err)
+		if !fallback && noListxattrat.Load() {
+			t.Log("this kernel has no listxattrat(2): both reads went through /proc")
+		}
+	}
+	noListxattrat.Store(false)
+	if len(got[0]) != 2 || !maps.EqualFunc(got[0], got[1], bytes.Equal) {
+		t.Errorf("listxattrat: %q, through /proc: %q; want user.a and the ACL in both", got[0], got[1])
 	}
 }

@@ -503,11 +503,11 @@ func (r *repairer) mayIgnore(err error) bool {
 // copyXattrs sets the replica's xattrs to the primary's and says whether
 // it changed any (an ACL changes the mode too).
 func (r *repairer) copyXattrs(p, rd int, pname, rname string) (bool, error) {
-	px, err := xattrs(p, pname)
+	px, err := xattrs(p, pname, nil)
 	if err != nil {
 		return false, fmt.Errorf("primary: %w", err)
 	}
-	rx, err := xattrs(rd, rname)
+	rx, err := xattrs(rd, rname, nil)
 	if err != nil {
 		return false, err
 	}
