@@ -26,9 +26,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// MethodWait is answered when the daemon shuts down: a client that calls
-// it returns once the mount is gone and the daemon is exiting.
-const MethodWait = "wait"
+// methodWait is answered twice: at once, that the wait is taken, and
+// when the daemon shuts down (see Wait).
+const methodWait = "wait"
 
 // Dir returns the directory that holds the control sockets of the calling
 // user: /run/bpfusefs for root, $XDG_RUNTIME_DIR/bpfusefs otherwise.
@@ -186,7 +186,13 @@ func (s *Server) answer(conn *net.UnixConn) response {
 	if err := s.authorize(conn); err != nil {
 		return response{Error: err.Error()}
 	}
-	if req.Method == MethodWait {
+	if req.Method == methodWait {
+		// Say that the wait is taken first: the client unmounts only
+		// then, since a connection still in the listener's queue when
+		// Close shuts it is reset unanswered.
+		if err := json.NewEncoder(conn).Encode(response{Result: json.RawMessage("null")}); err != nil {
+			return response{Error: err.Error()}
+		}
 		<-s.done
 		return response{Result: json.RawMessage("null")}
 	}
@@ -248,11 +254,10 @@ func (s *Server) Close() error {
 type Pending struct {
 	method string
 	conn   net.Conn
+	dec    *json.Decoder
 }
 
-// Send sends one request to the control socket at path. The daemon
-// answers MethodWait only when it shuts down, so a caller can send it,
-// unmount, and then read the answer to wait for the daemon to finish.
+// Send sends one request to the control socket at path.
 func Send(path, method string) (*Pending, error) {
 	conn, err := net.Dial("unix", path)
 	if err != nil {
@@ -262,7 +267,25 @@ func Send(path, method string) (*Pending, error) {
 		conn.Close()
 		return nil, fmt.Errorf("control socket: sending %s: %w", method, err)
 	}
-	return &Pending{method: method, conn: conn}, nil
+	return &Pending{method: method, conn: conn, dec: json.NewDecoder(conn)}, nil
+}
+
+// Wait asks the daemon at path to answer when it shuts down and returns
+// once the daemon has taken the request: from then on, however soon the
+// daemon shuts down (say, on an unmount the caller makes next), Result
+// waits for it to finish.
+func Wait(path string) (*Pending, error) {
+	p, err := Send(path, methodWait)
+	if err != nil {
+		return nil, err
+	}
+	_ = p.SetDeadline(time.Now().Add(requestTimeout))
+	if err := p.read(nil); err != nil {
+		p.Close()
+		return nil, err
+	}
+	_ = p.SetDeadline(time.Time{})
+	return p, nil
 }
 
 // SetDeadline bounds the wait for the answer.
@@ -274,8 +297,13 @@ func (p *Pending) Close() error { return p.conn.Close() }
 // Result reads the answer and decodes it into result (which may be nil).
 func (p *Pending) Result(result any) error {
 	defer p.conn.Close()
+	return p.read(result)
+}
+
+// read reads one answer and decodes it into result (which may be nil).
+func (p *Pending) read(result any) error {
 	var resp response
-	if err := json.NewDecoder(p.conn).Decode(&resp); err != nil {
+	if err := p.dec.Decode(&resp); err != nil {
 		return fmt.Errorf("control socket: reading %s reply: %w", p.method, err)
 	}
 	if resp.Error != "" {

@@ -51,7 +51,7 @@ func umount(path string, lazy bool) error {
 	sock, sockErr := control.SocketPath(mnt)
 	var done *control.Pending
 	if sockErr == nil && !lazy {
-		done, _ = control.Send(sock, control.MethodWait)
+		done, _ = control.Wait(sock)
 	}
 	flags := 0
 	if lazy {
