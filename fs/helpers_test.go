@@ -144,6 +144,14 @@ func mountReplicas(t *testing.T, mode string, opts Options, backing func(t *test
 		t.Fatalf("Mount(%s): %v", mode, err)
 	}
 	tm.m = m
+	unmountAtCleanup(t, m, tm.mnt)
+	return tm
+}
+
+// unmountAtCleanup unmounts m, mounted at mnt, when the test ends however
+// it ends (a mount left behind by a failed test outlives its daemon,
+// this process, as a dead mount); a test may unmount it itself before.
+func unmountAtCleanup(t *testing.T, m *Mounted, mnt string) {
 	t.Cleanup(func() {
 		err := m.Unmount(false)
 		if err == nil {
@@ -154,18 +162,17 @@ func mountReplicas(t *testing.T, mode string, opts Options, backing func(t *test
 		// at the latest at exit, where its FLUSH would wait for this very
 		// process: abort the connection first (umount -f), so that the
 		// test fails instead of hanging.
-		t.Errorf("Unmount: %v; open in this process: %v", err, openUnder(tm.mnt))
-		unix.Unmount(tm.mnt, unix.MNT_FORCE)
+		t.Errorf("Unmount: %v; open in this process: %v", err, openUnder(mnt))
+		unix.Unmount(mnt, unix.MNT_FORCE)
 		m.Unmount(true)
 		done := make(chan struct{})
 		go func() { m.Wait(); close(done) }()
 		select {
 		case <-done:
 		case <-time.After(time.Minute):
-			t.Errorf("%s: the connection did not end a minute after it was aborted", tm.mnt)
+			t.Errorf("%s: the connection did not end a minute after it was aborted", mnt)
 		}
 	})
-	return tm
 }
 
 // openUnder lists this process's descriptors of files under dir.

@@ -510,7 +510,7 @@ func TestMirrorAgreement(t *testing.T) {
 	if err != nil {
 		t.Fatalf("mount with --mirror-repair: %v", err)
 	}
-	defer m.Unmount(true)
+	unmountAtCleanup(t, m, mnt)
 	if got := readFile(t, filepath.Join(mnt, "only-backing")); got != "y" {
 		t.Errorf("only-backing reads %q", got)
 	}

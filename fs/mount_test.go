@@ -218,6 +218,7 @@ func mountWorkUnmount(t *testing.T, opts Options) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	unmountAtCleanup(t, m, mnt)
 	writeFile(t, filepath.Join(mnt, "f"), "data")
 	f, err := os.Open(filepath.Join(mnt, "f"))
 	if err != nil {

@@ -719,7 +719,7 @@ func TestFileHandlesAcrossRemount(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer m.Unmount(false)
+			unmountAtCleanup(t, m, tm.mnt)
 			mnt, err := os.Open(tm.mnt)
 			if err != nil {
 				t.Fatal(err)
