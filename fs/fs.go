@@ -164,7 +164,7 @@ func (fs *fileSystem) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name stri
 	case ".":
 		// Export support: the kernel resolves a file handle whose
 		// inode it has forgotten.
-		n, st := fs.inodes.revive(h.NodeId)
+		n, st := fs.inodes.revive(h.NodeId, cancel)
 		if n == nil {
 			return fuse.Status(unix.ESTALE)
 		}

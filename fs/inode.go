@@ -96,6 +96,8 @@ type inodeTable struct {
 	// objects get counted ids and ghosts.
 	handleIDs bool
 	dev       uint64
+	// searching holds a token while findBacking searches.
+	searching chan struct{}
 	rs        *replicaSet
 
 	// clock counts lookups, to find the least recently used inodes
@@ -136,6 +138,7 @@ func newInodeTable(rs *replicaSet, st *unix.Stat_t) *inodeTable {
 		nextID:     rootID + 1,
 		ghosts:     make(map[uint64]ghost),
 		ghostByKey: make(map[inodeKey]uint64),
+		searching:  make(chan struct{}, 1),
 		dev:        st.Dev,
 		rs:         rs,
 	}
@@ -346,8 +349,8 @@ const maxGhosts = 1 << 20
 // needs none: its handles are stale anyway. Without mirrors, neither does
 // one whose id is its handle; with them the ghost keeps each mirror's
 // handle for this mount, as the path that revive finds the mirrors' copies
-// by otherwise is unknown for a file the backing filesystem hands back
-// disconnected from its directory (its dentries dropped).
+// by otherwise takes a search for a file the backing filesystem hands back
+// without one (see errNoPath).
 func (t *inodeTable) remember(node *inode) {
 	if node.fromHandle && !t.rs.mirrored() {
 		return // the id itself is the handle
@@ -408,16 +411,61 @@ func sameHandles(a, b []*unix.FileHandle) bool {
 // have reached us yet (over FUSE-over-io_uring it comes by /dev/fuse and
 // the LOOKUP by the ring), and a RELEASE still in flight keeps the backing
 // inode open, so its handle would still open.
-func (t *inodeTable) revive(id uint64) (*inode, *unix.Stat_t) {
+//
+// On a mirrored mount, a handle from before a remount may name a file that
+// the backing filesystem hands back without a path (errNoPath). Its path
+// is then searched for, without the table lock, until cancel is closed.
+func (t *inodeTable) revive(id uint64, cancel <-chan struct{}) (*inode, *unix.Stat_t) {
+	n, st, err := t.reviveAt(id, "")
+	if err != errNoPath {
+		return n, st
+	}
+	rel, err := t.findBacking(id, cancel)
+	if err != nil {
+		return nil, nil
+	}
+	n, st, _ = t.reviveAt(id, rel)
+	return n, st
+}
+
+// findBacking returns the path of the backing copy of the object whose
+// handle is id, one search at a time: searches side by side would read the
+// same directories.
+func (t *inodeTable) findBacking(id uint64, cancel <-chan struct{}) (string, error) {
+	select {
+	case t.searching <- struct{}{}:
+	case <-cancel:
+		return "", unix.EINTR
+	}
+	defer func() { <-t.searching }()
+	backing := t.rs.r[backingReplica]
+	fd, err := unix.OpenByHandleAt(backing.openFD, backingHandle(id), unix.O_PATH|unix.O_CLOEXEC)
+	if err != nil {
+		return "", err
+	}
+	defer unix.Close(fd)
+	return backing.findPath(fd, cancel)
+}
+
+// backingHandle returns the file handle that handle id id is (see
+// handleIDs).
+func backingHandle(id uint64) unix.FileHandle {
+	return unix.NewFileHandle(fileidIno32Gen, binary.NativeEndian.AppendUint64(nil, id))
+}
+
+// reviveAt is revive with the table lock held throughout. It opens the
+// backing copy of an object with a handle id by that handle, or at rel
+// when set, and fails with errNoPath when it needs the path it lacks.
+func (t *inodeTable) reviveAt(id uint64, rel string) (*inode, *unix.Stat_t, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var st unix.Stat_t
 	if n := t.byID[id]; n != nil {
 		if statFD(n.fd(), &st) != nil || st.Nlink == 0 {
-			return nil, nil
+			return nil, nil, nil
 		}
 		n.lookups++
-		return n, &st
+		return n, &st, nil
 	}
 	g, isGhost := t.ghosts[id]
 	// open opens replica i's copy of the object, O_PATH.
@@ -433,12 +481,17 @@ func (t *inodeTable) revive(id uint64) (*inode, *unix.Stat_t) {
 			return unix.OpenByHandleAt(r.openFD, *g.handles[i], unix.O_PATH|unix.O_CLOEXEC)
 		}
 	case t.handleIDs && t.rs.healthy(backingReplica):
-		h := unix.NewFileHandle(fileidIno32Gen, binary.NativeEndian.AppendUint64(nil, id))
 		backing := t.rs.r[backingReplica]
 		first := -1
-		open = func(i int, r *replica) (int, error) {
+		open = func(i int, r *replica) (fd int, err error) {
 			if i == backingReplica {
-				fd, err := unix.OpenByHandleAt(r.openFD, h, unix.O_PATH|unix.O_CLOEXEC)
+				// Opened at rel, it is checked below to be the
+				// object the handle names.
+				if rel == "" {
+					fd, err = unix.OpenByHandleAt(r.openFD, backingHandle(id), unix.O_PATH|unix.O_CLOEXEC)
+				} else {
+					fd, err = openBeneath(r.rootFD, rel, unix.O_PATH|unix.O_NOFOLLOW, 0)
+				}
 				first = fd
 				return fd, err
 			}
@@ -448,22 +501,22 @@ func (t *inodeTable) revive(id uint64) (*inode, *unix.Stat_t) {
 			// A mirror holds its copy where the backing directory
 			// does; a rename moving the object meanwhile makes the
 			// handle stale for this once.
-			rel, err := backing.pathOf(first)
+			at, err := backing.pathOf(first)
 			if err != nil {
 				return -1, err
 			}
-			fd, err := openBeneath(r.rootFD, rel, unix.O_PATH|unix.O_NOFOLLOW, 0)
+			fd, err = openBeneath(r.rootFD, at, unix.O_PATH|unix.O_NOFOLLOW, 0)
 			if err != nil {
 				return -1, err
 			}
-			if again, err := backing.pathOf(first); err != nil || again != rel {
+			if again, err := backing.pathOf(first); err != nil || again != at {
 				unix.Close(fd)
 				return -1, unix.ESTALE
 			}
 			return fd, nil
 		}
 	default:
-		return nil, nil
+		return nil, nil, nil
 	}
 	fds := make([]int, len(t.rs.r))
 	for i := range fds {
@@ -476,18 +529,18 @@ func (t *inodeTable) revive(id uint64) (*inode, *unix.Stat_t) {
 		fd, err := open(i, r)
 		if err != nil {
 			closeFDs(fds)
-			return nil, nil
+			return nil, nil, err
 		}
 		fds[i] = fd
 	}
 	if !sameType(fds) {
 		closeFDs(fds)
-		return nil, nil
+		return nil, nil, nil
 	}
 	fd := fds[t.rs.leader()]
 	if statFD(fd, &st) != nil || st.Nlink == 0 {
 		closeFDs(fds)
-		return nil, nil
+		return nil, nil, nil
 	}
 	key := keyOf(&st)
 	// A handle names one object for good (it carries the generation),
@@ -500,13 +553,13 @@ func (t *inodeTable) revive(id uint64) (*inode, *unix.Stat_t) {
 	}
 	if !valid {
 		closeFDs(fds)
-		return nil, nil
+		return nil, nil, nil
 	}
 	n := &inode{id: id, key: key, mode: st.Mode & unix.S_IFMT, replicas: fds, rs: t.rs, lookups: 1, fromHandle: !isGhost}
 	n.keys, n.ino = t.identify(fds, key)
 	t.byID[id] = n
 	t.index(n)
-	return n, &st
+	return n, &st, nil
 }
 
 // forget drops n references from the inode and closes its descriptors with

@@ -690,26 +690,31 @@ func TestAppendOnly(t *testing.T) {
 }
 
 // TestFileHandlesAcrossRemount opens by a handle taken before the mount
-// was cycled (xfstests generic/477): the handle must not depend on daemon
-// state.
+// was cycled and the file's directory renamed (xfstests generic/477): the
+// handle must not depend on daemon state. With the caches dropped too, the
+// backing filesystem hands the file back without a path, and a mirrored
+// mount has to search for it to find the mirror's copy.
 func TestFileHandlesAcrossRemount(t *testing.T) {
 	requireFUSE(t)
-	for _, mirrored := range []bool{false, true} {
-		t.Run(fmt.Sprintf("mirrored=%v", mirrored), func(t *testing.T) {
+	for _, tc := range []struct{ mirrored, dropped bool }{{false, false}, {true, false}, {false, true}, {true, true}} {
+		t.Run(fmt.Sprintf("mirrored=%v,dropped=%v", tc.mirrored, tc.dropped), func(t *testing.T) {
 			var mirrors []func(t *testing.T) string
-			if mirrored {
+			if tc.mirrored {
 				mirrors = append(mirrors, plainMirror)
 			}
 			tm := mountReplicas(t, "none", Options{}, nil, mirrors...)
 			if h, _, err := unix.NameToHandleAt(unix.AT_FDCWD, tm.backing, 0); err != nil || h.Type() != fileidIno32Gen || h.Size() != 8 {
 				t.Skip("backing filesystem without FILEID_INO32_GEN handles")
 			}
-			if err := os.Mkdir(tm.p("d"), 0o755); err != nil {
+			if err := os.MkdirAll(tm.p("d/e"), 0o755); err != nil {
 				t.Fatal(err)
 			}
-			writeFile(t, tm.p("d/f"), "survives")
-			h, _, err := unix.NameToHandleAt(unix.AT_FDCWD, tm.p("d/f"), 0)
+			writeFile(t, tm.p("d/e/f"), "survives")
+			h, _, err := unix.NameToHandleAt(unix.AT_FDCWD, tm.p("d/e/f"), 0)
 			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(tm.p("d/e"), tm.p("d/moved")); err != nil {
 				t.Fatal(err)
 			}
 			if err := tm.m.Unmount(false); err != nil {
@@ -720,6 +725,11 @@ func TestFileHandlesAcrossRemount(t *testing.T) {
 				t.Fatal(err)
 			}
 			unmountAtCleanup(t, m, tm.mnt)
+			if tc.dropped {
+				// After the mount, whose check looks up every
+				// entry of every replica.
+				dropPath(t, tm.backing, "d/moved/f")
+			}
 			mnt, err := os.Open(tm.mnt)
 			if err != nil {
 				t.Fatal(err)
@@ -737,11 +747,36 @@ func TestFileHandlesAcrossRemount(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, r := range tm.replicas() {
-				if got := readFile(t, filepath.Join(r, "d/f")); got != "survives and writes" {
-					t.Errorf("%s/d/f after a write by handle: %q", r, got)
+				if got := readFile(t, filepath.Join(r, "d/moved/f")); got != "survives and writes" {
+					t.Errorf("%s/d/moved/f after a write by handle: %q", r, got)
 				}
 			}
 		})
+	}
+}
+
+// dropPath drops the caches, so that dir's filesystem decodes the handle
+// of dir/name without finding its directory, and checks that it does. The
+// anonymous dentry it makes then stays cached for the next decode.
+func dropPath(t *testing.T, dir, name string) {
+	t.Helper()
+	h, _, err := unix.NameToHandleAt(unix.AT_FDCWD, filepath.Join(dir, name), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dropCaches(t)
+	root, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(root)
+	fd, err := unix.OpenByHandleAt(root, h, unix.O_PATH|unix.O_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if path, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd)); err != nil || path != "/" {
+		t.Fatalf("%s/%s decoded from its handle as %q (%v), not without a path", dir, name, path, err)
 	}
 }
 

@@ -136,11 +136,15 @@ const backingReplica = 0
 
 // pathOf returns the path of the object open as fd, relative to r's root,
 // as /proc/self/fd names it: one of a file's links. It fails with ENOENT
-// when the object has none (it was unlinked) or lies outside the root.
+// when the object has none (it was unlinked) or lies outside the root, and
+// with errNoPath when the filesystem does not know where it is.
 func (r *replica) pathOf(fd int) (string, error) {
 	path, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
 	if err != nil {
 		return "", err
+	}
+	if path == "/" {
+		return "", errNoPath
 	}
 	rel, ok := strings.CutPrefix(path, r.procPath+"/")
 	if !ok {
