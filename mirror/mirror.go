@@ -137,8 +137,16 @@ func (c *comparer) root(fds []int) error {
 			return c.fail(i, ".", err)
 		}
 	}
+	e0, err := c.read(0, ".", fds[0], ".", sts[0])
+	if err != nil {
+		return err
+	}
 	for i := 1; i < len(fds); i++ {
-		if err := c.meta(".", i, fds[0], fds[i], ".", &sts[0], &sts[i]); err != nil {
+		ei, err := c.read(i, ".", fds[i], ".", sts[i])
+		if err != nil {
+			return err
+		}
+		if err := c.meta(".", i, e0, ei); err != nil {
 			return err
 		}
 	}
@@ -182,9 +190,13 @@ func (c *comparer) entry(rel, name string, fds []int, names [][]string) error {
 		}
 		return nil
 	}
-	e0, err := statAt(fds[0], name)
+	st, err := statAt(fds[0], name)
 	if err != nil {
 		return c.fail(0, rel, err)
+	}
+	e0, err := c.read(0, rel, fds[0], name, st)
+	if err != nil {
+		return err
 	}
 	st0 := &e0.Stat_t
 	// same lists the replicas whose entry has dirs[0]'s type (and, for
@@ -200,18 +212,22 @@ func (c *comparer) entry(rel, name string, fds []int, names [][]string) error {
 			}
 			continue
 		}
-		ei, err := statAt(fds[i], name)
+		st, err := statAt(fds[i], name)
 		if err != nil {
 			return c.fail(i, rel, err)
 		}
-		if typeName(st0) != typeName(&ei.Stat_t) {
-			if err := c.add(rel, i, "type %s != %s", typeName(st0), typeName(&ei.Stat_t)); err != nil {
+		if typeName(st0) != typeName(&st.Stat_t) {
+			if err := c.add(rel, i, "type %s != %s", typeName(st0), typeName(&st.Stat_t)); err != nil {
 				return err
 			}
 			continue
 		}
-		same[i] = !isReg(st0) || st0.Size == ei.Size
-		if err := c.meta(rel, i, fds[0], fds[i], name, &e0, &ei); err != nil {
+		same[i] = !isReg(st0) || st0.Size == st.Size
+		ei, err := c.read(i, rel, fds[i], name, st)
+		if err != nil {
+			return err
+		}
+		if err := c.meta(rel, i, e0, ei); err != nil {
 			return err
 		}
 	}
@@ -246,9 +262,42 @@ func (c *comparer) subdir(rel, name string, fds []int, same []bool) error {
 	return c.dir(rel, sub)
 }
 
+// copyMeta is what meta compares of one replica's copy of an entry.
+type copyMeta struct {
+	entryStat
+	target string            // a symlink's
+	xattrs map[string][]byte // those CompareOptions say to compare
+}
+
+// read reads what meta compares of the entry name below dirfd, which is
+// replica i's rel and stats as st: dirs[0]'s once for all replicas.
+func (c *comparer) read(i int, rel string, dirfd int, name string, st entryStat) (*copyMeta, error) {
+	e := &copyMeta{entryStat: st}
+	var err error
+	if isLink(&st.Stat_t) {
+		if e.target, err = readlinkAt(dirfd, name); err != nil {
+			return nil, c.fail(i, rel, err)
+		}
+	}
+	keep := grantsAccess
+	if c.opts.Content {
+		keep = nil
+	}
+	if e.xattrs, err = xattrs(dirfd, name, keep); err != nil {
+		return nil, c.fail(i, rel, err)
+	}
+	if c.opts.Content && (isReg(&st.Stat_t) || isDir(&st.Stat_t)) {
+		if e.flags, err = flagsAt(dirfd, name, &st.Stat_t); err != nil {
+			return nil, c.fail(i, rel, err)
+		}
+		e.flags &= inodeflags.Portable
+	}
+	return e, nil
+}
+
 // meta compares the metadata of an entry and its replica i, as
 // CompareOptions describe. The types are equal.
-func (c *comparer) meta(rel string, i, dirfd0, dirfdi int, name string, e0, ei *entryStat) error {
+func (c *comparer) meta(rel string, i int, e0, ei *copyMeta) error {
 	st0, sti := &e0.Stat_t, &ei.Stat_t
 	var whats []string
 	switch {
@@ -260,16 +309,8 @@ func (c *comparer) meta(rel string, i, dirfd0, dirfdi int, name string, e0, ei *
 			whats = append(whats, fmt.Sprintf("mtime %s != %s", timeString(st0.Mtim), timeString(sti.Mtim)))
 		}
 	case isLink(st0):
-		t0, err := readlinkAt(dirfd0, name)
-		if err != nil {
-			return c.fail(0, rel, err)
-		}
-		ti, err := readlinkAt(dirfdi, name)
-		if err != nil {
-			return c.fail(i, rel, err)
-		}
-		if t0 != ti {
-			whats = append(whats, fmt.Sprintf("symlink target %q != %q", t0, ti))
+		if e0.target != ei.target {
+			whats = append(whats, fmt.Sprintf("symlink target %q != %q", e0.target, ei.target))
 		}
 	case isDev(st0):
 		if st0.Rdev != sti.Rdev {
@@ -282,27 +323,9 @@ func (c *comparer) meta(rel string, i, dirfd0, dirfdi int, name string, e0, ei *
 	if st0.Uid != sti.Uid || st0.Gid != sti.Gid {
 		whats = append(whats, fmt.Sprintf("owner %d:%d != %d:%d", st0.Uid, st0.Gid, sti.Uid, sti.Gid))
 	}
-	keep := grantsAccess
-	if c.opts.Content {
-		keep = nil
-	}
-	xw, err := c.xattrs(rel, i, dirfd0, dirfdi, name, keep)
-	if err != nil {
-		return err
-	}
-	whats = append(whats, xw...)
-	f0, fi := e0.flags, ei.flags
-	if c.opts.Content && (isReg(st0) || isDir(st0)) {
-		if f0, err = flagsAt(dirfd0, name, st0); err != nil {
-			return c.fail(0, rel, err)
-		}
-		if fi, err = flagsAt(dirfdi, name, sti); err != nil {
-			return c.fail(i, rel, err)
-		}
-		f0, fi = f0&inodeflags.Portable, fi&inodeflags.Portable
-	}
-	if f0 != fi {
-		whats = append(whats, fmt.Sprintf("flags %s != %s", inodeflags.Letters(f0), inodeflags.Letters(fi)))
+	whats = append(whats, xattrDiffs(e0.xattrs, ei.xattrs)...)
+	if e0.flags != ei.flags {
+		whats = append(whats, fmt.Sprintf("flags %s != %s", inodeflags.Letters(e0.flags), inodeflags.Letters(ei.flags)))
 	}
 	if c.opts.Content && !isDir(st0) && !c.links[i].match(st0, sti) {
 		whats = append(whats, "hard links")
@@ -340,17 +363,9 @@ func grantsAccess(attr string) bool {
 	return false
 }
 
-// xattrs compares the extended attributes keep accepts (nil: all) of an
-// entry and its replica i.
-func (c *comparer) xattrs(rel string, i, dirfd0, dirfdi int, name string, keep func(string) bool) ([]string, error) {
-	x0, err := xattrs(dirfd0, name, keep)
-	if err != nil {
-		return nil, c.fail(0, rel, err)
-	}
-	xi, err := xattrs(dirfdi, name, keep)
-	if err != nil {
-		return nil, c.fail(i, rel, err)
-	}
+// xattrDiffs describes how the extended attributes xi of a replica's entry
+// depart from x0, dirs[0]'s.
+func xattrDiffs(x0, xi map[string][]byte) []string {
 	var whats []string
 	for _, attr := range sortedKeys(x0, xi) {
 		v0, in0 := x0[attr]
@@ -364,7 +379,7 @@ func (c *comparer) xattrs(rel string, i, dirfd0, dirfdi int, name string, keep f
 			whats = append(whats, "xattr "+attr+" differs")
 		}
 	}
-	return whats, nil
+	return whats
 }
 
 // content compares the regular file name of dirs[0] with the replicas

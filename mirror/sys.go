@@ -232,8 +232,8 @@ func xattrs(dirfd int, name string, keep func(string) bool) (map[string][]byte, 
 	if err != nil {
 		return nil, fmt.Errorf("listxattr: %w", err)
 	}
-	attrs := make(map[string][]byte)
-	path := procPath(dirfd, name)
+	var attrs map[string][]byte // most entries have none to keep
+	var path string
 	for len(list) > 0 {
 		a, rest, _ := bytes.Cut(list, []byte{0})
 		attr := string(a)
@@ -241,12 +241,18 @@ func xattrs(dirfd int, name string, keep func(string) bool) (map[string][]byte, 
 		if attr == "" || keep != nil && !keep(attr) {
 			continue
 		}
+		if path == "" {
+			path = procPath(dirfd, name)
+		}
 		val, err := sizedRead(func(b []byte) (int, error) { return unix.Lgetxattr(path, attr, b) })
 		if errors.Is(err, unix.ENODATA) { // removed since the listing
 			continue
 		}
 		if err != nil {
 			return nil, fmt.Errorf("getxattr %s: %w", attr, err)
+		}
+		if attrs == nil {
+			attrs = make(map[string][]byte)
 		}
 		attrs[attr] = val
 	}
