@@ -11,7 +11,10 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"runtime"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bpfusefs/bpfusefs/internal/inodeflags"
@@ -71,11 +74,25 @@ func Compare(dirs []string, opts CompareOptions) ([]Difference, error) {
 
 // CompareStats is Compare that also says how much it compared, for a
 // verdict like "replicas identical (K files, B bytes compared)".
+//
+// Without Content, subtrees are compared in up to GOMAXPROCS goroutines,
+// the differences still returned in the order above; with Max, which of
+// them are found first then varies. With Content the comparison is one
+// walk: reading the files is the bulk of it, and hard links are matched
+// in the order they are met.
 func CompareStats(dirs []string, opts CompareOptions) ([]Difference, Stats, error) {
+	goroutines := runtime.GOMAXPROCS(0)
+	if opts.Content {
+		goroutines = 1
+	}
+	return compare(dirs, opts, goroutines)
+}
+
+func compare(dirs []string, opts CompareOptions, goroutines int) ([]Difference, Stats, error) {
 	if len(dirs) < 2 {
 		return nil, Stats{}, fmt.Errorf("compare: want at least two directories, got %d", len(dirs))
 	}
-	c := &comparer{opts: opts, dirs: dirs, links: make([]linkMap, len(dirs))}
+	w := &walk{opts: opts, dirs: dirs, links: make([]linkMap, len(dirs)), slots: make(chan struct{}, goroutines)}
 	fds := make([]int, len(dirs))
 	for i := range fds {
 		fds[i] = -1
@@ -88,31 +105,111 @@ func CompareStats(dirs []string, opts CompareOptions) ([]Difference, Stats, erro
 		}
 		fds[i] = fd
 	}
+	c := &comparer{walk: w}
+	w.slots <- struct{}{}
 	err := c.root(fds)
-	if errors.Is(err, errMax) {
-		err = nil
-	}
-	return c.diffs, c.stats, err
+	<-w.slots
+	w.halt(err)
+	w.subtrees.Wait()
+	var r result
+	c.flatten(&r, err)
+	return r.diffs, Stats{Files: int(w.files.Load()), Bytes: w.bytes.Load()}, r.err
 }
 
-// errMax stops a walk once Max differences are found.
-var errMax = errors.New("enough differences")
+var (
+	// errMax stops a walk once Max differences are found.
+	errMax = errors.New("enough differences")
+	// errHalted stops a goroutine of a walk that another one's error
+	// stopped.
+	errHalted = errors.New("walk halted")
+)
 
-type comparer struct {
+// A walk is one comparison, shared by the comparers of its subtrees.
+type walk struct {
 	opts  CompareOptions
 	dirs  []string
-	diffs []Difference
-	stats Stats
-	links []linkMap // per replica; links[0] is unused
-	bufs  [2][]byte // dirs[0]'s chunk and a replica's, allocated on first use
+	links []linkMap // per replica, links[0] unused; only with Content
+	// slots holds a token for each goroutine comparing a subtree.
+	slots    chan struct{}
+	subtrees sync.WaitGroup
+	found    atomic.Int64 // differences, against Max
+	failed   atomic.Bool
+	files    atomic.Int64
+	bytes    atomic.Int64
 }
 
-func (c *comparer) add(rel string, replica int, format string, a ...any) error {
-	c.diffs = append(c.diffs, Difference{Path: rel, Replica: c.dirs[replica], What: fmt.Sprintf(format, a...)})
-	if c.opts.Max > 0 && len(c.diffs) >= c.opts.Max {
+// halt stops every goroutine of the walk after an error.
+func (w *walk) halt(err error) {
+	if err != nil && err != errMax && err != errHalted {
+		w.failed.Store(true)
+	}
+}
+
+// halted says why a goroutine of the walk must stop, if it must.
+func (w *walk) halted() error {
+	switch {
+	case w.failed.Load():
+		return errHalted
+	case w.opts.Max > 0 && w.found.Load() >= int64(w.opts.Max):
 		return errMax
 	}
 	return nil
+}
+
+// A comparer compares one subtree in one goroutine. Its output is in the
+// order Compare returns differences, with a piece in place of each
+// subtree it left to another goroutine.
+type comparer struct {
+	*walk
+	out  []piece
+	bufs [2][]byte // dirs[0]'s chunk and a replica's, allocated on first use
+}
+
+// A piece is a difference or a subtree compared by another goroutine.
+type piece struct {
+	diff Difference
+	sub  *subtree
+}
+
+type subtree struct {
+	c   *comparer
+	err error
+}
+
+func (c *comparer) add(rel string, replica int, format string, a ...any) error {
+	c.out = append(c.out, piece{diff: Difference{Path: rel, Replica: c.dirs[replica], What: fmt.Sprintf(format, a...)}})
+	if c.opts.Max > 0 && c.found.Add(1) >= int64(c.opts.Max) {
+		return errMax
+	}
+	return nil
+}
+
+// A result gathers the output of a walk's comparers in order, up to Max
+// differences or the first error.
+type result struct {
+	diffs []Difference
+	err   error
+}
+
+func (r *result) full(max int) bool {
+	return r.err != nil || max > 0 && len(r.diffs) >= max
+}
+
+// flatten adds c's output to r, after the walk ended with err (c's).
+func (c *comparer) flatten(r *result, err error) {
+	for _, p := range c.out {
+		if r.full(c.opts.Max) {
+			return
+		}
+		if p.sub != nil {
+			p.sub.c.flatten(r, p.sub.err)
+		} else {
+			r.diffs = append(r.diffs, p.diff)
+		}
+	}
+	if !r.full(c.opts.Max) && err != errMax && err != errHalted {
+		r.err = err
+	}
 }
 
 // fail wraps an error of replica i's entry rel with its path.
@@ -170,6 +267,9 @@ func (c *comparer) dir(rel string, fds []int) error {
 	}
 	slices.Sort(all)
 	for _, name := range slices.Compact(all) {
+		if err := c.halted(); err != nil {
+			return err
+		}
 		if err := c.entry(join(rel, name), name, fds, names); err != nil {
 			return err
 		}
@@ -233,7 +333,7 @@ func (c *comparer) entry(rel, name string, fds []int, names [][]string) error {
 	}
 	switch {
 	case isReg(st0):
-		c.stats.Files++
+		c.files.Add(1)
 		if c.opts.Content {
 			return c.content(rel, name, fds, same, st0.Size)
 		}
@@ -243,23 +343,38 @@ func (c *comparer) entry(rel, name string, fds []int, names [][]string) error {
 	return nil
 }
 
-// subdir descends into the directory name in the replicas where it is one.
+// subdir descends into the directory name in the replicas where it is one,
+// in another goroutine if the walk has a slot free.
 func (c *comparer) subdir(rel, name string, fds []int, same []bool) error {
 	sub := make([]int, len(fds))
 	for i := range sub {
 		sub[i] = -1
 	}
-	defer closeAll(sub)
 	for i, fd := range fds {
 		if i > 0 && !same[i] {
 			continue
 		}
 		var err error
 		if sub[i], err = openDir(fd, name); err != nil {
+			closeAll(sub)
 			return c.fail(i, rel, err)
 		}
 	}
-	return c.dir(rel, sub)
+	select {
+	case c.slots <- struct{}{}:
+	default:
+		defer closeAll(sub)
+		return c.dir(rel, sub)
+	}
+	s := &subtree{c: &comparer{walk: c.walk}}
+	c.out = append(c.out, piece{sub: s})
+	c.subtrees.Go(func() {
+		s.err = s.c.dir(rel, sub)
+		closeAll(sub)
+		<-c.slots
+		c.halt(s.err)
+	})
+	return nil
 }
 
 // copyMeta is what meta compares of one replica's copy of an entry.
@@ -406,7 +521,7 @@ func (c *comparer) content(rel, name string, dirfds []int, same []bool, size int
 		c.bufs = [2][]byte{make([]byte, chunkSize), make([]byte, chunkSize)}
 	}
 	at, read, err := compareFiles(fds, size, c.bufs)
-	c.stats.Bytes += read
+	c.bytes.Add(read)
 	if err != nil {
 		return c.fail(0, rel, err)
 	}

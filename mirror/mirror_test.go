@@ -317,6 +317,48 @@ func TestOrder(t *testing.T) {
 	}
 }
 
+// TestParallelOrder compares trees whose differences lie in many
+// subtrees in one goroutine and in several: the same differences in the
+// same order, and with Max, that many of them, in that order.
+func TestParallelOrder(t *testing.T) {
+	a, b := t.TempDir(), t.TempDir()
+	for i := range 20 {
+		for _, root := range []string{a, b} {
+			must(t, os.MkdirAll(filepath.Join(root, fmt.Sprintf("d%02d/sub", i)), 0o755))
+		}
+		writeFile(t, filepath.Join(a, fmt.Sprintf("d%02d/sub/only-a", i)), nil, 0o644)
+		writeFile(t, filepath.Join(b, fmt.Sprintf("d%02d/only-b", i)), nil, 0o644)
+		writeFile(t, filepath.Join(a, fmt.Sprintf("d%02d/f", i)), []byte("a"), 0o644)
+		writeFile(t, filepath.Join(b, fmt.Sprintf("d%02d/f", i)), []byte("bb"), 0o644)
+	}
+	dirs := []string{a, b}
+	one, _, err := compare(dirs, CompareOptions{}, 1)
+	must(t, err)
+	if len(one) < 60 { // per directory: only-b extra, f's size (and mtime), only-a missing
+		t.Fatalf("want 60 differences or more, got %d: %v", len(one), one)
+	}
+	for range 20 {
+		many, _, err := compare(dirs, CompareOptions{}, 8)
+		must(t, err)
+		if !slices.Equal(many, one) {
+			t.Fatalf("in 8 goroutines:\n%v\nin one:\n%v", many, one)
+		}
+		some, _, err := compare(dirs, CompareOptions{Max: 10}, 8)
+		must(t, err)
+		if len(some) != 10 {
+			t.Fatalf("Max 10 in 8 goroutines: %d differences", len(some))
+		}
+		rest := one
+		for _, d := range some {
+			k := slices.Index(rest, d)
+			if k < 0 {
+				t.Fatalf("Max 10 in 8 goroutines: %v out of order or not a difference:\n%v", d, some)
+			}
+			rest = rest[k+1:]
+		}
+	}
+}
+
 func TestCompareErrors(t *testing.T) {
 	a := t.TempDir()
 	if _, err := Compare([]string{a}, CompareOptions{}); err == nil {
