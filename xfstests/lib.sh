@@ -219,6 +219,9 @@ install_helpers() {
 	else
 		[ -x "$BPFUSEFS" ] || die "$BPFUSEFS missing: run make build"
 		cp "$BPFUSEFS" "$helpers/mount.$type.new"
+		# What the results name: the build that runs, not the tree's
+		# state when they are written.
+		HELPER_VERSION=$("$BPFUSEFS" --version | cut -d' ' -f2)
 	fi
 	chmod 0755 "$helpers/mount.$type.new"
 	mv -f "$helpers/mount.$type.new" "$helpers/mount.$type"

@@ -212,8 +212,11 @@ run_mode() {
 	local passed failed notrun summary fs
 	passed=$(wc -l <"$dest/pass") failed=$(wc -l <"$dest/fail") notrun=$(wc -l <"$dest/notrun")
 	summary="Ran: $total  Passed: $passed  Failed: $failed  Not run: $notrun"
-	fs="bpfusefs $(git -C "$REPO" describe --always --dirty 2>/dev/null) --accel $mode${mirror:+ --mirror}"
-	[ -n "$reference" ] && fs="go-fuse v2.12.1 example/loopback"
+	if [ -n "$reference" ]; then
+		fs="go-fuse v2.12.1 example/loopback"
+	else
+		fs="bpfusefs $HELPER_VERSION --accel $mode${mirror:+ --mirror}"
+	fi
 	{
 		echo "$summary"
 		echo "filesystem: $fs"
