@@ -21,8 +21,9 @@ var errNoPath = errors.New("file handle decoded without a path")
 // as fd (see errNoPath). It walks the tree breadth first, reading each
 // directory once and stating only the entries that carry fd's inode
 // number: about one getdents(2) per directory, 15 ms for 100,000 files in
-// 200 cached directories on ext4. It stays beneath the root and on fd's filesystem, and gives up
-// with EINTR once cancel is closed (the caller interrupted its request).
+// 200 cached directories on ext4. It stays beneath the root and on fd's
+// filesystem, and gives up with EINTR once cancel is closed (the caller
+// interrupted its request).
 func (r *replica) findPath(fd int, cancel <-chan struct{}) (string, error) {
 	var want unix.Stat_t
 	if err := statFD(fd, &want); err != nil {
