@@ -755,6 +755,57 @@ func TestFileHandlesAcrossRemount(t *testing.T) {
 	}
 }
 
+// TestSymlinkXattrsByHandle reaches a symlink by a handle after a remount,
+// with the caches dropped, so that the backing filesystem hands it back
+// without its directory, and then its trusted.* attributes, which the
+// daemon reaches through the symlink's directory.
+func TestSymlinkXattrsByHandle(t *testing.T) {
+	requireFUSE(t)
+	tm := mountFS(t, "none", Options{})
+	if h, _, err := unix.NameToHandleAt(unix.AT_FDCWD, tm.backing, 0); err != nil || h.Type() != fileidIno32Gen || h.Size() != 8 {
+		t.Skip("backing filesystem without FILEID_INO32_GEN handles")
+	}
+	if err := os.Mkdir(tm.p("d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("target", tm.p("d/l")); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Lsetxattr(tm.p("d/l"), "trusted.k", []byte("link"), 0); err != nil {
+		t.Fatal(err)
+	}
+	h, _, err := unix.NameToHandleAt(unix.AT_FDCWD, tm.p("d/l"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tm.m.Unmount(false); err != nil {
+		t.Fatal(err)
+	}
+	m, err := Mount(tm.mnt, Options{Backing: tm.backing})
+	if err != nil {
+		t.Fatal(err)
+	}
+	unmountAtCleanup(t, m, tm.mnt)
+	dropPath(t, tm.backing, "d/l")
+	mnt, err := os.Open(tm.mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mnt.Close()
+	// The open descriptor keeps the kernel's inode, and with it the
+	// daemon's, revived from the handle.
+	f := openByHandle(t, mnt, h, unix.O_PATH|unix.O_NOFOLLOW, "after a remount")
+	defer f.Close()
+	buf := make([]byte, 16)
+	n, err := unix.Lgetxattr(tm.p("d/l"), "trusted.k", buf)
+	if err != nil || string(buf[:n]) != "link" {
+		t.Errorf("trusted.k of a symlink revived by handle: %q, %v", buf[:max(n, 0)], err)
+	}
+	if err := unix.Lsetxattr(tm.p("d/l"), "trusted.k", []byte("again"), 0); err != nil {
+		t.Errorf("set trusted.k of a symlink revived by handle: %v", err)
+	}
+}
+
 // dropPath drops the caches, so that dir's filesystem decodes the handle
 // of dir/name without finding its directory, and checks that it does. The
 // anonymous dentry it makes then stays cached for the next decode.

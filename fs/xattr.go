@@ -12,7 +12,8 @@ import (
 // itself. A symlink cannot be reached that way (following the link lands on
 // its target) and the *xattrat syscalls refuse O_PATH descriptors, so a
 // symlink is named by its parent directory and name: the path the kernel
-// reports for its descriptor, re-resolved beneath the backing root and
+// reports for its descriptor (or, for one opened by a file handle without
+// a path, the one findPath finds), re-resolved beneath the backing root and
 // checked to still be the same object.
 
 // xattrOp runs the path-based form of an xattr call for a non-symlink, or
@@ -47,6 +48,9 @@ func (fs *fileSystem) symlinkParent(n *inode, i int) (int, string, error) {
 		return -1, "", err
 	}
 	rel, err := r.pathOf(fd)
+	if err == errNoPath { // opened by its handle
+		rel, err = r.findPath(fd, nil)
+	}
 	if err != nil {
 		return -1, "", err
 	}
