@@ -439,7 +439,7 @@ func (t *inodeTable) findBacking(id uint64, cancel <-chan struct{}) (string, err
 	}
 	defer func() { <-t.searching }()
 	backing := t.rs.r[backingReplica]
-	fd, err := unix.OpenByHandleAt(backing.openFD, backingHandle(id), unix.O_PATH|unix.O_CLOEXEC)
+	fd, err := backing.openHandle(backingHandle(id))
 	if err != nil {
 		return "", err
 	}
@@ -447,7 +447,7 @@ func (t *inodeTable) findBacking(id uint64, cancel <-chan struct{}) (string, err
 	return backing.findPath(fd, cancel)
 }
 
-// backingHandle returns the file handle that handle id id is (see
+// backingHandle returns the backing file handle that a handle id is (see
 // handleIDs).
 func backingHandle(id uint64) unix.FileHandle {
 	return unix.NewFileHandle(fileidIno32Gen, binary.NativeEndian.AppendUint64(nil, id))
@@ -478,7 +478,7 @@ func (t *inodeTable) reviveAt(id uint64, rel string) (*inode, *unix.Stat_t, erro
 			if g.handles[i] == nil {
 				return -1, unix.ESTALE
 			}
-			return unix.OpenByHandleAt(r.openFD, *g.handles[i], unix.O_PATH|unix.O_CLOEXEC)
+			return r.openHandle(*g.handles[i])
 		}
 	case t.handleIDs && t.rs.healthy(backingReplica):
 		backing := t.rs.r[backingReplica]
@@ -488,7 +488,7 @@ func (t *inodeTable) reviveAt(id uint64, rel string) (*inode, *unix.Stat_t, erro
 				// Opened at rel, it is checked below to be the
 				// object the handle names.
 				if rel == "" {
-					fd, err = unix.OpenByHandleAt(r.openFD, backingHandle(id), unix.O_PATH|unix.O_CLOEXEC)
+					fd, err = r.openHandle(backingHandle(id))
 				} else {
 					fd, err = openBeneath(r.rootFD, rel, unix.O_PATH|unix.O_NOFOLLOW, 0)
 				}

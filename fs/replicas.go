@@ -153,6 +153,12 @@ func (r *replica) pathOf(fd int) (string, error) {
 	return rel, nil
 }
 
+// openHandle opens the object of replica r's filesystem that h names,
+// O_PATH.
+func (r *replica) openHandle(h unix.FileHandle) (int, error) {
+	return unix.OpenByHandleAt(r.openFD, h, unix.O_PATH|unix.O_CLOEXEC)
+}
+
 // sameType reports whether the objects open as fds (-1 for none) all have
 // one file type.
 func sameType(fds []int) bool {
