@@ -898,8 +898,11 @@ func TestPruneInodes(t *testing.T) {
 		files, highWater = 1000, 150
 	}
 	eachMode(t, func(t *testing.T, tm *testMount) {
+		// The table reads the marks under its lock, from any lookup.
 		p := tm.m.fs.inodes.pruner
+		tm.m.fs.inodes.mu.Lock()
 		p.highWater, p.lowWater = highWater, highWater/2
+		tm.m.fs.inodes.mu.Unlock()
 		for i := range files {
 			writeFile(t, tm.b(fmt.Sprintf("f%d", i)), "")
 		}
