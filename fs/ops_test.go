@@ -703,9 +703,7 @@ func TestFileHandlesAcrossRemount(t *testing.T) {
 				mirrors = append(mirrors, plainMirror)
 			}
 			tm := mountReplicas(t, "none", Options{}, nil, mirrors...)
-			if h, _, err := unix.NameToHandleAt(unix.AT_FDCWD, tm.backing, 0); err != nil || h.Type() != fileidIno32Gen || h.Size() != 8 {
-				t.Skip("backing filesystem without FILEID_INO32_GEN handles")
-			}
+			requireHandleIDs(t, tm)
 			if err := os.MkdirAll(tm.p("d/e"), 0o755); err != nil {
 				t.Fatal(err)
 			}
@@ -717,26 +715,11 @@ func TestFileHandlesAcrossRemount(t *testing.T) {
 			if err := os.Rename(tm.p("d/e"), tm.p("d/moved")); err != nil {
 				t.Fatal(err)
 			}
-			if err := tm.m.Unmount(false); err != nil {
-				t.Fatal(err)
-			}
-			m, err := Mount(tm.mnt, Options{Backing: tm.backing, Mirrors: tm.mirrors})
-			if err != nil {
-				t.Fatal(err)
-			}
-			unmountAtCleanup(t, m, tm.mnt)
+			dropped := ""
 			if tc.dropped {
-				// After the mount, whose check looks up every
-				// entry of every replica.
-				dropPath(t, tm.backing, "d/moved/f")
+				dropped = "d/moved/f"
 			}
-			mnt, err := os.Open(tm.mnt)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer mnt.Close()
-			f := openByHandle(t, mnt, h, unix.O_RDWR|unix.O_APPEND, "after a remount")
-			defer f.Close()
+			f := openAfterRemount(t, tm, h, unix.O_RDWR|unix.O_APPEND, dropped)
 			buf := make([]byte, 16)
 			if n, err := f.Read(buf); err != nil || string(buf[:n]) != "survives" {
 				t.Errorf("read by handle after a remount: %q, %v", buf[:n], err)
@@ -762,9 +745,7 @@ func TestFileHandlesAcrossRemount(t *testing.T) {
 func TestSymlinkXattrsByHandle(t *testing.T) {
 	requireFUSE(t)
 	tm := mountFS(t, "none", Options{})
-	if h, _, err := unix.NameToHandleAt(unix.AT_FDCWD, tm.backing, 0); err != nil || h.Type() != fileidIno32Gen || h.Size() != 8 {
-		t.Skip("backing filesystem without FILEID_INO32_GEN handles")
-	}
+	requireHandleIDs(t, tm)
 	if err := os.Mkdir(tm.p("d"), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -778,24 +759,9 @@ func TestSymlinkXattrsByHandle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := tm.m.Unmount(false); err != nil {
-		t.Fatal(err)
-	}
-	m, err := Mount(tm.mnt, Options{Backing: tm.backing})
-	if err != nil {
-		t.Fatal(err)
-	}
-	unmountAtCleanup(t, m, tm.mnt)
-	dropPath(t, tm.backing, "d/l")
-	mnt, err := os.Open(tm.mnt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mnt.Close()
 	// The open descriptor keeps the kernel's inode, and with it the
 	// daemon's, revived from the handle.
-	f := openByHandle(t, mnt, h, unix.O_PATH|unix.O_NOFOLLOW, "after a remount")
-	defer f.Close()
+	openAfterRemount(t, tm, h, unix.O_PATH|unix.O_NOFOLLOW, "d/l")
 	buf := make([]byte, 16)
 	n, err := unix.Lgetxattr(tm.p("d/l"), "trusted.k", buf)
 	if err != nil || string(buf[:n]) != "link" {
@@ -804,6 +770,44 @@ func TestSymlinkXattrsByHandle(t *testing.T) {
 	if err := unix.Lsetxattr(tm.p("d/l"), "trusted.k", []byte("again"), 0); err != nil {
 		t.Errorf("set trusted.k of a symlink revived by handle: %v", err)
 	}
+}
+
+// requireHandleIDs skips a test of file handles that outlive the daemon
+// where the backing filesystem has no FILEID_INO32_GEN handles to make
+// node ids of.
+func requireHandleIDs(t *testing.T, tm *testMount) {
+	t.Helper()
+	if h, _, err := unix.NameToHandleAt(unix.AT_FDCWD, tm.backing, 0); err != nil || h.Type() != fileidIno32Gen || h.Size() != 8 {
+		t.Skip("backing filesystem without FILEID_INO32_GEN handles")
+	}
+}
+
+// openAfterRemount cycles tm's mount and opens h through the new one with
+// flags; the file is closed when the test ends, before the unmount. With
+// dropped set, the caches are dropped first so that the backing
+// filesystem decodes that file's handle without a path (see dropPath):
+// after the mount, whose check looks up every entry of every replica.
+func openAfterRemount(t *testing.T, tm *testMount, h unix.FileHandle, flags int, dropped string) *os.File {
+	t.Helper()
+	if err := tm.m.Unmount(false); err != nil {
+		t.Fatal(err)
+	}
+	m, err := Mount(tm.mnt, Options{Backing: tm.backing, Mirrors: tm.mirrors})
+	if err != nil {
+		t.Fatal(err)
+	}
+	unmountAtCleanup(t, m, tm.mnt)
+	if dropped != "" {
+		dropPath(t, tm.backing, dropped)
+	}
+	mnt, err := os.Open(tm.mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mnt.Close()
+	f := openByHandle(t, mnt, h, flags, "after a remount")
+	t.Cleanup(func() { f.Close() })
+	return f
 }
 
 // dropPath drops the caches, so that dir's filesystem decodes the handle
